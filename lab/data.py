@@ -1,0 +1,362 @@
+"""Two-dimensional data sets, each an exact Gaussian mixture.
+
+Every data set in ``DATASETS`` *is* a :class:`GaussianMixture` (curves and squares are
+covered by small overlapping components), so every data set has an exact density and an
+exact noised score at every noise level: the lab can always show the truth beside what a
+network learned. All data sets are centred and scaled to unit variance per coordinate
+(on average over the two), as the mode-interpolation paper scales its grid.
+
+``gaussian_grid`` is the 5x5 grid of Aithal et al. 2024 ("Understanding Hallucinations in
+Diffusion Models through Mode Interpolation"): means 2*{-2..2}^2, std 0.05, equal weights,
+everything divided by sqrt(0.05^2 + 8) (spacing about 0.707, std about 0.0177).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["GaussianMixture", "DATASETS", "make_dataset", "dataset_mixture", "load_points",
+           "MIN_POINTS", "MAX_POINTS"]
+
+MIN_POINTS = 8             # fewer user points than this cannot make a data set
+MAX_POINTS = 2_000_000     # more than this is refused (memory; a served lab's safety)
+MAX_CSV_BYTES = 64 << 20   # a CSV file larger than 64 MiB is refused before reading
+_LOG_2PI = math.log(2 * math.pi)
+_CHUNK = 1 << 22           # points x components evaluated at once (memory bound)
+
+
+class GaussianMixture:
+    """A mixture of 2-D Gaussians sum_k w_k N(m_k, C_k), with exact density and score.
+
+    Args:
+        means: (K, 2) component means.
+        covs: (K, 2, 2) covariances, or (K,) / scalar standard deviations (isotropic).
+            Positive semi-definite; zero covariances (point masses) are allowed, which
+            is how the empirical distribution of a training set is written.
+        weights: (K,) non-negative weights, normalised here; equal if omitted.
+
+    Parameters are kept in float64; evaluations run in the dtype of their input.
+    """
+
+    def __init__(self, means, covs=0.05, weights=None):
+        means = torch.as_tensor(means, dtype=torch.float64)
+        if means.ndim != 2 or means.shape[1] != 2 or means.shape[0] == 0:
+            raise ValueError(f"means must have shape (K, 2) with K >= 1, got {tuple(means.shape)}")
+        K = means.shape[0]
+        covs = torch.as_tensor(covs, dtype=torch.float64)
+        if covs.ndim <= 1:  # standard deviations
+            std = covs.expand(K) if covs.ndim == 1 else covs.expand(K)
+            if torch.any(std < 0):
+                raise ValueError("standard deviations must be non-negative")
+            covs = std[:, None, None] ** 2 * torch.eye(2, dtype=torch.float64)
+        if covs.shape != (K, 2, 2):
+            raise ValueError(f"covs must have shape ({K}, 2, 2), got {tuple(covs.shape)}")
+        if not torch.allclose(covs, covs.transpose(1, 2)):
+            raise ValueError("covariances must be symmetric")
+        if torch.linalg.eigvalsh(covs).min() < -1e-12:
+            raise ValueError("covariances must be positive semi-definite")
+        if weights is None:
+            weights = torch.ones(K, dtype=torch.float64)
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        if weights.shape != (K,) or torch.any(weights < 0) or weights.sum() <= 0:
+            raise ValueError(f"weights must be {K} non-negative numbers with a positive sum")
+        for name, v in (("means", means), ("covs", covs), ("weights", weights)):
+            if not torch.isfinite(v).all():
+                raise ValueError(f"{name} must be finite")
+        self.means, self.covs = means, covs
+        self.weights = weights / weights.sum()
+        self._cast: dict = {}
+
+    # --- constructors -------------------------------------------------------------
+    @classmethod
+    def grid(cls, k: int = 5, spacing: float = 1.0, std: float = 0.05) -> "GaussianMixture":
+        """A k x k grid of equal isotropic components, centred at 0: spacing*{-(k-1)/2..}^2."""
+        c = (torch.arange(k, dtype=torch.float64) - (k - 1) / 2) * spacing
+        gx, gy = torch.meshgrid(c, c, indexing="xy")
+        return cls(torch.stack([gx.flatten(), gy.flatten()], 1), std)
+
+    @classmethod
+    def ring(cls, k: int = 8, radius: float = 1.0, std: float = 0.05) -> "GaussianMixture":
+        """k equal isotropic components evenly spaced on a circle of the given radius."""
+        a = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
+        return cls(radius * torch.stack([a.cos(), a.sin()], 1), std)
+
+    # --- moments and transforms ----------------------------------------------------
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    def mean(self) -> Tensor:
+        """Mixture mean (2,)."""
+        return self.weights @ self.means
+
+    def cov(self) -> Tensor:
+        """Mixture covariance (2, 2): sum_k w_k (C_k + m_k m_k^T) - mu mu^T."""
+        mu = self.mean()
+        second = torch.einsum("k,kij->ij", self.weights, self.covs
+                              + self.means[:, :, None] * self.means[:, None, :])
+        return second - torch.outer(mu, mu)
+
+    def affine(self, scale: float, shift=(0.0, 0.0)) -> "GaussianMixture":
+        """The mixture of scale * x + shift."""
+        shift = torch.as_tensor(shift, dtype=torch.float64)
+        return GaussianMixture(self.means * scale + shift, self.covs * scale**2, self.weights)
+
+    def standardized(self) -> "GaussianMixture":
+        """Centred, and scaled (one factor for both axes) to unit mean variance."""
+        scale = 1.0 / math.sqrt(float(torch.trace(self.cov())) / 2)
+        return self.affine(scale, -self.mean() * scale)
+
+    # --- sampling and densities ----------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               dtype=torch.float32, device=None) -> Tensor:
+        """Draw n points (n, 2). Reproducible given a seeded ``generator`` (CPU)."""
+        n = _check_count(n, "n")
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        evals, evecs = torch.linalg.eigh(self.covs)
+        root = evecs * evals.clamp_min(0).sqrt()[:, None, :]  # C = root root^T
+        z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        x = self.means[k] + torch.einsum("nij,nj->ni", root[k], z)
+        return x.to(dtype=dtype, device=device)
+
+    def _params(self, like: Tensor):
+        key = (like.dtype, like.device)
+        if key not in self._cast:
+            self._cast[key] = tuple(p.to(dtype=like.dtype, device=like.device)
+                                    for p in (self.means, self.covs, self.weights.log()))
+        return self._cast[key]
+
+    def _noised_terms(self, x, alpha, sigma):
+        """Per component log-density terms of the noised mixture, and what the score needs.
+
+        Component k of the law of alpha x0 + sigma eps is N(alpha m_k, alpha^2 C_k + sigma^2 I).
+        Shapes: x (n, 2); alpha, sigma broadcastable to (n, 1). Returns log(w_k N_k) (n, K)
+        and Sigma_k^-1 (x - alpha m_k) as two (n, K) tensors.
+        """
+        means, covs, log_w = self._params(x)
+        a2, s2 = alpha**2, sigma**2
+        A = a2 * covs[:, 0, 0] + s2   # (n, K): entries of the noised covariance
+        B = a2 * covs[:, 0, 1]
+        C = a2 * covs[:, 1, 1] + s2
+        dx = x[:, :1] - alpha * means[:, 0]
+        dy = x[:, 1:] - alpha * means[:, 1]
+        det = A * C - B * B
+        px = (C * dx - B * dy) / det  # Sigma^-1 (x - mu)
+        py = (A * dy - B * dx) / det
+        logp = log_w - 0.5 * (dx * px + dy * py) - 0.5 * torch.log(det) - _LOG_2PI
+        return logp, px, py
+
+    def _chunks(self, x, alpha, sigma):
+        n = x.shape[0]
+        step = max(1, _CHUNK // self.n_components)
+        alpha, sigma = (_as_column(v, x) for v in (alpha, sigma))
+        for i in range(0, n, step):
+            j = slice(i, i + step)
+            yield self._noised_terms(x[j], _rows(alpha, j), _rows(sigma, j))
+
+    def log_prob_noised(self, x: Tensor, alpha=1.0, sigma=0.0) -> Tensor:
+        """log density (n,) at x (n, 2) of alpha x0 + sigma eps, x0 from this mixture."""
+        return torch.cat([logp.logsumexp(1) for logp, _, _ in self._chunks(x, alpha, sigma)])
+
+    def score_noised(self, x: Tensor, alpha=1.0, sigma=0.0) -> Tensor:
+        """Exact score grad_x log p (n, 2) of alpha x0 + sigma eps: the posterior-weighted
+        sum over components of -Sigma_k^-1 (x - alpha m_k)."""
+        out = []
+        for logp, px, py in self._chunks(x, alpha, sigma):
+            r = torch.softmax(logp, dim=1)
+            out.append(-torch.stack([(r * px).sum(1), (r * py).sum(1)], 1))
+        return torch.cat(out)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact log density (n,) of the mixture at x (n, 2)."""
+        return self.log_prob_noised(x, 1.0, 0.0)
+
+    def score(self, x: Tensor) -> Tensor:
+        """Exact score (n, 2) of the mixture at x (n, 2)."""
+        return self.score_noised(x, 1.0, 0.0)
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(K={self.n_components})"
+
+
+def _as_column(v, x: Tensor) -> Tensor:
+    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    return v.reshape(-1, 1) if v.ndim >= 1 else v
+
+
+def _rows(v: Tensor, j: slice) -> Tensor:
+    return v[j] if v.ndim >= 1 and v.shape[0] > 1 else v
+
+
+def _check_count(n, name: str, low: int = 1, high: int = MAX_POINTS) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {n!r}")
+    if not low <= n <= high:
+        raise ValueError(f"{name} must be between {low} and {high:,}, got {n}")
+    return int(n)
+
+
+# --- the data sets, as mixtures ----------------------------------------------------
+def _along(points: np.ndarray, std: float, weights=None) -> GaussianMixture:
+    return GaussianMixture(torch.as_tensor(points), std, weights)
+
+
+def _arclength_points(curve: Callable, t0: float, t1: float, k: int) -> np.ndarray:
+    """k points evenly spaced by arc length along curve(t), t in [t0, t1]."""
+    t = np.linspace(t0, t1, 4000)
+    p = curve(t)
+    s = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))])
+    return curve(np.interp(np.linspace(0, s[-1], k), s, t))
+
+
+def _gaussian_grid() -> GaussianMixture:
+    scale = 1 / math.sqrt(0.05**2 + 8)  # Aithal et al. 2024: data / sqrt(std^2 + 8)
+    return GaussianMixture.grid(k=5, spacing=2 * scale, std=0.05 * scale)
+
+
+def _ring() -> GaussianMixture:
+    return GaussianMixture.ring(k=8, radius=1.0, std=0.05).standardized()
+
+
+def _two_moons() -> GaussianMixture:
+    upper = _arclength_points(lambda t: np.stack([np.cos(t), np.sin(t)], 1), 0, np.pi, 40)
+    lower = _arclength_points(lambda t: np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1), 0, np.pi, 40)
+    return _along(np.concatenate([upper, lower]), 0.08).standardized()
+
+
+def _swiss_roll() -> GaussianMixture:
+    pts = _arclength_points(lambda t: np.stack([t * np.cos(t), t * np.sin(t)], 1),
+                            1.5 * np.pi, 4.5 * np.pi, 120)
+    return _along(pts, 0.45).standardized()
+
+
+def _checkerboard() -> GaussianMixture:
+    c = (np.arange(4) + 0.5) / 4  # 4 x 4 components inside each unit square
+    sub = np.stack(np.meshgrid(c, c), -1).reshape(-1, 2)
+    corners = [(i, j) for i in range(-2, 2) for j in range(-2, 2) if (i + j) % 2 == 0]
+    pts = np.concatenate([sub + np.array(ij) for ij in corners])
+    return _along(pts, 0.09).standardized()
+
+
+def _circles() -> GaussianMixture:
+    outer = _arclength_points(lambda t: np.stack([np.cos(t), np.sin(t)], 1), 0, 2 * np.pi, 49)[:-1]
+    inner = _arclength_points(lambda t: 0.5 * np.stack([np.cos(t), np.sin(t)], 1), 0, 2 * np.pi, 25)[:-1]
+    w = np.concatenate([np.full(48, 1 / 48), np.full(24, 1 / 24)])  # half the mass on each
+    return _along(np.concatenate([outer, inner]), 0.06, w).standardized()
+
+
+def _pinwheel(arms: int = 5, radial_std: float = 0.3, tangential_std: float = 0.05,
+              rate: float = 0.25) -> GaussianMixture:
+    """Johnson et al. 2016's pinwheel: along each arm r ~ N(1, 0.3), turned by rate*exp(r)."""
+    r = np.linspace(0.2, 1.9, 14)
+    gap = r[1] - r[0]
+    w_r = np.exp(-0.5 * ((r - 1) / radial_std) ** 2)
+    means, covs, weights = [], [], []
+    for a in range(arms):
+        theta = 2 * np.pi * a / arms + rate * np.exp(r)
+        pos = np.stack([r * np.cos(theta), r * np.sin(theta)], 1)
+        tangent = np.gradient(pos, axis=0)
+        tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+        normal = np.stack([-tangent[:, 1], tangent[:, 0]], 1)
+        for p, u, v, w in zip(pos, tangent, normal, w_r):
+            means.append(p)
+            covs.append((0.7 * gap) ** 2 * np.outer(u, u) + tangential_std**2 * np.outer(v, v))
+            weights.append(w)
+    return GaussianMixture(np.array(means), np.array(covs), np.array(weights)).standardized()
+
+
+def _spiral() -> GaussianMixture:
+    arm = _arclength_points(lambda t: np.stack([t * np.cos(t), t * np.sin(t)], 1) / (3 * np.pi),
+                            0.5 * np.pi, 3 * np.pi, 60)
+    return _along(np.concatenate([arm, -arm]), 0.045).standardized()
+
+
+DATASETS: dict[str, Callable[[], GaussianMixture]] = {
+    "gaussian_grid": _gaussian_grid,
+    "ring": _ring,
+    "two_moons": _two_moons,
+    "swiss_roll": _swiss_roll,
+    "checkerboard": _checkerboard,
+    "circles": _circles,
+    "pinwheel": _pinwheel,
+    "spiral": _spiral,
+}
+
+
+def dataset_mixture(name: str) -> GaussianMixture:
+    """The exact Gaussian mixture that data set ``name`` is drawn from."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]()
+
+
+def make_dataset(name: str, n: int = 10_000, seed: int = 0) -> Tensor:
+    """n points (n, 2), float32, drawn from data set ``name``; the same seed gives the
+    same points."""
+    mix = dataset_mixture(name)
+    g = torch.Generator().manual_seed(int(seed))
+    return mix.sample(_check_count(n, "n"), generator=g)
+
+
+def load_points(source) -> Tensor:
+    """User points as a float32 tensor (n, 2), from an array-like or a CSV file path.
+
+    A CSV holds two numeric columns, comma (or whitespace) separated, with an optional
+    header line. Raises ValueError naming the problem: wrong shape, non-numeric or
+    non-finite values, fewer than ``MIN_POINTS`` or more than ``MAX_POINTS`` points.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        arr = _read_csv(os.fspath(source))
+    else:
+        try:
+            arr = np.asarray(source.detach().cpu() if isinstance(source, Tensor) else source,
+                             dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"points must be numeric: {e}") from None
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"points must have shape (n, 2): two columns x, y; got shape {arr.shape}")
+    if arr.shape[0] < MIN_POINTS:
+        raise ValueError(f"need at least {MIN_POINTS} points, got {arr.shape[0]}")
+    if arr.shape[0] > MAX_POINTS:
+        raise ValueError(f"at most {MAX_POINTS:,} points are accepted, got {arr.shape[0]:,}")
+    bad = ~np.isfinite(arr).all(1)
+    if bad.any():
+        raise ValueError(f"points must be finite: {bad.sum()} row(s) hold NaN or infinity, "
+                         f"the first is row {int(np.argmax(bad))}")
+    return torch.as_tensor(arr, dtype=torch.float32)
+
+
+def _read_csv(path: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file: {path}")
+    if os.path.getsize(path) > MAX_CSV_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_CSV_BYTES >> 20} MiB")
+    with open(path, "r", errors="replace") as fh:
+        lines = fh.read().splitlines()
+    rows = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not rows:
+        raise ValueError(f"{path} holds no data")
+    def parse(line):
+        return [float(v) for v in line.replace(",", " ").replace(";", " ").split()]
+    try:
+        parse(rows[0])
+    except ValueError:
+        rows = rows[1:]  # a header line
+    data = []
+    for i, line in enumerate(rows):
+        try:
+            vals = parse(line)
+        except ValueError:
+            raise ValueError(f"{path}: line {i + 1} of the data is not numeric: {line[:60]!r}") from None
+        if len(vals) != 2:
+            raise ValueError(f"{path}: line {i + 1} of the data has {len(vals)} values, "
+                             "expected two columns x, y")
+        data.append(vals)
+        if len(data) > MAX_POINTS:
+            raise ValueError(f"{path}: more than {MAX_POINTS:,} points")
+    return np.asarray(data, dtype=np.float64).reshape(-1, 2)

@@ -1,0 +1,166 @@
+"""Score fields: one interface for every source of a score.
+
+A trained network, a conservative (potential) network, the exact score of a Gaussian
+mixture and the exact score of a finite training set all implement ``eps(x, t)``, the
+noise prediction; everything else is derived here, once, from eps and the schedule
+(x_t = alpha x0 + sigma eps):
+
+    score    = -eps / sigma                       (Vincent 2011; Song & Ermon 2019)
+    x0       = (x - sigma eps) / alpha            (Tweedie's formula, Efron 2011)
+    velocity = f x - g^2 / 2 score                (probability-flow ODE, Song et al. 2021)
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from lab.data import GaussianMixture
+from lab.schedules import Schedule, get_schedule
+
+__all__ = ["ScoreField", "MixtureField", "EmpiricalField", "NetworkField", "broadcast_t",
+           "eps_to_score", "score_to_eps", "eps_to_x0", "x0_to_eps"]
+
+
+def broadcast_t(t, x: Tensor) -> Tensor:
+    """Time as a column (n, 1) or a scalar, in x's dtype and on x's device."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.ndim == 0:
+        return t
+    if t.numel() not in (1, x.shape[0]):
+        raise ValueError(f"t must be a scalar or hold one time per point ({x.shape[0]}), "
+                         f"got shape {tuple(t.shape)}")
+    return t.reshape(-1, 1)
+
+
+def eps_to_score(eps: Tensor, sigma: Tensor) -> Tensor:
+    return -eps / sigma
+
+
+def score_to_eps(score: Tensor, sigma: Tensor) -> Tensor:
+    return -sigma * score
+
+
+def eps_to_x0(x: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    return (x - sigma * eps) / alpha
+
+
+def x0_to_eps(x: Tensor, x0: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    return (x - alpha * x0) / sigma
+
+
+@runtime_checkable
+class ScoreField(Protocol):
+    """A score source: implement ``eps(x, t)``; score, x0 and velocity come from here.
+
+    ``x``: (n, 2); ``t``: a float or (n,) tensor in [schedule.t_min, schedule.t_max].
+    """
+
+    schedule: Schedule
+
+    def eps(self, x: Tensor, t) -> Tensor:
+        """Noise prediction eps(x_t, t), shape (n, 2)."""
+        ...
+
+    def _coeffs(self, x: Tensor, t):
+        tt = broadcast_t(t, x)
+        return tt, self.schedule.alpha(tt), self.schedule.sigma(tt)
+
+    def score(self, x: Tensor, t) -> Tensor:
+        """Score grad_x log p_t(x), shape (n, 2)."""
+        tt, _, sigma = self._coeffs(x, t)
+        return eps_to_score(self.eps(x, t), sigma)
+
+    def x0(self, x: Tensor, t) -> Tensor:
+        """Predicted clean point E[x0 | x_t = x] (the denoiser), shape (n, 2)."""
+        tt, alpha, sigma = self._coeffs(x, t)
+        return eps_to_x0(x, self.eps(x, t), alpha, sigma)
+
+    def velocity(self, x: Tensor, t) -> Tensor:
+        """Drift of the probability-flow ODE, f x - g^2/2 score, shape (n, 2)."""
+        tt, _, sigma = self._coeffs(x, t)
+        s = eps_to_score(self.eps(x, t), sigma)
+        return self.schedule.f(tt) * x - 0.5 * self.schedule.g2(tt) * s
+
+
+class MixtureField(ScoreField):
+    """The exact score of a :class:`GaussianMixture` noised by ``schedule``: the noised
+    mixture has components N(alpha m_k, alpha^2 C_k + sigma^2 I)."""
+
+    def __init__(self, mixture: GaussianMixture, schedule: Schedule | str = "vp"):
+        self.mixture = mixture
+        self.schedule = get_schedule(schedule)
+
+    def eps(self, x: Tensor, t) -> Tensor:
+        tt, alpha, sigma = self._coeffs(x, t)
+        return score_to_eps(self.mixture.score_noised(x, alpha, sigma), sigma)
+
+    def score(self, x: Tensor, t) -> Tensor:
+        tt, alpha, sigma = self._coeffs(x, t)
+        return self.mixture.score_noised(x, alpha, sigma)
+
+    def log_prob(self, x: Tensor, t) -> Tensor:
+        """Exact log p_t(x), shape (n,)."""
+        tt, alpha, sigma = self._coeffs(x, t)
+        return self.mixture.log_prob_noised(x, alpha, sigma)
+
+    def __repr__(self) -> str:
+        return f"MixtureField({self.mixture!r}, {self.schedule.name})"
+
+
+class EmpiricalField(MixtureField):
+    """The exact optimal denoiser of a finite training set: the score of the empirical
+    distribution (1/N) sum_i delta(x - x_i) noised by the schedule. A network that
+    minimised the denoising loss on this set perfectly would equal it, and would only
+    reproduce training points (memorisation)."""
+
+    def __init__(self, data: Tensor, schedule: Schedule | str = "vp"):
+        data = torch.as_tensor(data)
+        if data.ndim != 2 or data.shape[1] != 2 or data.shape[0] == 0:
+            raise ValueError(f"data must have shape (n, 2), got {tuple(data.shape)}")
+        super().__init__(GaussianMixture(data, 0.0), schedule)
+
+    def __repr__(self) -> str:
+        return f"EmpiricalField(N={self.mixture.n_components}, {self.schedule.name})"
+
+
+class NetworkField(ScoreField):
+    """A network as a field. ``model(x_in, t)`` returns eps (n, 2) for a ``ScoreMLP``; for
+    a conservative model (``model.conservative``, e.g. ``PotentialMLP``) eps is the
+    x-gradient of its scalar output, so the score is a gradient in x at every t.
+
+    The input is preconditioned as in EDM (Karras et al. 2022): x_in = x / sqrt(alpha^2
+    data_std^2 + sigma^2), which has about unit variance at every t and every schedule.
+    """
+
+    def __init__(self, model: torch.nn.Module, schedule: Schedule | str = "vp",
+                 data_std: float = 1.0):
+        self.model = model
+        self.schedule = get_schedule(schedule)
+        self.data_std = float(data_std)
+        self.config = None   # the TrainConfig it was trained with, when known
+        self.summary = None  # the training summary (steps, wall time, device, ...)
+        self.meta = {}       # free-form facts kept in its checkpoint (e.g. the data set)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def eps(self, x: Tensor, t) -> Tensor:
+        tt, alpha, sigma = self._coeffs(x, t)
+        c_in = torch.rsqrt(alpha**2 * self.data_std**2 + sigma**2)
+        t_vec = (tt * torch.ones_like(x[:, :1])).squeeze(1)
+        if not getattr(self.model, "conservative", False):
+            return self.model(x * c_in, t_vec)
+        # Keep the graph when the caller differentiates (training, Jacobians); not when
+        # sampling under no_grad.
+        create_graph = torch.is_grad_enabled() and (x.requires_grad or self.model.training)
+        with torch.enable_grad():
+            xg = x if x.requires_grad else x.detach().requires_grad_(True)
+            energy = self.model(xg * c_in, t_vec)
+            (grad,) = torch.autograd.grad(energy.sum(), xg, create_graph=create_graph)
+        return grad
+
+    def __repr__(self) -> str:
+        return f"NetworkField({type(self.model).__name__}, {self.schedule.name})"

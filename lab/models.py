@@ -1,0 +1,84 @@
+"""Small networks for 2-D score models.
+
+``ScoreMLP`` predicts eps (Ho et al. 2020's parameterisation); ``PotentialMLP`` outputs a
+scalar energy whose x-gradient is eps, so the score it defines is a gradient field at every
+t: conservative by construction (zero curl), as in Salimans & Ho 2021 ("Should EBMs model
+the energy or the score?") and the potential network of Deveney et al.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ScoreMLP", "PotentialMLP", "TimeEmbedding", "MODELS", "build_model"]
+
+
+class TimeEmbedding(nn.Module):
+    """Sinusoidal features of t in [0, 1]: sin and cos of t * 1000 at geometric
+    frequencies, as the transformer position code that DDPM uses (Vaswani et al. 2017)."""
+
+    def __init__(self, dim: int = 32):
+        super().__init__()
+        half = dim // 2
+        freqs = torch.exp(-math.log(10_000.0) * torch.arange(half) / half)
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, t: Tensor) -> Tensor:
+        arg = 1000.0 * t[:, None] * self.freqs
+        return torch.cat([arg.sin(), arg.cos()], 1)
+
+
+class _MLP(nn.Module):
+    """x (n, 2) and t (n,) -> (n, out): the time features enter every hidden layer."""
+
+    def __init__(self, out: int, hidden: int, depth: int, t_dim: int):
+        super().__init__()
+        self.embed = TimeEmbedding(t_dim)
+        self.inp = nn.Linear(2, hidden)
+        self.t_proj = nn.Linear(t_dim, hidden * depth)
+        self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
+        self.out = nn.Linear(hidden, out)
+        self.depth = depth
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        h = self.inp(x)
+        temb = self.t_proj(self.embed(t)).chunk(self.depth, dim=1)
+        for layer, te in zip(self.layers, temb):
+            h = h + layer(nn.functional.silu(h + te))  # residual block
+        return self.out(nn.functional.silu(h))
+
+
+class ScoreMLP(_MLP):
+    """eps network: (x (n, 2), t (n,)) -> eps (n, 2). Residual MLP with time features."""
+
+    conservative = False
+
+    def __init__(self, hidden: int = 128, depth: int = 3, t_dim: int = 32):
+        super().__init__(2, hidden, depth, t_dim)
+        self.kwargs = dict(hidden=hidden, depth=depth, t_dim=t_dim)
+
+
+class PotentialMLP(_MLP):
+    """Energy network: (x (n, 2), t (n,)) -> E (n,); ``NetworkField`` takes eps = grad_x E,
+    so score = -grad_x (E / sigma): conservative for every t, trained or not."""
+
+    conservative = True
+
+    def __init__(self, hidden: int = 128, depth: int = 3, t_dim: int = 32):
+        super().__init__(1, hidden, depth, t_dim)
+        self.kwargs = dict(hidden=hidden, depth=depth, t_dim=t_dim)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return super().forward(x, t).squeeze(1)
+
+
+MODELS = {"score_mlp": ScoreMLP, "potential_mlp": PotentialMLP}
+
+
+def build_model(kind: str, **kwargs) -> nn.Module:
+    """The model called ``kind`` (one of ``MODELS``)."""
+    if kind not in MODELS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[kind](**kwargs)

@@ -1,0 +1,291 @@
+"""Denoising score matching (Vincent 2011; Ho et al. 2020's eps form), EMA, checkpoints.
+
+    loss = E_{t, x0, eps} w(t) |eps_theta(alpha_t x0 + sigma_t eps, t) - eps|^2
+
+with t stratified-uniform on [t_min, t_max] (Kingma et al. 2021's low-discrepancy sampler).
+Weightings ``w``: ``"eps"`` (w = 1, DDPM's simple loss), ``"min_snr"`` (Hang et al. 2023,
+w = min(SNR, 5) / SNR with SNR = alpha^2 / sigma^2), ``"likelihood"`` (Song et al. 2021b,
+w proportional to g^2 / sigma^2, which makes the loss a bound on the negative log-likelihood).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+import lab
+from lab.data import MIN_POINTS, load_points
+from lab.fields import NetworkField
+from lab.models import MODELS, build_model
+from lab.schedules import SCHEDULES, Schedule, get_schedule
+
+__all__ = ["TrainConfig", "Progress", "train", "save", "load", "WEIGHTINGS", "CHECKPOINT_FORMAT"]
+
+WEIGHTINGS = ("eps", "min_snr", "likelihood")
+CHECKPOINT_FORMAT = "score-lab-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run, with its default."""
+
+    schedule: str = "vp"            # noise process, a name in lab.schedules.SCHEDULES
+    model: str = "score_mlp"        # "score_mlp" (eps network) or "potential_mlp" (conservative)
+    hidden: int = 128               # width of the hidden layers
+    depth: int = 3                  # residual blocks
+    steps: int = 2000               # optimiser steps
+    batch_size: int = 1024          # points per step
+    lr: float = 3e-3                # peak learning rate (Adam)
+    warmup: int = 100               # steps of linear warm-up, then cosine decay
+    lr_final: float = 0.05          # final learning rate, as a fraction of lr
+    weighting: str = "eps"          # "eps", "min_snr" or "likelihood" (see module doc)
+    ema: float = 0.995              # decay of the weight average that train() returns
+    grad_clip: float | None = 1.0   # max gradient norm; None: no clipping
+    t_min: float | None = None      # smallest training t; None: the schedule's t_min
+    log_every: int = 50             # call back (and check the loss is finite) every k steps
+    seed: int = 0                   # seeds the weights, batches, times and noise
+    device: str | None = None       # None: lab.pick_device() (cuda, then mps, then cpu)
+
+    def __post_init__(self):
+        _choice(self.schedule, SCHEDULES, "schedule")
+        _choice(self.model, MODELS, "model")
+        _choice(self.weighting, WEIGHTINGS, "weighting")
+        for name, low, high in (("hidden", 1, 4096), ("depth", 1, 64), ("steps", 1, 10_000_000),
+                                ("batch_size", 1, 1_000_000), ("warmup", 0, 10_000_000),
+                                ("log_every", 1, 10_000_000)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                raise ValueError(f"TrainConfig.{name} must be an integer in [{low}, {high}], got {v!r}")
+        for name, low, high in (("lr", 0, 10), ("lr_final", 0, 1), ("ema", 0, 1)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
+                raise ValueError(f"TrainConfig.{name} must be a number in [{low}, {high}], got {v!r}")
+        if self.lr <= 0 or self.ema >= 1:
+            raise ValueError("TrainConfig.lr must be > 0 and TrainConfig.ema < 1")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip}")
+
+
+def _choice(value, options, what):
+    if value not in options:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(options)}")
+
+
+@dataclass
+class Progress:
+    """What the callback receives every ``log_every`` steps."""
+
+    step: int               # optimiser steps done
+    steps: int              # steps asked for
+    loss: float             # mean training loss over the last log_every steps
+    samples_per_s: float    # training points per second over those steps
+    seconds: float          # wall time since training started
+    lr: float               # current learning rate
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+
+def _loss_weight_fn(schedule: Schedule, weighting: str, t_lo: float) -> Callable[[Tensor], Tensor]:
+    """w(t) for the eps loss (see the module doc)."""
+    if weighting == "eps":
+        return torch.ones_like
+    if weighting == "min_snr":
+        def w(t):
+            snr = (schedule.alpha(t) / schedule.sigma(t)) ** 2
+            return torch.clamp(snr, max=5.0) / snr
+        return w
+    # likelihood: g^2 / sigma^2, divided by its mean over [t_lo, t_max] so the loss keeps
+    # the scale of the eps loss (Adam is scale-free; the printed numbers are not).
+    grid = torch.linspace(t_lo, schedule.t_max, 512, dtype=torch.float64)
+    norm = float((schedule.g2(grid) / schedule.sigma(grid) ** 2).mean())
+    return lambda t: schedule.g2(t) / schedule.sigma(t) ** 2 / norm
+
+
+def train(data, config: TrainConfig | None = None,
+          callback: Callable[[Progress], bool | None] | None = None,
+          cancel: threading.Event | None = None) -> tuple[NetworkField, dict]:
+    """Train a score model on 2-D points by denoising score matching.
+
+    Args:
+        data: (n, 2) points (tensor, array or CSV path; validated by ``load_points``).
+        config: every knob; ``TrainConfig()`` if omitted.
+        callback: called with a :class:`Progress` every ``config.log_every`` steps; return
+            True to stop training early (the model trained so far is returned).
+        cancel: a ``threading.Event``; setting it (from another thread) stops training.
+
+    Returns:
+        ``(field, history)``: a :class:`NetworkField` holding the EMA weights (eval mode, on
+        the training device), and a dict of lists ``step``, ``loss``, ``samples_per_s``,
+        ``seconds``, ``lr`` with ``summary`` (steps done, wall time, device, why it stopped).
+        A non-finite loss stops training and keeps the last model whose loss was finite.
+    """
+    cfg = config or TrainConfig()
+    x = load_points(data)
+    device = torch.device(cfg.device) if cfg.device else lab.pick_device()
+    x = x.to(device)
+    schedule = get_schedule(cfg.schedule)
+    t_lo = schedule.t_min if cfg.t_min is None else cfg.t_min
+    if not schedule.t_min * 1e-3 <= t_lo < schedule.t_max:
+        raise ValueError(f"TrainConfig.t_min must lie in [{schedule.t_min * 1e-3:g}, "
+                         f"{schedule.t_max}), got {t_lo}")
+    data_std = float(x.var(0).mean().sqrt())
+    if not data_std > 0:
+        raise ValueError("the data points are all equal: nothing to learn")
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, hidden=cfg.hidden, depth=cfg.depth).to(device)
+    ema_model = copy.deepcopy(model).requires_grad_(False)
+    field = NetworkField(model, schedule, data_std)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    weight = _loss_weight_fn(schedule, cfg.weighting, t_lo)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    params, ema_params = list(model.parameters()), list(ema_model.parameters())
+    good = [p.detach().clone() for p in params], [p.clone() for p in ema_params], 0
+
+    history = {"step": [], "loss": [], "samples_per_s": [], "seconds": [], "lr": []}
+    stopped, step = None, 0
+    loss_sum = torch.zeros((), device=device)
+    start = last = time.perf_counter()
+    model.train()
+    for step in range(1, cfg.steps + 1):
+        lr = cfg.lr * _lr_factor(step - 1, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = torch.randint(x.shape[0], (cfg.batch_size,), device=device, generator=gen)
+        u = torch.rand((), device=device, generator=gen)
+        strata = (u + torch.arange(cfg.batch_size, device=device) / cfg.batch_size) % 1.0
+        t = t_lo + (schedule.t_max - t_lo) * strata
+        eps = torch.randn(cfg.batch_size, 2, device=device, generator=gen)
+        tc = t[:, None]
+        xt = schedule.alpha(tc) * x[idx] + schedule.sigma(tc) * eps
+        err = ((field.eps(xt, t) - eps) ** 2).sum(1)
+        loss = (weight(t) * err).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        decay = min(cfg.ema, (1 + step) / (10 + step))  # short warm-up of the average
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
+        loss_sum += loss.detach()
+
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            k = step - (history["step"][-1] if history["step"] else 0)
+            mean_loss = float(loss_sum) / k
+            loss_sum.zero_()
+            now = time.perf_counter()
+            if not math.isfinite(mean_loss):
+                with torch.no_grad():
+                    for p, q in zip(params + ema_params, good[0] + good[1]):
+                        p.copy_(q)
+                stopped = (f"the loss became non-finite between steps {good[2]} and {step}; "
+                           f"kept the model from step {good[2]}")
+                step = good[2]
+                break
+            good = [p.detach().clone() for p in params], [p.clone() for p in ema_params], step
+            prog = Progress(step, cfg.steps, mean_loss, k * cfg.batch_size / (now - last),
+                            now - start, lr)
+            last = now
+            for key in history:
+                history[key].append(getattr(prog, key))
+            if callback is not None and callback(prog):
+                stopped = f"stopped by the callback at step {step}"
+                break
+        if cancel is not None and cancel.is_set():
+            stopped = f"cancelled at step {step}"
+            break
+
+    wall = time.perf_counter() - start
+    ema_model.eval()
+    history["summary"] = {
+        "steps_done": step, "steps": cfg.steps, "wall_s": round(wall, 3), "device": str(device),
+        "final_loss": history["loss"][-1] if history["loss"] else None, "stopped": stopped,
+        "n_data": int(x.shape[0]), "data_std": data_std,
+    }
+    result = NetworkField(ema_model, schedule, data_std)
+    result.config, result.summary = cfg, history["summary"]
+    return result, history
+
+
+# --- checkpoints ---------------------------------------------------------------------
+def save(field: NetworkField, path, meta: dict | None = None) -> str:
+    """Write one file holding the model's config and weights (``torch.save`` of plain
+    types and tensors only, so ``load`` can use ``weights_only=True``). The write is
+    atomic: a failed save leaves any earlier file at ``path`` intact. Returns the path."""
+    if not isinstance(field, NetworkField):
+        raise TypeError(f"only a NetworkField can be saved, got {type(field).__name__}")
+    model = field.model
+    kind = next((k for k, cls in MODELS.items() if type(model) is cls), None)
+    if kind is None:
+        raise TypeError(f"cannot save a {type(model).__name__}; models: {', '.join(MODELS)}")
+    cfg = field.config
+    ckpt = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "model": kind, "model_kwargs": dict(model.kwargs),
+        "schedule": field.schedule.name, "schedule_kwargs": field.schedule.config(),
+        "data_std": field.data_std,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": dataclasses.asdict(cfg) if cfg is not None else None,
+        "summary": field.summary,
+        "meta": dict(meta if meta is not None else field.meta),
+    }
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(ckpt, fh)
+        os.replace(tmp, path)
+    except OSError as e:
+        if "tmp" in locals() and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OSError(f"could not save the checkpoint to {path}: {e.strerror or e}") from None
+    return path
+
+
+def load(path, device=None) -> NetworkField:
+    """Read a checkpoint written by :func:`save` (``weights_only=True``: nothing in the file
+    is executed). The field has ``config``, ``summary`` and ``meta`` attributes. Raises
+    ValueError when the file is not a score-lab checkpoint."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"no such checkpoint file: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and torch errors all mean: not our file
+        raise ValueError(f"{path} is not a score-lab checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a score-lab checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
+        raise ValueError(f"{path} was written by a newer score-lab (checkpoint version "
+                         f"{ckpt['version']}); this one reads version {CHECKPOINT_VERSION}")
+    try:
+        model = build_model(ckpt["model"], **ckpt["model_kwargs"])
+        model.load_state_dict(ckpt["state_dict"])
+        schedule = get_schedule(ckpt["schedule"], **ckpt["schedule_kwargs"])
+        cfg = TrainConfig(**ckpt["config"]) if ckpt.get("config") else None
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise ValueError(f"{path} is a damaged score-lab checkpoint: {e}") from None
+    device = torch.device(device) if device is not None else lab.pick_device()
+    field = NetworkField(model.to(device).eval().requires_grad_(False), schedule,
+                         ckpt["data_std"])
+    field.config, field.summary, field.meta = cfg, ckpt.get("summary"), ckpt.get("meta") or {}
+    return field

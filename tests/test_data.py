@@ -1,0 +1,102 @@
+"""Data sets and the Gaussian mixture, against closed forms."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lab.data import (DATASETS, MIN_POINTS, GaussianMixture, dataset_mixture, load_points,
+                      make_dataset)
+
+
+def test_at_least_the_eight_named_data_sets():
+    for name in ["gaussian_grid", "ring", "two_moons", "swiss_roll", "checkerboard",
+                 "circles", "pinwheel", "spiral"]:
+        assert name in DATASETS
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_make_dataset_is_reproducible_and_unit_scale(name):
+    a = make_dataset(name, n=4000, seed=3)
+    b = make_dataset(name, n=4000, seed=3)
+    c = make_dataset(name, n=4000, seed=4)
+    assert a.shape == (4000, 2) and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.mean(0).abs().max() < 0.1
+    assert 0.85 < float(a.var(0).mean()) < 1.15
+
+
+def test_gaussian_grid_is_the_hallucination_papers_grid():
+    mix = dataset_mixture("gaussian_grid")
+    scale = 1 / math.sqrt(0.05**2 + 8)
+    expected = {(2 * i * scale, 2 * j * scale) for i in range(-2, 3) for j in range(-2, 3)}
+    got = {tuple(m) for m in mix.means.numpy().round(9)}
+    assert got == {tuple(np.round(e, 9)) for e in expected}
+    torch.testing.assert_close(mix.covs, (0.05 * scale) ** 2 * torch.eye(2, dtype=torch.float64).expand(25, 2, 2))
+    torch.testing.assert_close(mix.weights, torch.full((25,), 1 / 25, dtype=torch.float64))
+
+
+def test_log_prob_of_one_gaussian_is_the_closed_form(gen):
+    cov = torch.tensor([[1.0, 0.6], [0.6, 2.0]], dtype=torch.float64)
+    mix = GaussianMixture([[0.5, -1.0]], cov[None])
+    x = torch.randn(100, 2, generator=gen, dtype=torch.float64)
+    ref = torch.distributions.MultivariateNormal(torch.tensor([0.5, -1.0], dtype=torch.float64), cov)
+    torch.testing.assert_close(mix.log_prob(x), ref.log_prob(x))
+
+
+def test_mixture_log_prob_integrates_to_one():
+    mix = GaussianMixture.ring(k=6, radius=1.0, std=0.2)
+    u = torch.linspace(-2, 2, 401, dtype=torch.float64)
+    gx, gy = torch.meshgrid(u, u, indexing="xy")
+    p = mix.log_prob(torch.stack([gx.flatten(), gy.flatten()], 1)).exp()
+    assert float(p.sum() * (u[1] - u[0]) ** 2) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_sample_moments_match_the_mixture(gen):
+    mix = GaussianMixture([[0.0, 0.0], [3.0, 1.0]],
+                          torch.tensor([[[1.0, 0.5], [0.5, 1.0]], [[0.2, 0.0], [0.0, 0.1]]]),
+                          weights=[1.0, 3.0])
+    x = mix.sample(200_000, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(x.mean(0), mix.mean(), atol=0.02, rtol=0)
+    torch.testing.assert_close(torch.cov(x.T), mix.cov(), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((10, 3)), "shape"),
+    (np.zeros((MIN_POINTS - 1, 2)), "at least"),
+    (np.array([[0.0, 1.0]] * 9 + [[np.nan, 0.0]]), "finite"),
+    (np.array([[0.0, 1.0]] * 9 + [[np.inf, 0.0]]), "finite"),
+    ([["a", "b"]] * 10, "numeric"),
+])
+def test_load_points_rejects_bad_arrays(bad, match):
+    with pytest.raises(ValueError, match=match):
+        load_points(bad)
+
+
+def test_load_points_from_csv(tmp_path):
+    ok = tmp_path / "ok.csv"
+    ok.write_text("x,y\n" + "\n".join(f"{i},{-i / 2}" for i in range(20)))
+    x = load_points(ok)
+    assert x.shape == (20, 2) and float(x[3, 1]) == -1.5
+    for text, match in [("x,y\n1,2\n3,oops\n" + "1,1\n" * 10, "not numeric"),
+                        ("1,2,3\n" * 10, "3 values"), ("", "no data"),
+                        ("1,2\n" * 10 + "nan,1\n", "finite")]:
+        f = tmp_path / "bad.csv"
+        f.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            load_points(f)
+    with pytest.raises(ValueError, match="no such file"):
+        load_points(tmp_path / "missing.csv")
+
+
+def test_mixture_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="shape"):
+        GaussianMixture(torch.zeros(3))
+    with pytest.raises(ValueError, match="semi-definite"):
+        GaussianMixture([[0.0, 0.0]], torch.tensor([[[1.0, 2.0], [2.0, 1.0]]]))
+    with pytest.raises(ValueError, match="weights"):
+        GaussianMixture([[0.0, 0.0], [1.0, 1.0]], 0.1, weights=[1.0, -1.0])
+    with pytest.raises(ValueError, match="unknown data set"):
+        make_dataset("nope", 10)
+    with pytest.raises(ValueError, match="n must be"):
+        make_dataset("ring", 0)
