@@ -46,7 +46,7 @@ def _train(args) -> int:
         print(f"note: {summary['stopped']}")
     save(field, out, meta={"dataset": source})
     print(f"final loss {summary['final_loss']:.4f} after {summary['steps_done']} steps, "
-          f"{summary['wall_s']:.1f} s")
+          f"{summary['train_s']:.1f} s")
     print(f"saved the model to {os.path.abspath(out)}")
     return 0
 

@@ -89,8 +89,9 @@ class Progress:
     steps: int              # steps asked for
     loss: float             # mean training loss over the last log_every steps
     samples_per_s: float    # training points per second over those steps
-    seconds: float          # wall time since training started
+    seconds: float          # training time so far (the callbacks' own time left out)
     lr: float               # current learning rate
+    field: NetworkField     # the EMA model as it is now; read it inside the callback only
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -149,8 +150,9 @@ def train(data, config: TrainConfig | None = None,
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, hidden=cfg.hidden, depth=cfg.depth).to(device)
-    ema_model = copy.deepcopy(model).requires_grad_(False)
+    ema_model = copy.deepcopy(model).requires_grad_(False).eval()
     field = NetworkField(model, schedule, data_std)
+    ema_field = NetworkField(ema_model, schedule, data_std)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     weight = _loss_weight_fn(schedule, cfg.weighting, t_lo)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -161,6 +163,7 @@ def train(data, config: TrainConfig | None = None,
     stopped, step = None, 0
     loss_sum = torch.zeros((), device=device)
     start = last = time.perf_counter()
+    callback_s = 0.0
     model.train()
     for step in range(1, cfg.steps + 1):
         lr = cfg.lr * _lr_factor(step - 1, cfg)
@@ -200,27 +203,28 @@ def train(data, config: TrainConfig | None = None,
                 break
             good = [p.detach().clone() for p in params], [p.clone() for p in ema_params], step
             prog = Progress(step, cfg.steps, mean_loss, k * cfg.batch_size / (now - last),
-                            now - start, lr)
-            last = now
+                            now - start - callback_s, lr, ema_field)
             for key in history:
                 history[key].append(getattr(prog, key))
-            if callback is not None and callback(prog):
-                stopped = f"stopped by the callback at step {step}"
-                break
+            if callback is not None:
+                asked_to_stop = callback(prog)
+                last = time.perf_counter()
+                callback_s += last - now
+                if asked_to_stop:
+                    stopped = f"stopped by the callback at step {step}"
+                    break
         if cancel is not None and cancel.is_set():
             stopped = f"cancelled at step {step}"
             break
 
-    wall = time.perf_counter() - start
-    ema_model.eval()
+    wall = time.perf_counter() - start - callback_s
     history["summary"] = {
-        "steps_done": step, "steps": cfg.steps, "wall_s": round(wall, 3), "device": str(device),
+        "steps_done": step, "steps": cfg.steps, "train_s": round(wall, 3), "device": str(device),
         "final_loss": history["loss"][-1] if history["loss"] else None, "stopped": stopped,
         "n_data": int(x.shape[0]), "data_std": data_std,
     }
-    result = NetworkField(ema_model, schedule, data_std)
-    result.config, result.summary = cfg, history["summary"]
-    return result, history
+    ema_field.config, ema_field.summary = cfg, history["summary"]
+    return ema_field, history
 
 
 # --- checkpoints ---------------------------------------------------------------------
