@@ -71,7 +71,9 @@ def main():
                              ("width 256", dict(hidden=256)), ("depth 2", dict(depth=2)),
                              ("lr 1e-2", dict(lr=1e-2)), ("lr 1e-3", dict(lr=1e-3)),
                              ("no gradient clipping", dict(grad_clip=None)),
-                             ("min-SNR weighting", dict(weighting="min_snr"))]:
+                             ("min-SNR weighting", dict(weighting="min_snr")),
+                             ("width 64, lr 1e-2", dict(hidden=64, lr=1e-2)),
+                             ("width 64, batch 512, lr 1e-2", dict(hidden=64, batch_size=512, lr=1e-2))]:
             variants[name] = dataclasses.replace(base, **change)
     print(f"data set {args.dataset}, device {device}, torch threads {torch.get_num_threads()}, "
           f"torch {torch.__version__}, runs of {args.steps} steps (cosine lr); "

@@ -20,11 +20,14 @@ def _train(args) -> int:
     from tqdm import tqdm
 
     import lab
-    from lab.data import DATASETS, load_points, make_dataset
+    from lab.data import DATASETS, load_points, make_dataset, standardize
     from lab.train import TrainConfig, save, train
 
     if args.data:
         x, source = load_points(args.data), os.path.basename(args.data)
+        if not args.raw:
+            x = standardize(x)
+            print("centred and scaled your points to unit variance (--raw keeps them as they are)")
     else:
         if args.dataset not in DATASETS:
             raise ValueError(f"unknown data set {args.dataset!r}; choose one of {', '.join(DATASETS)}")
@@ -44,9 +47,13 @@ def _train(args) -> int:
     summary = history["summary"]
     if summary["stopped"]:
         print(f"note: {summary['stopped']}")
+    if summary["steps_done"] == 0:
+        print("error: no training step finished; nothing saved", file=sys.stderr)
+        return 1
     save(field, out, meta={"dataset": source})
-    print(f"final loss {summary['final_loss']:.4f} after {summary['steps_done']} steps, "
-          f"{summary['train_s']:.1f} s")
+    loss = summary["final_loss"]
+    print(f"final loss {loss:.4f} after {summary['steps_done']} steps, {summary['train_s']:.1f} s"
+          if loss is not None else f"{summary['steps_done']} steps, {summary['train_s']:.1f} s")
     print(f"saved the model to {os.path.abspath(out)}")
     return 0
 
@@ -76,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a score model and save a checkpoint")
     t.add_argument("--dataset", default=DEFAULT_DATASET, help="built-in data set name")
     t.add_argument("--data", help="a CSV file of points (x, y) instead of a built-in data set")
+    t.add_argument("--raw", action="store_true", help="train on --data points without standardising")
     t.add_argument("--n", type=int, default=20_000, help="points drawn from the data set")
     t.add_argument("--schedule", default="vp", choices=list(SCHEDULES))
     t.add_argument("--model", default="score_mlp", choices=["score_mlp", "potential_mlp"])

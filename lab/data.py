@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["GaussianMixture", "DATASETS", "make_dataset", "dataset_mixture", "load_points",
+__all__ = ["GaussianMixture", "DATASETS", "make_dataset", "dataset_mixture", "load_points", "standardize",
            "MIN_POINTS", "MAX_POINTS"]
 
 MIN_POINTS = 8             # fewer user points than this cannot make a data set
@@ -49,8 +49,13 @@ class GaussianMixture:
             raise ValueError(f"means must have shape (K, 2) with K >= 1, got {tuple(means.shape)}")
         K = means.shape[0]
         covs = torch.as_tensor(covs, dtype=torch.float64)
+        for name, v in (("means", means), ("covs", covs)):
+            if not torch.isfinite(v).all():
+                raise ValueError(f"{name} must be finite")
         if covs.ndim <= 1:  # standard deviations
-            std = covs.expand(K) if covs.ndim == 1 else covs.expand(K)
+            if covs.ndim == 1 and covs.shape[0] not in (1, K):
+                raise ValueError(f"need 1 or {K} standard deviations, got {covs.shape[0]}")
+            std = covs.expand(K)
             if torch.any(std < 0):
                 raise ValueError("standard deviations must be non-negative")
             covs = std[:, None, None] ** 2 * torch.eye(2, dtype=torch.float64)
@@ -65,10 +70,10 @@ class GaussianMixture:
         weights = torch.as_tensor(weights, dtype=torch.float64)
         if weights.shape != (K,) or torch.any(weights < 0) or weights.sum() <= 0:
             raise ValueError(f"weights must be {K} non-negative numbers with a positive sum")
-        for name, v in (("means", means), ("covs", covs), ("weights", weights)):
-            if not torch.isfinite(v).all():
-                raise ValueError(f"{name} must be finite")
+        if not torch.isfinite(weights).all():
+            raise ValueError("weights must be finite")
         self.means, self.covs = means, covs
+        self.singular = bool((torch.linalg.det(covs) <= 0).any())  # point masses, flat parts
         self.weights = weights / weights.sum()
         self._cast: dict = {}
 
@@ -152,6 +157,9 @@ class GaussianMixture:
         return logp, px, py
 
     def _chunks(self, x, alpha, sigma):
+        if self.singular and float(torch.as_tensor(sigma).min()) == 0:
+            raise ValueError("this mixture has singular components (e.g. point masses): it has "
+                             "a density and a score only for sigma > 0")
         n = x.shape[0]
         step = max(1, _CHUNK // self.n_components)
         alpha, sigma = (_as_column(v, x) for v in (alpha, sigma))
@@ -324,11 +332,23 @@ def load_points(source) -> Tensor:
         raise ValueError(f"need at least {MIN_POINTS} points, got {arr.shape[0]}")
     if arr.shape[0] > MAX_POINTS:
         raise ValueError(f"at most {MAX_POINTS:,} points are accepted, got {arr.shape[0]:,}")
-    bad = ~np.isfinite(arr).all(1)
+    with np.errstate(over="ignore"):  # float32 is what the lab trains in
+        bad = ~np.isfinite(arr.astype(np.float32)).all(1)
     if bad.any():
-        raise ValueError(f"points must be finite: {bad.sum()} row(s) hold NaN or infinity, "
+        raise ValueError(f"points must be finite: {bad.sum()} row(s) hold NaN, infinity or "
+                         "values beyond float32's range, "
                          f"the first is row {int(np.argmax(bad))}")
     return torch.as_tensor(arr, dtype=torch.float32)
+
+
+def standardize(x: Tensor) -> Tensor:
+    """Points (n, 2) centred and scaled, one factor for both axes, to unit mean variance:
+    the scale the lab's schedules and data sets assume."""
+    x = torch.as_tensor(x)
+    std = float(x.var(0).mean().sqrt())
+    if not std > 0:
+        raise ValueError("cannot standardise points that are all equal")
+    return (x - x.mean(0)) / std
 
 
 def _read_csv(path: str) -> np.ndarray:
@@ -338,24 +358,31 @@ def _read_csv(path: str) -> np.ndarray:
         raise ValueError(f"{path} is larger than {MAX_CSV_BYTES >> 20} MiB")
     with open(path, "r", errors="replace") as fh:
         lines = fh.read().splitlines()
-    rows = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    rows = [(i + 1, ln) for i, ln in enumerate(lines)
+            if ln.strip() and not ln.lstrip().startswith("#")]
     if not rows:
         raise ValueError(f"{path} holds no data")
-    def parse(line):
-        return [float(v) for v in line.replace(",", " ").replace(";", " ").split()]
-    try:
-        parse(rows[0])
-    except ValueError:
-        rows = rows[1:]  # a header line
-    data = []
-    for i, line in enumerate(rows):
+
+    def fields(line):
+        return line.replace(",", " ").replace(";", " ").split()
+
+    def is_number(v):
         try:
-            vals = parse(line)
+            float(v)
+            return True
         except ValueError:
-            raise ValueError(f"{path}: line {i + 1} of the data is not numeric: {line[:60]!r}") from None
+            return False
+    if not any(is_number(v) for v in fields(rows[0][1])):
+        rows = rows[1:]  # a header line: no field of it is a number
+    data = []
+    for lineno, line in rows:
+        vals = fields(line)
+        if not all(is_number(v) for v in vals):
+            raise ValueError(f"{path}: line {lineno} is not numeric: {line[:60]!r}")
         if len(vals) != 2:
-            raise ValueError(f"{path}: line {i + 1} of the data has {len(vals)} values, "
+            raise ValueError(f"{path}: line {lineno} has {len(vals)} values, "
                              "expected two columns x, y")
+        vals = [float(v) for v in vals]
         data.append(vals)
         if len(data) > MAX_POINTS:
             raise ValueError(f"{path}: more than {MAX_POINTS:,} points")

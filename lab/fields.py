@@ -24,7 +24,12 @@ __all__ = ["ScoreField", "MixtureField", "EmpiricalField", "NetworkField", "broa
 
 
 def broadcast_t(t, x: Tensor) -> Tensor:
-    """Time as a column (n, 1) or a scalar, in x's dtype and on x's device."""
+    """Time as a column (n, 1) or a scalar, in x's dtype and on x's device. Checks that x is
+    a floating tensor of points (n, 2)."""
+    if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != 2 or not x.is_floating_point():
+        what = (f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor)
+                else type(x).__name__)
+        raise ValueError(f"x must be a floating-point tensor of points (n, 2), got {what}")
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     if t.ndim == 0:
         return t

@@ -21,6 +21,8 @@ class TimeEmbedding(nn.Module):
 
     def __init__(self, dim: int = 32):
         super().__init__()
+        if dim < 2 or dim % 2:
+            raise ValueError(f"the time embedding needs an even dimension >= 2, got {dim}")
         half = dim // 2
         freqs = torch.exp(-math.log(10_000.0) * torch.arange(half) / half)
         self.register_buffer("freqs", freqs, persistent=False)

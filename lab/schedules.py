@@ -27,6 +27,15 @@ def _t(t) -> Tensor:
     return t if isinstance(t, Tensor) else torch.as_tensor(t, dtype=torch.float64)
 
 
+def _check_range(t_min, t_max, end: float, closed: bool = True):
+    ok = isinstance(t_min, (int, float)) and isinstance(t_max, (int, float)) and 0 < t_min < t_max
+    ok = ok and (t_max <= end if closed else t_max < end)
+    if not ok:
+        bound = f"<= {end}" if closed else f"< {end}"
+        raise ValueError(f"need 0 < t_min < t_max {bound}, got t_min={t_min!r}, t_max={t_max!r}")
+    return float(t_min), float(t_max)
+
+
 class Schedule:
     """Base class: subclasses define ``log_alpha``, ``sigma``, ``f``, ``g2`` and
     ``t_of_lambda`` in closed form; everything else is derived here."""
@@ -93,7 +102,10 @@ class VPSchedule(Schedule):
 
     def __init__(self, beta0: float = 0.1, beta1: float = 20.0,
                  t_min: float = 1e-3, t_max: float = 1.0):
-        self.beta0, self.beta1, self.t_min, self.t_max = beta0, beta1, t_min, t_max
+        if not 0 <= beta0 < beta1:
+            raise ValueError(f"VP schedule needs 0 <= beta0 < beta1, got {beta0} and {beta1}")
+        self.beta0, self.beta1 = beta0, beta1
+        self.t_min, self.t_max = _check_range(t_min, t_max, 1.0)
 
     def beta(self, t) -> Tensor:
         return self.beta0 + (self.beta1 - self.beta0) * _t(t)
@@ -131,10 +143,8 @@ class SubVPSchedule(VPSchedule):
         return self.beta(t) * -torch.expm1(4 * self.log_alpha(t))
 
     def t_of_lambda(self, lam):
-        # alpha / (1 - alpha^2) = e^lambda  =>  alpha = 2 e^l / (1 + sqrt(1 + 4 e^(2 l))).
-        lam = _t(lam)
-        log_a = math.log(2) + lam - torch.log1p(torch.sqrt(1 + 4 * torch.exp(2 * lam)))
-        L = -2 * log_a
+        # alpha / (1 - alpha^2) = e^lambda with alpha = e^(-L/2) gives 2 sinh(L/2) = e^-lambda
+        L = 2 * torch.asinh(0.5 * torch.exp(-_t(lam)))
         b0, db = self.beta0, self.beta1 - self.beta0
         return 2 * L / (torch.sqrt(b0**2 + 2 * db * L) + b0)
 
@@ -147,7 +157,8 @@ class CosineSchedule(Schedule):
     name = "cosine"
 
     def __init__(self, s: float = 0.008, t_min: float = 1e-3, t_max: float = 0.9946):
-        self.s, self.t_min, self.t_max = s, t_min, t_max
+        self.s = s
+        self.t_min, self.t_max = _check_range(t_min, t_max, 1.0, closed=False)
         self._log_cos0 = math.log(math.cos(s / (1 + s) * math.pi / 2))
 
     def _phi(self, t):
@@ -184,7 +195,8 @@ class VESchedule(Schedule):
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"VE schedule needs 0 < sigma_min < sigma_max, "
                              f"got {sigma_min} and {sigma_max}")
-        self.sigma_min, self.sigma_max, self.t_min, self.t_max = sigma_min, sigma_max, t_min, t_max
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        self.t_min, self.t_max = _check_range(t_min, t_max, 1.0)
         self._log_ratio = math.log(sigma_max / sigma_min)
 
     def log_alpha(self, t):
@@ -211,7 +223,7 @@ class LinearSchedule(Schedule):
     name = "linear"
 
     def __init__(self, t_min: float = 1e-3, t_max: float = 0.999):
-        self.t_min, self.t_max = t_min, t_max
+        self.t_min, self.t_max = _check_range(t_min, t_max, 1.0, closed=False)
 
     def log_alpha(self, t):
         return torch.log1p(-_t(t))
@@ -238,7 +250,7 @@ class OUSchedule(Schedule):
     name = "ou"
 
     def __init__(self, t_min: float = 1e-5, t_max: float = 10.0):
-        self.t_min, self.t_max = t_min, t_max
+        self.t_min, self.t_max = _check_range(t_min, t_max, math.inf)
 
     def log_alpha(self, t):
         return -_t(t)
@@ -273,4 +285,7 @@ def get_schedule(name: str | Schedule, **kwargs) -> Schedule:
         return name
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
-    return SCHEDULES[name](**kwargs)
+    try:
+        return SCHEDULES[name](**kwargs)
+    except TypeError as e:  # an argument this schedule does not take
+        raise ValueError(f"schedule {name!r}: {e}") from None

@@ -12,10 +12,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import numbers
 import os
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,9 +30,13 @@ from lab.fields import NetworkField
 from lab.models import MODELS, build_model
 from lab.schedules import SCHEDULES, Schedule, get_schedule
 
-__all__ = ["TrainConfig", "Progress", "train", "save", "load", "WEIGHTINGS", "CHECKPOINT_FORMAT"]
+__all__ = ["TrainConfig", "Progress", "train", "save", "load", "resolve_device", "WEIGHTINGS",
+           "CHECKPOINT_FORMAT"]
 
 WEIGHTINGS = ("eps", "min_snr", "likelihood")
+MIN_SNR_GAMMA = 5.0       # Hang et al. 2023's truncation of the SNR in "min_snr"
+EMA_WARMUP = 10           # EMA decay is min(ema, (1 + step) / (EMA_WARMUP + step))
+LIKELIHOOD_GRID = 512     # times used to normalise the "likelihood" weight
 CHECKPOINT_FORMAT = "score-lab-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -72,8 +78,26 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a number in [{low}, {high}], got {v!r}")
         if self.lr <= 0 or self.ema >= 1:
             raise ValueError("TrainConfig.lr must be > 0 and TrainConfig.ema < 1")
-        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
-            raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip}")
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float))
+                                               and math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip!r}")
+        if self.t_min is not None and not (isinstance(self.t_min, (int, float)) and self.t_min > 0):
+            raise ValueError(f"TrainConfig.t_min must be a positive number or None, got {self.t_min!r}")
+        if self.device is not None:
+            resolve_device(self.device)
+
+
+def resolve_device(name) -> torch.device:
+    """``name`` as a torch.device, or ValueError when it is malformed or not present here."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N or mps ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but this machine has no usable CUDA GPU")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for, but MPS is not available here")
+    return device
 
 
 def _choice(value, options, what):
@@ -108,11 +132,11 @@ def _loss_weight_fn(schedule: Schedule, weighting: str, t_lo: float) -> Callable
     if weighting == "min_snr":
         def w(t):
             snr = (schedule.alpha(t) / schedule.sigma(t)) ** 2
-            return torch.clamp(snr, max=5.0) / snr
+            return torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
         return w
     # likelihood: g^2 / sigma^2, divided by its mean over [t_lo, t_max] so the loss keeps
     # the scale of the eps loss (Adam is scale-free; the printed numbers are not).
-    grid = torch.linspace(t_lo, schedule.t_max, 512, dtype=torch.float64)
+    grid = torch.linspace(t_lo, schedule.t_max, LIKELIHOOD_GRID, dtype=torch.float64)
     norm = float((schedule.g2(grid) / schedule.sigma(grid) ** 2).mean())
     return lambda t: schedule.g2(t) / schedule.sigma(t) ** 2 / norm
 
@@ -137,7 +161,7 @@ def train(data, config: TrainConfig | None = None,
     """
     cfg = config or TrainConfig()
     x = load_points(data)
-    device = torch.device(cfg.device) if cfg.device else lab.pick_device()
+    device = resolve_device(cfg.device) if cfg.device else lab.pick_device()
     x = x.to(device)
     schedule = get_schedule(cfg.schedule)
     t_lo = schedule.t_min if cfg.t_min is None else cfg.t_min
@@ -147,9 +171,13 @@ def train(data, config: TrainConfig | None = None,
     data_std = float(x.var(0).mean().sqrt())
     if not data_std > 0:
         raise ValueError("the data points are all equal: nothing to learn")
+    if not 0.1 < data_std < 10:
+        warnings.warn(f"the data's scale (std {data_std:.3g}) is far from 1, which the schedules "
+                      "assume; lab.data.standardize(x) centres and scales points", stacklevel=2)
 
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, hidden=cfg.hidden, depth=cfg.depth).to(device)
+    with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, hidden=cfg.hidden, depth=cfg.depth).to(device)
     ema_model = copy.deepcopy(model).requires_grad_(False).eval()
     field = NetworkField(model, schedule, data_std)
     ema_field = NetworkField(ema_model, schedule, data_std)
@@ -183,7 +211,7 @@ def train(data, config: TrainConfig | None = None,
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        decay = min(cfg.ema, (1 + step) / (10 + step))  # short warm-up of the average
+        decay = min(cfg.ema, (1 + step) / (EMA_WARMUP + step))  # short warm-up of the average
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
         loss_sum += loss.detach()
@@ -206,13 +234,12 @@ def train(data, config: TrainConfig | None = None,
                             now - start - callback_s, lr, ema_field)
             for key in history:
                 history[key].append(getattr(prog, key))
-            if callback is not None:
-                asked_to_stop = callback(prog)
-                last = time.perf_counter()
-                callback_s += last - now
-                if asked_to_stop:
-                    stopped = f"stopped by the callback at step {step}"
-                    break
+            asked_to_stop = callback(prog) if callback is not None else False
+            last = time.perf_counter()
+            callback_s += last - now
+            if asked_to_stop:
+                stopped = f"stopped by the callback at step {step}"
+                break
         if cancel is not None and cancel.is_set():
             stopped = f"cancelled at step {step}"
             break
@@ -247,7 +274,7 @@ def save(field: NetworkField, path, meta: dict | None = None) -> str:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": dataclasses.asdict(cfg) if cfg is not None else None,
         "summary": field.summary,
-        "meta": dict(meta if meta is not None else field.meta),
+        "meta": _plain(meta if meta is not None else field.meta),
     }
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -264,6 +291,22 @@ def save(field: NetworkField, path, meta: dict | None = None) -> str:
     return path
 
 
+def _plain(meta: dict) -> dict:
+    """Metadata as str keys and str / int / float / bool / None values, which a
+    weights_only load accepts; anything else is kept as its str()."""
+    out = {}
+    for k, v in dict(meta).items():
+        if isinstance(v, (bool, str)) or v is None:
+            out[str(k)] = v
+        elif isinstance(v, numbers.Integral):  # numpy integers too
+            out[str(k)] = int(v)
+        elif isinstance(v, numbers.Real):
+            out[str(k)] = float(v)
+        else:
+            out[str(k)] = str(v)
+    return out
+
+
 def load(path, device=None) -> NetworkField:
     """Read a checkpoint written by :func:`save` (``weights_only=True``: nothing in the file
     is executed). The field has ``config``, ``summary`` and ``meta`` attributes. Raises
@@ -278,18 +321,19 @@ def load(path, device=None) -> NetworkField:
                          f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a score-lab checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
-    if ckpt.get("version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(f"{path} was written by a newer score-lab (checkpoint version "
-                         f"{ckpt['version']}); this one reads version {CHECKPOINT_VERSION}")
+    version = ckpt.get("version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise ValueError(f"{path} has checkpoint version {version!r}; this score-lab reads "
+                         f"versions up to {CHECKPOINT_VERSION}")
     try:
         model = build_model(ckpt["model"], **ckpt["model_kwargs"])
         model.load_state_dict(ckpt["state_dict"])
         schedule = get_schedule(ckpt["schedule"], **ckpt["schedule_kwargs"])
         cfg = TrainConfig(**ckpt["config"]) if ckpt.get("config") else None
+        data_std = float(ckpt["data_std"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise ValueError(f"{path} is a damaged score-lab checkpoint: {e}") from None
-    device = torch.device(device) if device is not None else lab.pick_device()
-    field = NetworkField(model.to(device).eval().requires_grad_(False), schedule,
-                         ckpt["data_std"])
+    device = resolve_device(device) if device is not None else lab.pick_device()
+    field = NetworkField(model.to(device).eval().requires_grad_(False), schedule, data_std)
     field.config, field.summary, field.meta = cfg, ckpt.get("summary"), ckpt.get("meta") or {}
     return field

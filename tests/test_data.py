@@ -100,3 +100,33 @@ def test_mixture_rejects_bad_parameters():
         make_dataset("nope", 10)
     with pytest.raises(ValueError, match="n must be"):
         make_dataset("ring", 0)
+
+
+def test_csv_header_and_line_numbers(tmp_path):
+    f = tmp_path / "pts.csv"
+    f.write_text("# my points\nx,y\n" + "1,2\n" * 9 + "3,oops\n")
+    with pytest.raises(ValueError, match="line 12 is not numeric"):
+        load_points(f)
+    f.write_text("1,2\n" * 9 + "3\n")  # a numeric first row is data, not a header
+    with pytest.raises(ValueError, match="line 10 has 1 values"):
+        load_points(f)
+
+
+def test_float32_overflow_is_not_finite():
+    with pytest.raises(ValueError, match="finite"):
+        load_points(np.array([[0.0, 1.0]] * 9 + [[1e300, 0.0]]))
+
+
+def test_standardize_gives_unit_scale(gen):
+    from lab.data import standardize
+    x = 5 + 30 * torch.randn(1000, 2, generator=gen)
+    z = standardize(x)
+    torch.testing.assert_close(z.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    assert float(z.var(0).mean()) == pytest.approx(1.0, rel=1e-5)
+    with pytest.raises(ValueError, match="all equal"):
+        standardize(torch.ones(10, 2))
+
+
+def test_wrong_number_of_stds():
+    with pytest.raises(ValueError, match="1 or 2 standard deviations"):
+        GaussianMixture([[0.0, 0.0], [1.0, 1.0]], [0.1, 0.2, 0.3])

@@ -187,3 +187,35 @@ def test_save_to_unwritable_place_says_so(tmp_path):
     blocker.write_text("")
     with pytest.raises(OSError, match="could not save"):
         save(field, blocker / "model.pt")
+
+
+def test_samples_per_second_is_steady_without_callback():
+    x = make_dataset("ring", n=1000, seed=0)
+    _, history = train(x, TrainConfig(steps=200, batch_size=64, log_every=20, device="cpu",
+                                      hidden=16))
+    rates = history["samples_per_s"]
+    assert len(rates) == 10 and max(rates) < 5 * min(rates), rates
+
+
+def test_bad_device_is_a_clear_error():
+    with pytest.raises(ValueError, match="device"):
+        TrainConfig(device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no usable CUDA"):
+            TrainConfig(device="cuda")
+
+
+def test_meta_is_stored_as_plain_values(tmp_path):
+    import numpy as np
+    x = make_dataset("ring", n=200, seed=0)
+    field, _ = train(x, TrainConfig(steps=2, batch_size=16, device="cpu", hidden=8))
+    save(field, tmp_path / "m.pt", meta={"path": tmp_path, "n": np.int64(3), "name": "ring"})
+    assert load(tmp_path / "m.pt").meta == {"path": str(tmp_path), "n": 3, "name": "ring"}
+
+
+def test_training_does_not_reseed_the_callers_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(make_dataset("ring", n=200, seed=0), TrainConfig(steps=2, batch_size=16, device="cpu", hidden=8))
+    assert torch.equal(torch.rand(3), expected)
