@@ -1,0 +1,194 @@
+"""Solvers against the exact mixture score, where only discretisation error remains."""
+import re
+
+import pytest
+import torch
+
+from lab.data import GaussianMixture, dataset_mixture
+from lab.fields import MixtureField, NetworkField
+from lab.metrics import noised_samples, w2
+from lab.schedules import SCHEDULES
+from lab.solvers import SOLVERS, SPACINGS, NonFiniteError, sample, time_grid
+
+
+def smooth_field(schedule="vp"):
+    """A three-component mixture wide enough that the ODE is not stiff near t_min."""
+    mix = GaussianMixture([[-1.0, 0.0], [1.0, 0.5], [0.0, -1.0]], [0.3, 0.2, 0.25],
+                          weights=[0.2, 0.5, 0.3])
+    return MixtureField(mix, schedule)
+
+
+def x_T(field, n=64, seed=0):
+    return field.schedule.prior_sample(n, generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    field = smooth_field()
+    x = x_T(field)
+    return field, x, sample(field, x_T=x, solver="ode_rk4", steps=2000).samples
+
+
+def test_dpm1_equals_ddim_to_float_precision():
+    field = smooth_field()
+    x = x_T(field, 256)
+    for spacing in SPACINGS:
+        a = sample(field, x_T=x, solver="dpm1", steps=17, spacing=spacing).samples
+        b = sample(field, x_T=x, solver="ddim", steps=17, spacing=spacing, eta=0.0).samples
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["vp", "ve", "cosine"])
+def test_ddpm_posterior_equals_ddim_eta_one(schedule):
+    """Two derivations of the ancestral step (Kingma et al.'s posterior; DDIM's eta = 1)
+    give the same samples from the same noise."""
+    field = smooth_field(schedule)
+    x = x_T(field, 128)
+    a = sample(field, x_T=x, solver="ddpm", steps=25, seed=3).samples
+    b = sample(field, x_T=x, solver="ddim", steps=25, eta=1.0, seed=3).samples
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("solver, steps, low, high", [
+    ("ode_euler", [20, 40, 80, 160], 0.85, 1.2),
+    ("ode_heun", [10, 20, 40, 80], 1.7, 2.6),
+    ("dpm2", [5, 10, 20, 40], 1.8, 2.5),
+    ("dpm3", [5, 10, 20, 40], 2.6, 3.6),
+    ("dpm++2m", [10, 20, 40, 80], 1.7, 2.3),
+    ("deis", [10, 20, 40, 80], 2.0, 3.5),
+])
+def test_measured_convergence_order(reference, solver, steps, low, high):
+    field, x, ref = reference
+    errs = [float((sample(field, x_T=x, solver=solver, steps=k).samples - ref).norm(dim=1).mean())
+            for k in steps]
+    logk, loge = torch.log(torch.tensor(steps, dtype=torch.float64)), torch.log(torch.tensor(errs))
+    slope = -float(((logk - logk.mean()) * (loge - loge.mean())).sum() / ((logk - logk.mean()) ** 2).sum())
+    assert low < slope < high, (solver, errs, slope)
+
+
+def test_adaptive_solver_agrees_with_the_fine_reference(reference):
+    field, x, ref = reference
+    traj = sample(field, x_T=x, solver="ode_adaptive", steps=4, rtol=1e-9, atol=1e-9)
+    assert float((traj.samples - ref).norm(dim=1).max()) < 1e-6
+    loose = sample(field, x_T=x, solver="ode_adaptive", steps=4, rtol=1e-3, atol=1e-3)
+    assert 0 < loose.nfe < traj.nfe  # NFE is counted, and tighter tolerances cost more
+
+
+def _steps_for(name):
+    spec = SOLVERS[name]
+    return 400 if spec.order is None else 200 if spec.order == 1 else 40
+
+
+@pytest.mark.parametrize("solver", list(SOLVERS))
+def test_samples_approach_the_true_mixture(solver):
+    """W2 to fresh true samples falls from a few steps to the sampling noise floor."""
+    field = MixtureField(dataset_mixture("two_moons"), "vp")
+    n, floors, many, few = 800, [], [], []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(100 + seed)
+        truth = noised_samples(field, field.schedule.t_min, n, generator=g)
+        floors.append(w2(truth, noised_samples(field, field.schedule.t_min, n, generator=g)))
+        many.append(w2(sample(field, n=n, solver=solver, steps=_steps_for(solver), seed=seed).samples, truth))
+        if solver != "ode_adaptive":
+            few.append(w2(sample(field, n=n, solver=solver, steps=1, seed=seed).samples, truth))
+    floor = sum(floors) / 3
+    assert sum(many) / 3 < 1.3 * floor, (many, floors)
+    if few:
+        assert sum(few) / 3 > 1.5 * floor, (few, floors)
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("solver", list(SOLVERS))
+def test_every_solver_runs_on_every_schedule(solver, schedule):
+    field = smooth_field(schedule)
+    seen = []
+    traj = sample(field, n=50, solver=solver, steps=6, seed=0, callback=seen.append)
+    assert traj.samples.shape == (50, 2) and torch.isfinite(traj.samples).all()
+    assert traj.xs.shape == (7, 50, 2) and traj.x0_preds.shape == (6, 50, 2)
+    assert torch.equal(traj.xs[-1], traj.samples)
+    assert [c["i"] for c in seen] == list(range(6)) and seen[-1]["nfe"] == traj.nfe
+    spec = SOLVERS[solver]
+    if solver != "ode_adaptive":
+        assert traj.nfe == 6 * spec.nfe_per_step
+    assert float(traj.ts[0]) == field.schedule.t_max and float(traj.ts[-1]) == field.schedule.t_min
+
+
+@pytest.mark.parametrize("model", ["ScoreMLP", "PotentialMLP"])
+def test_solvers_run_on_networks(model):
+    import lab.models
+    torch.manual_seed(0)
+    field = NetworkField(getattr(lab.models, model)(hidden=16, depth=1), "vp")
+    for solver in SOLVERS:
+        traj = sample(field, n=20, solver=solver, steps=3, seed=0)
+        assert traj.samples.dtype == torch.float32 and torch.isfinite(traj.samples).all()
+
+
+def test_seed_reproduces_and_eta_family_interpolates():
+    field = smooth_field()
+    a = sample(field, n=100, solver="euler_maruyama", steps=10, seed=7)
+    b = sample(field, n=100, solver="euler_maruyama", steps=10, seed=7)
+    assert torch.equal(a.samples, b.samples)
+    x = x_T(field, 100)
+    ode = sample(field, x_T=x, solver="euler_maruyama", steps=10, eta=0.0)
+    euler = sample(field, x_T=x, solver="ode_euler", steps=10)
+    torch.testing.assert_close(ode.samples, euler.samples)  # eta = 0 is the PF-ODE
+    mid = sample(field, x_T=x, solver="ddim", steps=10, eta=0.5, seed=1).samples
+    assert not torch.allclose(mid, sample(field, x_T=x, solver="ddim", steps=10, eta=0.0).samples)
+
+
+def test_spacings():
+    s = smooth_field().schedule
+    for name in SPACINGS:
+        ts = time_grid(s, 10, name)
+        assert ts.shape == (11,) and torch.all(ts[1:] < ts[:-1])
+        assert float(ts[0]) == s.t_max and float(ts[-1]) == s.t_min
+    lam = s.lambda_(time_grid(s, 10, "logsnr"))
+    torch.testing.assert_close(lam.diff(), torch.full((10,), float(lam.diff()[0]), dtype=torch.float64))
+    torch.testing.assert_close(time_grid(s, 4, "time_uniform"),
+                               torch.linspace(s.t_max, s.t_min, 5, dtype=torch.float64))
+    # Karras et al. 2022 eq. 5 in sigma/alpha, rho = 7
+    k = torch.exp(-s.lambda_(time_grid(s, 8, "karras")))
+    hi, lo = float(k[0]), float(k[-1])
+    expected = (hi ** (1 / 7) + torch.linspace(0, 1, 9, dtype=torch.float64) * (lo ** (1 / 7) - hi ** (1 / 7))) ** 7
+    torch.testing.assert_close(k, expected)
+
+
+def test_bad_input_names_the_problem():
+    field = smooth_field()
+    with pytest.raises(ValueError, match="dpm\\+\\+2m"):
+        sample(field, n=10, solver="nope")
+    with pytest.raises(ValueError, match="logsnr"):
+        sample(field, n=10, spacing="nope")
+    for steps in (0, -3, 2.5, 10**9):
+        with pytest.raises(ValueError, match="steps"):
+            sample(field, n=10, steps=steps)
+    bad = torch.zeros(10, 2)
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="x_T"):
+        sample(field, x_T=bad)
+    with pytest.raises(ValueError, match="eta"):
+        sample(field, n=10, solver="ode_heun", eta=0.5)
+    with pytest.raises(ValueError, match="eta"):
+        sample(field, n=10, solver="ddim", eta=float("nan"))
+    with pytest.raises(ValueError, match="give n"):
+        sample(field)
+    with pytest.raises(ValueError, match="option"):
+        sample(field, n=10, solver="ddim", snr=0.1)
+
+
+def test_non_finite_field_output_says_where():
+    class Broken(MixtureField):
+        def eps(self, x, t):
+            out = super().eps(x, t)
+            return out * float("nan") if t < 0.5 else out
+
+    field = Broken(smooth_field().mixture, "vp")
+    with pytest.raises(NonFiniteError, match=r"step \d+ of solver 'dpm\+\+2m'"):
+        sample(field, n=10, solver="dpm++2m", steps=10)
+
+
+def test_every_solver_has_a_docstring_naming_its_source():
+    for name, spec in SOLVERS.items():
+        assert re.search(r"(19|20)\d\d", spec.doc) or "Runge-Kutta" in spec.doc, (name, spec.doc)
+
