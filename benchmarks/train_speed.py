@@ -67,13 +67,12 @@ def main():
     variants = {f"default (batch {base.batch_size}, width {base.hidden}, lr {base.lr:g})": base}
     if not args.quick:
         for name, change in [("batch 256", dict(batch_size=256)), ("batch 512", dict(batch_size=512)),
-                             ("batch 2048", dict(batch_size=2048)), ("width 64", dict(hidden=64)),
-                             ("width 256", dict(hidden=256)), ("depth 2", dict(depth=2)),
-                             ("lr 1e-2", dict(lr=1e-2)), ("lr 1e-3", dict(lr=1e-3)),
+                             ("batch 2048", dict(batch_size=2048)), ("width 32", dict(hidden=32)),
+                             ("width 128", dict(hidden=128)), ("depth 2", dict(depth=2)),
+                             ("lr 3e-2", dict(lr=3e-2)), ("lr 3e-3", dict(lr=3e-3)),
                              ("no gradient clipping", dict(grad_clip=None)),
                              ("min-SNR weighting", dict(weighting="min_snr")),
-                             ("width 64, lr 1e-2", dict(hidden=64, lr=1e-2)),
-                             ("width 64, batch 512, lr 1e-2", dict(hidden=64, batch_size=512, lr=1e-2))]:
+                             ("width 128, lr 3e-3 (the first default)", dict(hidden=128, lr=3e-3))]:
             variants[name] = dataclasses.replace(base, **change)
     print(f"data set {args.dataset}, device {device}, torch threads {torch.get_num_threads()}, "
           f"torch {torch.__version__}, runs of {args.steps} steps (cosine lr); "

@@ -57,7 +57,7 @@ class ScoreMLP(_MLP):
 
     conservative = False
 
-    def __init__(self, hidden: int = 128, depth: int = 3, t_dim: int = 32):
+    def __init__(self, hidden: int = 64, depth: int = 3, t_dim: int = 32):
         super().__init__(2, hidden, depth, t_dim)
         self.kwargs = dict(hidden=hidden, depth=depth, t_dim=t_dim)
 
@@ -68,7 +68,7 @@ class PotentialMLP(_MLP):
 
     conservative = True
 
-    def __init__(self, hidden: int = 128, depth: int = 3, t_dim: int = 32):
+    def __init__(self, hidden: int = 64, depth: int = 3, t_dim: int = 32):
         super().__init__(1, hidden, depth, t_dim)
         self.kwargs = dict(hidden=hidden, depth=depth, t_dim=t_dim)
 

@@ -11,3 +11,14 @@ os.environ.setdefault("LAB_DEVICE", "cpu")
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def ring_model():
+    """A ScoreMLP trained on the ring data set with TrainConfig defaults at 2000 steps
+    (about 15 s on one CPU thread), shared by the tests that need a trained network."""
+    from lab.data import make_dataset
+    from lab.train import TrainConfig, train
+
+    x = make_dataset("ring", n=20_000, seed=0)
+    return train(x, TrainConfig(steps=2000, device="cpu"))

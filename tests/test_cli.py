@@ -42,3 +42,34 @@ def test_errors_are_one_clear_line(args, message, tmp_path):
     r = run(*args, cwd=tmp_path)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sample_exact_field_to_csv(tmp_path):
+    import numpy as np
+    import torch
+    from lab.data import dataset_mixture
+    from lab.metrics import w2
+
+    out = tmp_path / "s.csv"
+    r = run("sample", "exact:ring", "--solver", "dpm++2m", "--steps", "25", "--n", "600",
+            "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "25 NFE" in r.stdout
+    x = np.loadtxt(out, delimiter=",", skiprows=1)
+    assert x.shape == (600, 2)
+    truth = dataset_mixture("ring").sample(600, generator=torch.Generator().manual_seed(0))
+    floor = w2(truth, dataset_mixture("ring").sample(600, generator=torch.Generator().manual_seed(1)))
+    assert w2(x, truth) < 1.5 * floor
+
+
+def test_sample_checkpoint_and_bad_solver(tmp_path):
+    model = tmp_path / "m.pt"
+    assert run("train", "--dataset", "ring", "--steps", "5", "--n", "500", "--quiet",
+               "--out", str(model)).returncode == 0
+    r = run("sample", str(model), "--solver", "ddim", "--eta", "0.5", "--steps", "4", "--n", "50",
+            "--out", str(tmp_path / "s.csv"))
+    assert r.returncode == 0, r.stderr
+    r = run("sample", str(model), "--solver", "ode_heun", "--eta", "0.5", "--out", str(tmp_path / "t.csv"))
+    assert r.returncode == 2 and "eta" in r.stderr and "Traceback" not in r.stderr
+    r = run("sample", "exact:nope")
+    assert r.returncode == 2 and "unknown data set" in r.stderr

@@ -20,15 +20,9 @@ QUALITY_BOUND = 0.25
 TIMES = (0.05, 0.1, 0.25, 0.5, 0.9)
 
 
-@pytest.fixture(scope="module")
-def ring_run():
-    x = make_dataset("ring", n=20_000, seed=0)
-    return train(x, TrainConfig(steps=2000, batch_size=1024, device="cpu"))
-
-
 @pytest.mark.slow
-def test_training_brings_the_score_close_to_the_exact_one(ring_run):
-    field, history = ring_run
+def test_training_brings_the_score_close_to_the_exact_one(ring_model):
+    field, history = ring_model
     exact = MixtureField(dataset_mixture("ring"), "vp")
     errors = score_error(field, exact, TIMES, n=4000, seed=1)
     assert all(e < QUALITY_BOUND for e in errors.values()), errors

@@ -1,0 +1,104 @@
+"""Solver quality against NFE, and solver overhead.
+
+For every solver: W2 between its samples and fresh true samples at 5, 10, 20, 50 and 100
+NFE, on the exact mixture field and on a trained network, beside the noise floor (W2
+between two independent true draws of the same size) and a 1000-step ancestral (DDPM)
+reference. Then each solver's overhead per step beside the cost of one field evaluation.
+
+    python benchmarks/solver_quality.py                     # two_moons, trains a model (~20 s)
+    python benchmarks/solver_quality.py --dataset gaussian_grid --model runs/grid.pt
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from lab.data import dataset_mixture, make_dataset
+from lab.fields import MixtureField
+from lab.metrics import noised_samples, w2
+from lab.solvers import SOLVERS, sample
+from lab.train import TrainConfig, load, train
+
+BUDGETS = (5, 10, 20, 50, 100)
+
+
+def quality_table(field, truth, n, seed=0):
+    rows = {}
+    for name, spec in SOLVERS.items():
+        row = []
+        for nfe in BUDGETS:
+            if name == "ode_adaptive" or nfe < spec.nfe_per_step:
+                row.append(None)
+                continue
+            traj = sample(field, n=n, solver=name, steps=nfe // spec.nfe_per_step, seed=seed)
+            row.append(w2(traj.samples, truth))
+        rows[name] = row
+    return rows
+
+
+def print_table(title, rows, floor, reference):
+    print(f"\n{title}: W2 to fresh true samples (noise floor {floor:.4f}; DDPM 1000 steps {reference:.4f})")
+    print(f"{'solver':16s}" + "".join(f"{f'{b} NFE':>10s}" for b in BUDGETS))
+    for name, row in rows.items():
+        cells = "".join(f"{'-':>10s}" if v is None else f"{v:10.4f}" for v in row)
+        print(f"{name:16s}{cells}")
+
+
+def adaptive_line(field, truth, n):
+    parts = []
+    for tol in (1e-3, 1e-5):
+        traj = sample(field, n=n, solver="ode_adaptive", steps=4, seed=0, rtol=tol, atol=tol)
+        parts.append(f"tol {tol:g}: {traj.nfe} NFE, W2 {w2(traj.samples, truth):.4f}")
+    print("ode_adaptive (dopri5)  " + "; ".join(parts))
+
+
+def overhead(field, n=4000, steps=20, repeats=3):
+    x = field.schedule.prior_sample(n, generator=torch.Generator().manual_seed(0))
+    x = x.to(getattr(field, "device", None) or "cpu")
+    with torch.no_grad():
+        field.eps(x, 0.5)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            field.eps(x, 0.5)
+        per_eval = (time.perf_counter() - t0) / 20
+    print(f"\none field evaluation on {n} points: {per_eval * 1e3:.2f} ms")
+    print(f"{'solver':16s}{'NFE':>6s}{'total ms':>10s}{'overhead/step ms':>18s}")
+    for name in SOLVERS:
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            traj = sample(field, x_T=x, solver=name, steps=steps, seed=0)
+            best = min(best, time.perf_counter() - t0)
+        over = (best - traj.nfe * per_eval) / steps
+        print(f"{name:16s}{traj.nfe:6d}{best * 1e3:10.1f}{over * 1e3:18.3f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="two_moons")
+    ap.add_argument("--model", help="a checkpoint trained on --dataset (default: train one now)")
+    ap.add_argument("--n", type=int, default=2000, help="samples per W2 (exact OT: keep <= 4000)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    exact = MixtureField(dataset_mixture(args.dataset), "vp")
+    g = torch.Generator().manual_seed(123)
+    truth = noised_samples(exact, exact.schedule.t_min, args.n, generator=g)
+    floor = w2(truth, noised_samples(exact, exact.schedule.t_min, args.n, generator=g))
+    if args.model:
+        model = load(args.model)
+    else:
+        print(f"training a model on {args.dataset} (TrainConfig defaults) ...", flush=True)
+        model, _ = train(make_dataset(args.dataset, 20_000, seed=0), TrainConfig())
+    for title, field in (("exact field", exact), ("trained model", model)):
+        ref = w2(sample(field, n=args.n, solver="ddpm", steps=1000, seed=1).samples, truth)
+        print_table(f"{title} on {args.dataset}", quality_table(field, truth, args.n), floor, ref)
+        adaptive_line(field, truth, args.n)
+    overhead(model)
+
+
+if __name__ == "__main__":
+    main()

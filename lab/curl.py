@@ -1,0 +1,165 @@
+"""Is a field a gradient? Jacobians, curl, divergence, circulation, Helmholtz split.
+
+A true score s = grad log p_t is conservative: its Jacobian is symmetric (a Hessian), its
+curl d s_y/dx - d s_x/dy is zero, its circulation around every closed loop is zero and its
+line integrals do not depend on the path. Trained networks break all four and still sample
+well (Vuong et al. 2025, "Are We Really Learning the Score Function?").
+
+Every function takes any ``ScoreField`` and a time t, and works on the score
+(grad log p_t). Derivatives are exact (autograd), batched over points: the lab's fields act
+point by point, so two backward passes give the whole 2x2 Jacobian of every point at once.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lab.fields import ScoreField
+
+__all__ = ["grid_points", "jacobian", "curl", "divergence", "asymmetry", "circulation",
+           "line_integral", "path_dependence", "helmholtz"]
+
+
+def grid_points(extent: float = 3.0, size: int = 128, dtype=torch.float32, device=None):
+    """A size x size grid on [-extent, extent]^2: returns (xs (size,), points (size^2, 2)),
+    points in row-major order (y rows, x columns), so ``values.reshape(size, size)`` is an
+    image with y along axis 0."""
+    if not 2 <= size <= 4096:
+        raise ValueError(f"grid size must be between 2 and 4096, got {size}")
+    if not (math.isfinite(extent) and extent > 0):
+        raise ValueError(f"grid extent must be a positive number, got {extent}")
+    xs = torch.linspace(-extent, extent, size, dtype=dtype, device=device)
+    gy, gx = torch.meshgrid(xs, xs, indexing="ij")
+    return xs, torch.stack([gx.flatten(), gy.flatten()], 1)
+
+
+def _points(field, x):
+    device = getattr(field, "device", None)
+    x = torch.as_tensor(x)
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    return x.to(device) if device is not None else x
+
+
+def jacobian(field: ScoreField, x: Tensor, t) -> Tensor:
+    """Jacobian of the score at points x (n, 2): J[:, i, j] = d s_i / d x_j, shape (n, 2, 2)."""
+    x = _points(field, x).detach().requires_grad_(True)
+    with torch.enable_grad():
+        s = field.score(x, t)
+        rows = [torch.autograd.grad(s[:, i].sum(), x, retain_graph=i == 0)[0] for i in range(2)]
+    return torch.stack(rows, 1).detach()
+
+
+def curl(field: ScoreField, x: Tensor, t) -> Tensor:
+    """Scalar curl d s_y/dx - d s_x/dy of the score at points x (n, 2), shape (n,)."""
+    J = jacobian(field, x, t)
+    return J[:, 1, 0] - J[:, 0, 1]
+
+
+def divergence(field: ScoreField, x: Tensor, t) -> Tensor:
+    """Divergence d s_x/dx + d s_y/dy of the score at points x (n, 2), shape (n,)."""
+    J = jacobian(field, x, t)
+    return J[:, 0, 0] + J[:, 1, 1]
+
+
+def asymmetry(field: ScoreField, x: Tensor, t) -> float:
+    """Normalised Jacobian asymmetry ||J - J^T||_F / ||J||_F, averaged over the points x
+    (n, 2) — draw them from p_t (``lab.metrics.noised_samples``). Zero for a gradient."""
+    J = jacobian(field, x, t)
+    num = torch.linalg.matrix_norm(J - J.transpose(1, 2))
+    return float((num / torch.linalg.matrix_norm(J).clamp_min(1e-30)).mean())
+
+
+def circulation(field: ScoreField, t, centers, radii, n_points: int = 256) -> Tensor:
+    """Line integral of the score counter-clockwise around circles, shape (m,).
+
+    centers (m, 2) or (2,); radii (m,) or a float. The periodic trapezoid rule with the exact
+    tangent converges faster than any power of 1/n_points for a smooth field, so Stokes'
+    theorem (circulation = integral of the curl over the disc) holds to quadrature accuracy.
+    """
+    centers = torch.as_tensor(centers, dtype=torch.float64).reshape(-1, 2)
+    radii = torch.as_tensor(radii, dtype=torch.float64).reshape(-1)
+    if radii.numel() == 1:
+        radii = radii.expand(centers.shape[0])
+    if radii.shape[0] != centers.shape[0] or torch.any(radii <= 0):
+        raise ValueError("need one positive radius per centre")
+    theta = torch.arange(n_points, dtype=torch.float64) * (2 * math.pi / n_points)
+    ring = torch.stack([theta.cos(), theta.sin()], 1)                   # (k, 2)
+    tangent = torch.stack([-theta.sin(), theta.cos()], 1)
+    pts = centers[:, None, :] + radii[:, None, None] * ring              # (m, k, 2)
+    s = _score_at(field, pts.reshape(-1, 2), t).reshape(pts.shape)
+    return (s * tangent).sum(-1).sum(1) * radii * (2 * math.pi / n_points)
+
+
+def _score_at(field, pts64: Tensor, t) -> Tensor:
+    """The score at float64 points, evaluated in the field's own precision."""
+    model = getattr(field, "model", None)
+    dtype = next(model.parameters()).dtype if model is not None else torch.float64
+    with torch.no_grad():
+        return field.score(_points(field, pts64.to(dtype)), t).double().cpu()
+
+
+def line_integral(field: ScoreField, path, t) -> float:
+    """Integral of score . dl along a polyline path (k, 2), by the midpoint rule (second
+    order in the segment length: use a few hundred points for a smooth path)."""
+    path = torch.as_tensor(path, dtype=torch.float64)
+    if path.ndim != 2 or path.shape[1] != 2 or path.shape[0] < 2:
+        raise ValueError("a path is a polyline of at least two points (k, 2)")
+    mid = (path[1:] + path[:-1]) / 2
+    return float((_score_at(field, mid, t) * path.diff(dim=0)).sum())
+
+
+def path_dependence(field: ScoreField, path_a, path_b, t) -> float:
+    """Difference of the line integrals along two paths with the same ends; zero for a
+    gradient field (the integral is then log p_t(end) - log p_t(start))."""
+    a, b = torch.as_tensor(path_a, dtype=torch.float64), torch.as_tensor(path_b, dtype=torch.float64)
+    if not (torch.allclose(a[0], b[0]) and torch.allclose(a[-1], b[-1])):
+        raise ValueError("the two paths must start and end at the same points")
+    return line_integral(field, a, t) - line_integral(field, b, t)
+
+
+def helmholtz(u, v, spacing: float) -> dict:
+    """Split a gridded 2-D field (u, v) (each (ny, nx), y along axis 0, grid step
+    ``spacing``) into a gradient part grad(phi) and a remainder (rotational + harmonic).
+
+    phi is the least-squares potential: it minimises sum over interior cell faces of
+    |face difference of phi / spacing - face average of the field|^2, whose normal equations
+    are the Neumann 5-point Poisson problem, solved exactly by a cosine transform. The parts
+    are reported at the grid points, grad(phi) by central differences (so its discrete curl,
+    taken with the same differences, vanishes to rounding).
+
+    Returns dict: ``phi`` (ny, nx), ``grad`` and ``rest`` (each a (u, v) pair of arrays),
+    ``grad_share`` and ``rest_share`` (their shares of the field's energy sum |F|^2).
+    """
+    from scipy.fft import dctn, idctn
+
+    u, v = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    if u.shape != v.shape or u.ndim != 2 or min(u.shape) < 3:
+        raise ValueError("u and v must be arrays of the same shape (ny, nx), at least 3 x 3")
+    if not (np.isfinite(u).all() and np.isfinite(v).all()):
+        raise ValueError("the field holds NaN or infinite values")
+    h = float(spacing)
+    ny, nx = u.shape
+    fx = (u[:, 1:] + u[:, :-1]) / 2  # face values of the field, interior faces only
+    fy = (v[1:, :] + v[:-1, :]) / 2
+    dtf = np.zeros_like(u)  # D^T f, D the face difference / h: minus the divergence
+    dtf[:, :-1] -= fx / h
+    dtf[:, 1:] += fx / h
+    dtf[:-1, :] -= fy / h
+    dtf[1:, :] += fy / h
+    ky = 2 * np.cos(np.pi * np.arange(ny) / ny) - 2
+    kx = 2 * np.cos(np.pi * np.arange(nx) / nx) - 2
+    eig = (ky[:, None] + kx[None, :]) / h**2   # eigenvalues of the Neumann Laplacian
+    eig[0, 0] = 1.0
+    coef = dctn(-dtf, type=2, norm="ortho") / eig  # normal equations D^T D phi = D^T f, L = -D^T D
+    coef[0, 0] = 0.0
+    phi = idctn(coef, type=2, norm="ortho")
+    gy, gx = np.gradient(phi, h, h)
+    rest = (u - gx, v - gy)
+    energy = float((u**2 + v**2).sum())
+    return {"phi": phi, "grad": (gx, gy), "rest": rest,
+            "grad_share": float((gx**2 + gy**2).sum()) / energy if energy else 0.0,
+            "rest_share": float((rest[0] ** 2 + rest[1] ** 2).sum()) / energy if energy else 0.0}

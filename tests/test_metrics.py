@@ -1,0 +1,104 @@
+"""Distances against closed forms; likelihood and the Fokker-Planck residual against the
+exact mixture."""
+import math
+
+import pytest
+import torch
+
+from lab.data import GaussianMixture
+from lab.fields import MixtureField, NetworkField
+from lab.metrics import fokker_planck_residual, mmd, nll, noised_samples, sliced_w2, w2
+from lab.models import ScoreMLP
+from lab.schedules import SCHEDULES
+
+
+def test_w2_of_a_shift_is_the_shift_length(gen):
+    a = torch.randn(500, 2, generator=gen, dtype=torch.float64)
+    v = torch.tensor([3.0, -4.0], dtype=torch.float64)
+    assert w2(a, a + v) == pytest.approx(5.0, rel=1e-9)
+    assert w2(a, a) == pytest.approx(0.0, abs=1e-7)  # sqrt of a cost at float rounding
+
+
+def test_w2_between_gaussians_matches_the_closed_form(gen):
+    """W2^2(N(m1, I), N(m2, 4 I)) = |m1 - m2|^2 + 2 (2 - 1)^2 = 9 + 2 in 2-D."""
+    a = torch.randn(2000, 2, generator=gen, dtype=torch.float64)
+    b = torch.tensor([3.0, 0.0], dtype=torch.float64) + 2 * torch.randn(2000, 2, generator=gen, dtype=torch.float64)
+    assert w2(a, b) == pytest.approx(math.sqrt(11.0), rel=0.03)
+
+
+def test_sliced_w2_closed_forms(gen):
+    a = torch.randn(4000, 2, generator=gen, dtype=torch.float64)
+    v = torch.tensor([3.0, -4.0], dtype=torch.float64)
+    # a shift v projects to u.v: E_u[(u.v)^2] = |v|^2 / 2 for uniform directions in 2-D
+    assert sliced_w2(a, a + v, n_projections=2000) == pytest.approx(5.0 / math.sqrt(2), rel=0.03)
+    # N(0, I) against N(0, 4 I): every projection is N(0,1) vs N(0,4), 1-D W2 = 1
+    b = 2 * torch.randn(4000, 2, generator=gen, dtype=torch.float64)
+    assert sliced_w2(a, b) == pytest.approx(1.0, rel=0.05)
+    assert sliced_w2(a[:1000], b) == pytest.approx(1.0, rel=0.08)  # unequal sizes
+
+
+def test_mmd_matches_the_gaussian_closed_form(gen):
+    """With k = exp(-|x-y|^2/2) (h = 1), N(0, I) vs N((1, 0), I) in 2-D:
+    MMD^2 = 2/3 - 2/3 exp(-1/6)."""
+    a = torch.randn(3000, 2, generator=gen, dtype=torch.float64)
+    b = torch.tensor([1.0, 0.0], dtype=torch.float64) + torch.randn(3000, 2, generator=gen, dtype=torch.float64)
+    expected = math.sqrt(2 / 3 * (1 - math.exp(-1 / 6)))
+    assert mmd(a, b, bandwidth=1.0) == pytest.approx(expected, rel=0.05)
+    same = torch.randn(3000, 2, generator=gen, dtype=torch.float64)
+    assert mmd(a, same, bandwidth=1.0) < 0.05
+    assert mmd(a, b) > 0.1  # median heuristic
+
+
+def test_distances_refuse_bad_sets():
+    for fn in (w2, sliced_w2, mmd):
+        with pytest.raises(ValueError, match="NaN"):
+            fn(torch.tensor([[0.0, float("nan")]] * 3), torch.zeros(3, 2))
+        with pytest.raises(ValueError, match="non-empty"):
+            fn(torch.zeros(0, 2), torch.zeros(3, 2))
+
+
+def _mixture():
+    return GaussianMixture([[-1.0, 0.0], [1.0, 0.5], [0.0, -1.0]], [0.3, 0.2, 0.25],
+                           weights=[0.2, 0.5, 0.3])
+
+
+@pytest.mark.parametrize("schedule", ["vp", "ve", "subvp"])
+def test_nll_through_the_exact_field_is_the_true_log_density(schedule, gen):
+    """With the exact p_T as prior and tolerances 1e-7, the PF-ODE likelihood of the exact
+    score equals -log p_{t_min}(x) to 1e-4 nats (measured: about 2e-6)."""
+    field = MixtureField(_mixture(), schedule)
+    s = field.schedule
+    x = field.mixture.sample(100, generator=gen, dtype=torch.float64)
+    got = nll(field, x, rtol=1e-7, atol=1e-7, log_prior=lambda xT: field.log_prob(xT, s.t_max))
+    expected = -field.log_prob(x, s.t_min)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+    # the t_min cutoff is small against p_0 for this smooth mixture
+    assert float((expected - (-field.mixture.log_prob(x))).abs().mean()) < 0.01
+
+
+def test_nll_with_the_gaussian_prior_and_default_tolerances(gen):
+    """The default: N(0, prior_std^2 I) at T and tolerances 1e-5. For VP the prior's
+    mismatch with p_T (alpha_T = 0.0067) costs under 0.02 nats (measured 0.007)."""
+    field = MixtureField(_mixture(), "vp")
+    x = field.mixture.sample(100, generator=gen, dtype=torch.float64)
+    got = nll(field, x)
+    torch.testing.assert_close(got, -field.log_prob(x, field.schedule.t_min), rtol=0, atol=0.02)
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_fokker_planck_residual_vanishes_for_the_exact_score(schedule, gen):
+    field = MixtureField(_mixture(), schedule)
+    s = field.schedule
+    for t in (0.1 * s.t_max, 0.5 * s.t_max):
+        x = noised_samples(field, t, 200, generator=gen, dtype=torch.float64)
+        r = fokker_planck_residual(field, x, t)
+        scale = float(field.score(x, t).abs().max())
+        assert float(r.abs().max()) < 1e-8 * max(scale, 1.0) * 10, (t, float(r.abs().max()))
+
+
+def test_fokker_planck_residual_is_large_for_an_untrained_network(gen):
+    torch.manual_seed(0)
+    net = NetworkField(ScoreMLP(hidden=32, depth=2).double(), "vp")
+    x = torch.randn(200, 2, generator=gen, dtype=torch.float64)
+    r = fokker_planck_residual(net, x, 0.3)
+    assert float(r.norm(dim=1).mean()) > 1.0
