@@ -112,6 +112,11 @@ class GaussianMixture:
         shift = torch.as_tensor(shift, dtype=torch.float64)
         return GaussianMixture(self.means * scale + shift, self.covs * scale**2, self.weights)
 
+    def noised(self, alpha: float, sigma: float) -> "GaussianMixture":
+        """The law of alpha x0 + sigma eps: components N(alpha m_k, alpha^2 C_k + sigma^2 I)."""
+        eye = torch.eye(2, dtype=torch.float64)
+        return GaussianMixture(alpha * self.means, alpha**2 * self.covs + sigma**2 * eye, self.weights)
+
     def standardized(self) -> "GaussianMixture":
         """Centred, and scaled (one factor for both axes) to unit mean variance."""
         scale = 1.0 / math.sqrt(float(torch.trace(self.cov())) / 2)

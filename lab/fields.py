@@ -19,8 +19,11 @@ from torch import Tensor
 from lab.data import GaussianMixture
 from lab.schedules import Schedule, get_schedule
 
-__all__ = ["ScoreField", "MixtureField", "EmpiricalField", "NetworkField", "broadcast_t",
+__all__ = ["LAMBDA_FLOOR", "ScoreField", "MixtureField", "EmpiricalField", "NetworkField", "broadcast_t",
            "eps_to_score", "score_to_eps", "eps_to_x0", "x0_to_eps"]
+
+
+LAMBDA_FLOOR = -10.0  # log(alpha/sigma) below which a network sees one, "pure noise", level
 
 
 def broadcast_t(t, x: Tensor) -> Tensor:
@@ -135,8 +138,12 @@ class NetworkField(ScoreField):
     a conservative model (``model.conservative``, e.g. ``PotentialMLP``) eps is the
     x-gradient of its scalar output, so the score is a gradient in x at every t.
 
-    The input is preconditioned as in EDM (Karras et al. 2022): x_in = x / sqrt(alpha^2
-    data_std^2 + sigma^2), which has about unit variance at every t and every schedule.
+    Input and conditioning as in EDM (Karras et al. 2022): the network sees x_in =
+    x / sqrt(alpha^2 data_std^2 + sigma^2), of about unit variance at every t, and the noise
+    level c_noise = log(sigma/alpha)/4 = -lambda/4 instead of t, so it resolves small noise
+    levels as finely as large ones, whatever the schedule. Below lambda = LAMBDA_FLOOR the data
+    is invisible in x_t (alpha/sigma < 5e-5), eps = x_in is all there is to learn, and the
+    network sees the floor (train() does not sample times past it).
     """
 
     def __init__(self, model: torch.nn.Module, schedule: Schedule | str = "vp",
@@ -155,15 +162,17 @@ class NetworkField(ScoreField):
     def eps(self, x: Tensor, t) -> Tensor:
         tt, alpha, sigma = self._coeffs(x, t)
         c_in = torch.rsqrt(alpha**2 * self.data_std**2 + sigma**2)
-        t_vec = (tt * torch.ones_like(x[:, :1])).squeeze(1)
+        # the network sees the noise level, not the time: EDM's c_noise = log(sigma/alpha)/4
+        lam = self.schedule.lambda_(tt).clamp_min(LAMBDA_FLOOR)
+        c_noise = (-lam / 4 * torch.ones_like(x[:, :1])).squeeze(1)
         if not getattr(self.model, "conservative", False):
-            return self.model(x * c_in, t_vec)
+            return self.model(x * c_in, c_noise)
         # Keep the graph when the caller differentiates (training, Jacobians); not when
         # sampling under no_grad.
         create_graph = torch.is_grad_enabled() and (x.requires_grad or self.model.training)
         with torch.enable_grad():
             xg = x if x.requires_grad else x.detach().requires_grad_(True)
-            energy = self.model(xg * c_in, t_vec)
+            energy = self.model(xg * c_in, c_noise)
             (grad,) = torch.autograd.grad(energy.sum(), xg, create_graph=create_graph)
         return grad
 

@@ -16,8 +16,9 @@ __all__ = ["ScoreMLP", "PotentialMLP", "TimeEmbedding", "MODELS", "build_model"]
 
 
 class TimeEmbedding(nn.Module):
-    """Sinusoidal features of t in [0, 1]: sin and cos of t * 1000 at geometric
-    frequencies, as the transformer position code that DDPM uses (Vaswani et al. 2017)."""
+    """Sinusoidal features of the noise level c (EDM's c_noise = -lambda/4, about [-3, 3]):
+    sin and cos of 100 c at geometric frequencies 1 .. 1e-4, the transformer position code
+    that DDPM uses (Vaswani et al. 2017; Ho et al. 2020)."""
 
     def __init__(self, dim: int = 32):
         super().__init__()
@@ -28,12 +29,12 @@ class TimeEmbedding(nn.Module):
         self.register_buffer("freqs", freqs, persistent=False)
 
     def forward(self, t: Tensor) -> Tensor:
-        arg = 1000.0 * t[:, None] * self.freqs
+        arg = 100.0 * t[:, None] * self.freqs
         return torch.cat([arg.sin(), arg.cos()], 1)
 
 
 class _MLP(nn.Module):
-    """x (n, 2) and t (n,) -> (n, out): the time features enter every hidden layer."""
+    """x (n, 2) and noise level c (n,) -> (n, out): its features enter every hidden layer."""
 
     def __init__(self, out: int, hidden: int, depth: int, t_dim: int):
         super().__init__()
@@ -53,7 +54,7 @@ class _MLP(nn.Module):
 
 
 class ScoreMLP(_MLP):
-    """eps network: (x (n, 2), t (n,)) -> eps (n, 2). Residual MLP with time features."""
+    """eps network: (x (n, 2), c (n,)) -> eps (n, 2). Residual MLP with noise-level features."""
 
     conservative = False
 
@@ -63,7 +64,7 @@ class ScoreMLP(_MLP):
 
 
 class PotentialMLP(_MLP):
-    """Energy network: (x (n, 2), t (n,)) -> E (n,); ``NetworkField`` takes eps = grad_x E,
+    """Energy network: (x (n, 2), c (n,)) -> E (n,); ``NetworkField`` takes eps = grad_x E,
     so score = -grad_x (E / sigma): conservative for every t, trained or not."""
 
     conservative = True

@@ -2,7 +2,8 @@
 
     loss = E_{t, x0, eps} w(t) |eps_theta(alpha_t x0 + sigma_t eps, t) - eps|^2
 
-with t stratified-uniform on [t_min, t_max] (Kingma et al. 2021's low-discrepancy sampler).
+with t stratified-uniform on [t_min, t_max], or uniform in lambda = log(alpha/sigma) instead
+(``t_sampling``), drawn by Kingma et al. 2021's low-discrepancy sampler.
 Weightings ``w``: ``"eps"`` (w = 1, DDPM's simple loss), ``"min_snr"`` (Hang et al. 2023,
 w = min(SNR, 5) / SNR with SNR = alpha^2 / sigma^2), ``"likelihood"`` (Song et al. 2021b,
 w proportional to g^2 / sigma^2, which makes the loss a bound on the negative log-likelihood).
@@ -26,7 +27,7 @@ from torch import Tensor
 
 import lab
 from lab.data import MIN_POINTS, load_points
-from lab.fields import NetworkField
+from lab.fields import LAMBDA_FLOOR, NetworkField
 from lab.models import MODELS, build_model
 from lab.schedules import SCHEDULES, Schedule, get_schedule
 
@@ -34,6 +35,7 @@ __all__ = ["TrainConfig", "Progress", "train", "save", "load", "resolve_device",
            "CHECKPOINT_FORMAT"]
 
 WEIGHTINGS = ("eps", "min_snr", "likelihood")
+T_SAMPLINGS = ("uniform", "logsnr")
 MIN_SNR_GAMMA = 5.0       # Hang et al. 2023's truncation of the SNR in "min_snr"
 EMA_WARMUP = 10           # EMA decay is min(ema, (1 + step) / (EMA_WARMUP + step))
 LIKELIHOOD_GRID = 512     # times used to normalise the "likelihood" weight
@@ -46,6 +48,7 @@ class TrainConfig:
     """Every knob of a training run, with its default."""
 
     schedule: str = "vp"            # noise process, a name in lab.schedules.SCHEDULES
+    schedule_args: dict = dataclasses.field(default_factory=dict)  # its arguments, e.g. {"beta1": 200.0}
     model: str = "score_mlp"        # "score_mlp" (eps network) or "potential_mlp" (conservative)
     hidden: int = 64                # width of the hidden layers (64: see benchmarks/train_speed.py)
     depth: int = 3                  # residual blocks
@@ -55,6 +58,7 @@ class TrainConfig:
     warmup: int = 100               # steps of linear warm-up, then cosine decay
     lr_final: float = 0.05          # final learning rate, as a fraction of lr
     weighting: str = "eps"          # "eps", "min_snr" or "likelihood" (see module doc)
+    t_sampling: str = "uniform"     # training times uniform in "uniform" t or in "logsnr" lambda
     ema: float = 0.995              # decay of the weight average that train() returns
     grad_clip: float | None = 1.0   # max gradient norm; None: no clipping
     t_min: float | None = None      # smallest training t; None: the schedule's t_min
@@ -64,8 +68,12 @@ class TrainConfig:
 
     def __post_init__(self):
         _choice(self.schedule, SCHEDULES, "schedule")
+        if not isinstance(self.schedule_args, dict):
+            raise ValueError(f"TrainConfig.schedule_args must be a dict, got {self.schedule_args!r}")
+        get_schedule(self.schedule, **self.schedule_args)  # a ValueError names a bad argument
         _choice(self.model, MODELS, "model")
         _choice(self.weighting, WEIGHTINGS, "weighting")
+        _choice(self.t_sampling, T_SAMPLINGS, "t_sampling")
         for name, low, high in (("hidden", 1, 4096), ("depth", 1, 64), ("steps", 1, 10_000_000),
                                 ("batch_size", 1, 1_000_000), ("warmup", 0, 10_000_000),
                                 ("log_every", 1, 10_000_000)):
@@ -141,6 +149,18 @@ def _loss_weight_fn(schedule: Schedule, weighting: str, t_lo: float) -> Callable
     return lambda t: schedule.g2(t) / schedule.sigma(t) ** 2 / norm
 
 
+def _time_sampler(schedule: Schedule, kind: str, t_lo: float, device) -> Callable[[Tensor], Tensor]:
+    """Map u in [0, 1) to a training time in [t_lo, t_hi]: uniform in t, or uniform in
+    lambda = log(alpha/sigma) (as many steps on every octave of the noise level; Kingma et al.
+    2021). t_hi is t_max, or earlier where lambda falls below LAMBDA_FLOOR (pure noise)."""
+    lo = max(float(schedule.lambda_(schedule.t_max)), LAMBDA_FLOOR)
+    t_hi = min(schedule.t_max, float(schedule.t_of_lambda(lo)))
+    if kind == "uniform":
+        return lambda u: t_lo + (t_hi - t_lo) * u
+    hi = float(schedule.lambda_(t_lo))
+    return lambda u: schedule.t_of_lambda(lo + (hi - lo) * u.double()).float().to(device)
+
+
 def train(data, config: TrainConfig | None = None,
           callback: Callable[[Progress], bool | None] | None = None,
           cancel: threading.Event | None = None) -> tuple[NetworkField, dict]:
@@ -163,7 +183,7 @@ def train(data, config: TrainConfig | None = None,
     x = load_points(data)
     device = resolve_device(cfg.device) if cfg.device else lab.pick_device()
     x = x.to(device)
-    schedule = get_schedule(cfg.schedule)
+    schedule = get_schedule(cfg.schedule, **cfg.schedule_args)
     t_lo = schedule.t_min if cfg.t_min is None else cfg.t_min
     if not schedule.t_min * 1e-3 <= t_lo < schedule.t_max:
         raise ValueError(f"TrainConfig.t_min must lie in [{schedule.t_min * 1e-3:g}, "
@@ -183,6 +203,7 @@ def train(data, config: TrainConfig | None = None,
     ema_field = NetworkField(ema_model, schedule, data_std)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     weight = _loss_weight_fn(schedule, cfg.weighting, t_lo)
+    to_time = _time_sampler(schedule, cfg.t_sampling, t_lo, device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     params, ema_params = list(model.parameters()), list(ema_model.parameters())
     good = [p.detach().clone() for p in params], [p.clone() for p in ema_params], 0
@@ -200,7 +221,7 @@ def train(data, config: TrainConfig | None = None,
         idx = torch.randint(x.shape[0], (cfg.batch_size,), device=device, generator=gen)
         u = torch.rand((), device=device, generator=gen)
         strata = (u + torch.arange(cfg.batch_size, device=device) / cfg.batch_size) % 1.0
-        t = t_lo + (schedule.t_max - t_lo) * strata
+        t = to_time(strata)
         eps = torch.randn(cfg.batch_size, 2, device=device, generator=gen)
         tc = t[:, None]
         xt = schedule.alpha(tc) * x[idx] + schedule.sigma(tc) * eps

@@ -1,0 +1,181 @@
+"""Mode interpolation: samples between the modes of a mixture, and how to catch them.
+
+Aithal et al. 2024, "Understanding Hallucinations in Diffusion Models through Mode
+Interpolation" (code: locuslab/diffusion-model-hallucination): a network's score is a
+smooth approximation of the true score, which jumps between modes; so a diffusion model
+puts samples between modes that the data never had. The true score does not. Such
+samples' predicted x0 wavers at the end of sampling: the variance of x0 over the last
+reverse steps flags them, and filtering on it removes most of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lab.data import GaussianMixture
+
+__all__ = ["IN_SUPPORT", "BETWEEN_MODES", "OUTSIDE", "LABEL_NAMES", "support_labels",
+           "hallucination_rate", "trajectory_variance", "roc_auc", "filter_report",
+           "FilterReport", "filter_samples", "recursive_training", "Generation"]
+
+IN_SUPPORT, BETWEEN_MODES, OUTSIDE = 0, 1, 2
+LABEL_NAMES = {IN_SUPPORT: "in support", BETWEEN_MODES: "between modes", OUTSIDE: "outside"}
+
+
+def _mahalanobis(x: Tensor, mixture: GaussianMixture) -> Tensor:
+    """Distance (n, K) of each point to each component mean, in that component's std:
+    sqrt((x - m_k)^T C_k^-1 (x - m_k))."""
+    x = torch.as_tensor(x, dtype=torch.float64).reshape(-1, 2)
+    d = x[:, None, :] - mixture.means[None]                      # (n, K, 2)
+    inv = torch.linalg.inv(mixture.covs)                         # (K, 2, 2)
+    return torch.einsum("nki,kij,nkj->nk", d, inv, d).clamp_min(0).sqrt()
+
+
+def support_labels(samples, mixture: GaussianMixture, k: float = 3.0) -> Tensor:
+    """Label each sample (n, 2): ``IN_SUPPORT`` (0) if within k component standard deviations
+    of some component mean (Mahalanobis distance <= k); else ``BETWEEN_MODES`` (1) if inside
+    the convex hull of the means (where mode interpolation puts samples); else ``OUTSIDE``
+    (2). Returns an int64 tensor (n,)."""
+    if mixture.singular:
+        raise ValueError("support needs components with positive-definite covariances")
+    if not k > 0:
+        raise ValueError(f"k must be positive, got {k}")
+    x = torch.as_tensor(samples, dtype=torch.float64).detach().cpu().reshape(-1, 2)
+    inside = _mahalanobis(x, mixture).min(1).values <= k
+    labels = torch.full((x.shape[0],), OUTSIDE, dtype=torch.int64)
+    labels[inside] = IN_SUPPORT
+    rest = ~inside
+    if rest.any():
+        labels[rest] = torch.where(torch.as_tensor(_in_hull(x[rest].numpy(), mixture.means.numpy())),
+                                   BETWEEN_MODES, OUTSIDE)
+    return labels
+
+
+def _in_hull(points: np.ndarray, hull_points: np.ndarray) -> np.ndarray:
+    from scipy.spatial import Delaunay, QhullError
+
+    try:
+        return Delaunay(hull_points).find_simplex(points) >= 0
+    except QhullError:  # fewer than 3 means, or all on a line: no area between them
+        return np.zeros(len(points), dtype=bool)
+
+
+def hallucination_rate(samples, mixture: GaussianMixture, k: float = 3.0) -> float:
+    """Share of samples out of support (between modes or outside)."""
+    return float((support_labels(samples, mixture, k) != IN_SUPPORT).double().mean())
+
+
+def trajectory_variance(trajectory, last_k: int = 10) -> Tensor:
+    """Aithal et al.'s detector: the population variance of the predicted x0 over the last
+    ``last_k`` reverse steps, averaged over the two coordinates; shape (n,)."""
+    x0 = trajectory.x0_preds
+    if not 2 <= last_k <= x0.shape[0]:
+        raise ValueError(f"last_k must be between 2 and the trajectory's {x0.shape[0]} steps, got {last_k}")
+    return x0[-last_k:].double().var(dim=0, unbiased=False).mean(-1).cpu()
+
+
+def roc_auc(scores, positives) -> float:
+    """Area under the ROC curve of ``scores`` (higher = more likely positive) for the boolean
+    labels ``positives``: the probability that a random positive outscores a random negative
+    (ties count half; Mann-Whitney)."""
+    from scipy.stats import rankdata
+
+    s = np.asarray(torch.as_tensor(scores, dtype=torch.float64).cpu())
+    pos = np.asarray(torch.as_tensor(positives).cpu()).astype(bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@dataclass
+class FilterReport:
+    """What filtering on the trajectory variance did. ``detection``: share of hallucinations
+    removed; ``retention``: share of in-support samples kept; ``auc``: ROC AUC of the
+    variance score for hallucinated vs in-support; rates before and after."""
+
+    n_drawn: int
+    n_kept: int
+    threshold: float
+    detection: float
+    retention: float
+    auc: float
+    rate_before: float
+    rate_after: float
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def filter_report(scores, labels, keep: int | None = None, threshold: float | None = None) -> FilterReport:
+    """Filter samples on their variance ``scores`` (n,) and score the filter against the true
+    ``labels`` (n,) from ``support_labels``. Keep the ``keep`` lowest scores (Aithal et al.:
+    draw N + extra, keep N) or those at or under ``threshold``; exactly one of the two."""
+    scores = torch.as_tensor(scores, dtype=torch.float64).cpu()
+    labels = torch.as_tensor(labels).cpu()
+    if scores.shape != labels.shape or scores.ndim != 1 or scores.numel() == 0:
+        raise ValueError("scores and labels must be two non-empty vectors of the same length")
+    if (keep is None) == (threshold is None):
+        raise ValueError("give exactly one of keep and threshold")
+    if keep is not None:
+        if not 1 <= keep <= len(scores):
+            raise ValueError(f"keep must be between 1 and {len(scores)}, got {keep}")
+        threshold = float(torch.sort(scores).values[keep - 1])
+    kept = scores <= threshold
+    bad = labels != IN_SUPPORT
+    good = ~bad
+    return FilterReport(
+        n_drawn=len(scores), n_kept=int(kept.sum()), threshold=float(threshold),
+        detection=float((bad & ~kept).sum() / bad.sum()) if bad.any() else float("nan"),
+        retention=float((good & kept).sum() / good.sum()) if good.any() else float("nan"),
+        auc=roc_auc(scores, bad),
+        rate_before=float(bad.double().mean()),
+        rate_after=float((bad & kept).sum() / kept.sum()) if kept.any() else float("nan"))
+
+
+def filter_samples(trajectory, n_keep: int, last_k: int = 10) -> Tensor:
+    """The ``n_keep`` samples (n_keep, 2) of a trajectory with the lowest x0 variance."""
+    order = torch.argsort(trajectory_variance(trajectory, last_k))
+    return trajectory.samples[order[:n_keep].to(trajectory.samples.device)]
+
+
+@dataclass
+class Generation:
+    """One generation of recursive training."""
+
+    generation: int
+    filtered: bool
+    hallucination_rate: float   # of the samples this generation's model draws (before filtering)
+    training_rate: float        # of the points this generation was trained on
+
+
+def recursive_training(data, mixture: GaussianMixture, generations: int = 3, n_samples: int = 5000,
+                       filtered: bool = False, extra: float = 0.25, config=None,
+                       solver: str = "ddpm", steps: int = 250, last_k: int = 10, k: float = 3.0,
+                       seed: int = 0, callback=None) -> list[Generation]:
+    """Train generation 0 on ``data``; every later generation on ``n_samples`` samples of the
+    previous one — with ``filtered``, drawn as n_samples*(1+extra) and filtered down to
+    n_samples on the trajectory variance (Aithal et al. 2024, Sec. 6). Returns the
+    hallucination rate of each generation's samples. ``callback(Generation)`` reports."""
+    from lab.solvers import sample
+    from lab.train import TrainConfig, train
+
+    config = config or TrainConfig()
+    train_on = torch.as_tensor(data, dtype=torch.float32)
+    out = []
+    for g in range(generations):
+        field, _ = train(train_on, dataclasses.replace(config, seed=config.seed + g))
+        n_draw = int(round(n_samples * (1 + extra))) if filtered else n_samples
+        traj = sample(field, n=n_draw, solver=solver, steps=steps, seed=seed + g)
+        gen = Generation(g, filtered, hallucination_rate(traj.samples, mixture, k),
+                         hallucination_rate(train_on, mixture, k))
+        out.append(gen)
+        if callback is not None:
+            callback(gen)
+        train_on = (filter_samples(traj, n_samples, last_k) if filtered else traj.samples).detach().cpu().float()
+    return out
