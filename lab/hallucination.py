@@ -156,7 +156,8 @@ class Generation:
 
 def recursive_training(data, mixture: GaussianMixture, generations: int = 3, n_samples: int = 5000,
                        filtered: bool = False, extra: float = 0.25, config=None,
-                       solver: str = "ddpm", steps: int = 250, last_k: int = 10, k: float = 3.0,
+                       solver: str = "ddpm", steps: int = 250, spacing: str = "logsnr",
+                       last_k: int = 10, k: float = 3.0,
                        seed: int = 0, callback=None) -> list[Generation]:
     """Train generation 0 on ``data``; every later generation on ``n_samples`` samples of the
     previous one — with ``filtered``, drawn as n_samples*(1+extra) and filtered down to
@@ -171,7 +172,7 @@ def recursive_training(data, mixture: GaussianMixture, generations: int = 3, n_s
     for g in range(generations):
         field, _ = train(train_on, dataclasses.replace(config, seed=config.seed + g))
         n_draw = int(round(n_samples * (1 + extra))) if filtered else n_samples
-        traj = sample(field, n=n_draw, solver=solver, steps=steps, seed=seed + g)
+        traj = sample(field, n=n_draw, solver=solver, steps=steps, spacing=spacing, seed=seed + g)
         gen = Generation(g, filtered, hallucination_rate(traj.samples, mixture, k),
                          hallucination_rate(train_on, mixture, k))
         out.append(gen)

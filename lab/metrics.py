@@ -19,7 +19,8 @@ from lab.fields import MixtureField, ScoreField
 
 MMD_MEDIAN_POINTS = 1000  # points the median heuristic looks at (its cost is quadratic)
 
-__all__ = ["score_error", "noised_samples", "w2", "sliced_w2", "mmd", "nll", "fokker_planck_residual"]
+__all__ = ["score_error", "noised_samples", "w2", "sliced_w2", "mmd", "nll", "fokker_planck_residual",
+           "ode_sde_gap", "w2_binned"]
 
 
 def noised_samples(reference: MixtureField, t: float, n: int, generator=None,
@@ -71,6 +72,32 @@ def w2(a, b, max_points: int = 20_000) -> float:
     cost = ot.dist(a, b, metric="sqeuclidean")
     wa, wb = ot.unif(len(a)), ot.unif(len(b))
     return float(max(ot.emd2(wa, wb, cost, numItermax=10_000_000), 0.0) ** 0.5)
+
+
+def w2_binned(a, b, bins: int = 64, extent: float = 3.5) -> float:
+    """W2 between two sample sets after binning both on a bins x bins grid over
+    [-extent, extent]^2 (points beyond it go to the edge bins): exact OT between the two
+    histograms, squared distance between bin centres (as Deveney et al. measure, 64 x 64).
+    Cheap for large sets; its floor is about the bin width."""
+    import ot
+
+    a, b = _as_points(a, "a"), _as_points(b, "b")
+    if a.shape[1] != 2 or b.shape[1] != 2:
+        raise ValueError("w2_binned works on 2-D points")
+    if not (2 <= bins <= 256 and extent > 0):
+        raise ValueError(f"need 2 <= bins <= 256 and extent > 0, got {bins} and {extent}")
+    edges = np.linspace(-extent, extent, bins + 1)
+    centres = (edges[1:] + edges[:-1]) / 2
+    grid = np.stack(np.meshgrid(centres, centres, indexing="ij"), -1).reshape(-1, 2)
+
+    def hist(p):
+        p = np.clip(p, -extent, extent)
+        h, _, _ = np.histogram2d(p[:, 0], p[:, 1], bins=[edges, edges])
+        return h.reshape(-1) / len(p)
+    ha, hb = hist(a), hist(b)
+    ia, ib = ha > 0, hb > 0
+    cost = ot.dist(grid[ia], grid[ib], metric="sqeuclidean")
+    return float(max(ot.emd2(ha[ia], hb[ib], cost, numItermax=10_000_000), 0.0) ** 0.5)
 
 
 def sliced_w2(a, b, n_projections: int = 256, seed: int = 0) -> float:
@@ -161,23 +188,48 @@ def nll(field: ScoreField, x, rtol: float = 1e-5, atol: float = 1e-5, t_start: f
     return -(log_prior(xT) + delta)
 
 
-def fokker_planck_residual(field: ScoreField, x, t) -> Tensor:
+def fokker_planck_residual(field: ScoreField, x, t, create_graph: bool = False) -> Tensor:
     """How far a field is from being the score of its own forward SDE dx = f x dt + g dW:
 
         R = d_t s - grad[ g^2/2 (div s + |s|^2) - f x . s ],   shape (n, 2),
 
     zero for s = grad log p_t (the score Fokker-Planck equation; Lai et al. 2023,
-    Deveney et al.). All derivatives exact by autograd; x (n, 2), t a float or (n,)."""
-    sch = field.schedule
+    Deveney et al.). All derivatives exact by autograd; x (n, 2), t a float or (n,).
+    ``create_graph``: keep the graph, so R can be penalised in training (x and t must then
+    be tensors on the field's device)."""
+    if create_graph:
+        return _fp_residual(field, x.detach().requires_grad_(True),
+                            torch.as_tensor(t).expand(x.shape[0]).detach().requires_grad_(True))
     model = getattr(field, "model", None)
     dtype = next(model.parameters()).dtype if model is not None else torch.float64
     x = torch.as_tensor(_as_points(x, "x"), dtype=dtype, device=getattr(field, "device", None))
-    x = x.requires_grad_(True)
-    tt = torch.as_tensor(t, dtype=dtype, device=x.device).expand(x.shape[0]).clone().requires_grad_(True)
+    tt = torch.as_tensor(t, dtype=dtype, device=x.device).expand(x.shape[0]).clone()
     with torch.enable_grad():
-        score, div_s = _div_score(field, x, tt)
-        dt_s = torch.stack([torch.autograd.grad(score[:, i].sum(), tt, retain_graph=True)[0]
-                            for i in range(2)], 1)
-        phi = 0.5 * sch.g2(tt) * (div_s + (score**2).sum(1)) - sch.f(tt) * (x * score).sum(1)
-        grad_phi = torch.autograd.grad(phi.sum(), x)[0]
-    return (dt_s - grad_phi).detach()
+        r = _fp_residual(field, x.requires_grad_(True), tt.requires_grad_(True))
+    return r.detach()
+
+
+def _fp_residual(field: ScoreField, x: Tensor, t: Tensor) -> Tensor:
+    sch = field.schedule
+    score, div_s = _div_score(field, x, t)
+    dt_s = torch.stack([torch.autograd.grad(score[:, i].sum(), t, create_graph=True)[0]
+                        for i in range(2)], 1)
+    phi = 0.5 * sch.g2(t) * (div_s + (score**2).sum(1)) - sch.f(t) * (x * score).sum(1)
+    return dt_s - torch.autograd.grad(phi.sum(), x, create_graph=True)[0]
+
+
+def ode_sde_gap(field: ScoreField, truth, n: int = 2000, steps: int = 800,
+                spacing: str = "time_uniform", seed: int = 0, distance=None) -> dict:
+    """Deveney et al.'s comparison: sample the same field with the probability-flow ODE
+    (Euler) and the reverse SDE (Euler-Maruyama), ``steps`` each from the same prior draw,
+    and return the squared W2 (exact OT on the samples) between ODE and truth, SDE and
+    truth, and ODE and SDE, as {"ode_truth", "sde_truth", "ode_sde"}. ``distance``: the W2
+    to use (default ``w2``, exact on the samples; ``w2_binned`` for large sets)."""
+    from lab.solvers import sample
+
+    common = dict(n=n, steps=steps, spacing=spacing, seed=seed)
+    ode = sample(field, solver="ode_euler", **common).samples
+    sde = sample(field, solver="euler_maruyama", **common).samples
+    d = distance or w2
+    return {"ode_truth": d(ode, truth) ** 2, "sde_truth": d(sde, truth) ** 2,
+            "ode_sde": d(ode, sde) ** 2}

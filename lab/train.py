@@ -7,6 +7,12 @@ with t stratified-uniform on [t_min, t_max], or uniform in lambda = log(alpha/si
 Weightings ``w``: ``"eps"`` (w = 1, DDPM's simple loss), ``"min_snr"`` (Hang et al. 2023,
 w = min(SNR, 5) / SNR with SNR = alpha^2 / sigma^2), ``"likelihood"`` (Song et al. 2021b,
 w proportional to g^2 / sigma^2, which makes the loss a bound on the negative log-likelihood).
+
+Optional Fokker-Planck regulariser (Deveney et al., "Closing the ODE-SDE gap in score-based
+diffusion models through the Fokker-Planck equation"): add fp_weight * E|sigma_t^3 R|^2 with
+R the score Fokker-Planck residual (``lab.metrics.fokker_planck_residual``) at collocation
+points uniform in a square. A field with R = 0 is the score of one family p_t, so its ODE
+and SDE samples agree.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from torch import Tensor
 import lab
 from lab.data import MIN_POINTS, load_points
 from lab.fields import LAMBDA_FLOOR, NetworkField
+from lab.metrics import fokker_planck_residual
 from lab.models import MODELS, build_model
 from lab.schedules import SCHEDULES, Schedule, get_schedule
 
@@ -58,10 +65,13 @@ class TrainConfig:
     warmup: int = 100               # steps of linear warm-up, then cosine decay
     lr_final: float = 0.05          # final learning rate, as a fraction of lr
     weighting: str = "eps"          # "eps", "min_snr" or "likelihood" (see module doc)
-    t_sampling: str = "uniform"     # training times uniform in "uniform" t or in "logsnr" lambda
+    t_sampling: str = "logsnr"      # training times uniform in lambda ("logsnr") or in t ("uniform")
     ema: float = 0.995              # decay of the weight average that train() returns
     grad_clip: float | None = 1.0   # max gradient norm; None: no clipping
     t_min: float | None = None      # smallest training t; None: the schedule's t_min
+    fp_weight: float = 0.0          # w of the Fokker-Planck penalty (module doc); 0: off
+    fp_region: float = 3.5          # collocation x uniform in [-fp_region, fp_region]^2
+    fp_points: int = 256            # collocation points per step
     log_every: int = 50             # call back (and check the loss is finite) every k steps
     seed: int = 0                   # seeds the weights, batches, times and noise
     device: str | None = None       # None: lab.pick_device() (cuda, then mps, then cpu)
@@ -76,11 +86,12 @@ class TrainConfig:
         _choice(self.t_sampling, T_SAMPLINGS, "t_sampling")
         for name, low, high in (("hidden", 1, 4096), ("depth", 1, 64), ("steps", 1, 10_000_000),
                                 ("batch_size", 1, 1_000_000), ("warmup", 0, 10_000_000),
-                                ("log_every", 1, 10_000_000)):
+                                ("log_every", 1, 10_000_000), ("fp_points", 1, 1_000_000)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
                 raise ValueError(f"TrainConfig.{name} must be an integer in [{low}, {high}], got {v!r}")
-        for name, low, high in (("lr", 0, 10), ("lr_final", 0, 1), ("ema", 0, 1)):
+        for name, low, high in (("lr", 0, 10), ("lr_final", 0, 1), ("ema", 0, 1),
+                                ("fp_weight", 0, 1e6), ("fp_region", 1e-3, 1e3)):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
                 raise ValueError(f"TrainConfig.{name} must be a number in [{low}, {high}], got {v!r}")
@@ -161,6 +172,17 @@ def _time_sampler(schedule: Schedule, kind: str, t_lo: float, device) -> Callabl
     return lambda u: schedule.t_of_lambda(lo + (hi - lo) * u.double()).float().to(device)
 
 
+def _fp_penalty(field: NetworkField, cfg: TrainConfig, t_lo: float, to_time, gen, device) -> Tensor:
+    """Mean |sigma_t^3 R|^2 of the Fokker-Planck residual R at fp_points collocation points,
+    x uniform in the square [-fp_region, fp_region]^2 and t drawn as the training times.
+    R grows like sigma^-3 at small t; the factor sigma^3 lets every noise level count alike."""
+    n = cfg.fp_points
+    xc = (2 * torch.rand(n, 2, device=device, generator=gen) - 1) * cfg.fp_region
+    tc = to_time(torch.rand(n, device=device, generator=gen))
+    r = fokker_planck_residual(field, xc, tc, create_graph=True)
+    return ((field.schedule.sigma(tc)[:, None] ** 3 * r) ** 2).sum(1).mean()
+
+
 def train(data, config: TrainConfig | None = None,
           callback: Callable[[Progress], bool | None] | None = None,
           cancel: threading.Event | None = None) -> tuple[NetworkField, dict]:
@@ -227,6 +249,8 @@ def train(data, config: TrainConfig | None = None,
         xt = schedule.alpha(tc) * x[idx] + schedule.sigma(tc) * eps
         err = ((field.eps(xt, t) - eps) ** 2).sum(1)
         loss = (weight(t) * err).mean()
+        if cfg.fp_weight > 0:
+            loss = loss + cfg.fp_weight * _fp_penalty(field, cfg, t_lo, to_time, gen, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:
