@@ -3,7 +3,8 @@
 For every solver: W2 between its samples and fresh true samples at 5, 10, 20, 50 and 100
 NFE, on the exact mixture field and on a trained network, beside the noise floor (W2
 between two independent true draws of the same size) and a 1000-step ancestral (DDPM)
-reference. Then each solver's overhead per step beside the cost of one field evaluation.
+reference; every cell is the mean over --seeds runs, each against its own truth draw.
+Then each solver's overhead per step beside the cost of one field evaluation.
 
     python benchmarks/solver_quality.py                     # two_moons, trains a model (~20 s)
     python benchmarks/solver_quality.py --dataset gaussian_grid --model runs/grid.pt
@@ -24,7 +25,8 @@ from lab.train import TrainConfig, load, train
 BUDGETS = (5, 10, 20, 50, 100)
 
 
-def quality_table(field, truth, n, seed=0):
+def quality_table(field, truths, n):
+    """W2 of each solver at each NFE budget, averaged over one run per truth set."""
     rows = {}
     for name, spec in SOLVERS.items():
         row = []
@@ -32,8 +34,9 @@ def quality_table(field, truth, n, seed=0):
             if name == "ode_adaptive" or nfe < spec.nfe_per_step:
                 row.append(None)
                 continue
-            traj = sample(field, n=n, solver=name, steps=nfe // spec.nfe_per_step, seed=seed)
-            row.append(w2(traj.samples, truth))
+            runs = [sample(field, n=n, solver=name, steps=nfe // spec.nfe_per_step, seed=seed).samples
+                    for seed in range(len(truths))]
+            row.append(sum(w2(x, t) for x, t in zip(runs, truths)) / len(truths))
         rows[name] = row
     return rows
 
@@ -46,11 +49,13 @@ def print_table(title, rows, floor, reference):
         print(f"{name:16s}{cells}")
 
 
-def adaptive_line(field, truth, n):
+def adaptive_line(field, truths, n):
     parts = []
     for tol in (1e-3, 1e-5):
-        traj = sample(field, n=n, solver="ode_adaptive", steps=4, seed=0, rtol=tol, atol=tol)
-        parts.append(f"tol {tol:g}: {traj.nfe} NFE, W2 {w2(traj.samples, truth):.4f}")
+        trajs = [sample(field, n=n, solver="ode_adaptive", steps=4, seed=s, rtol=tol, atol=tol)
+                 for s in range(len(truths))]
+        dist = sum(w2(tr.samples, t) for tr, t in zip(trajs, truths)) / len(truths)
+        parts.append(f"tol {tol:g}: {trajs[0].nfe} NFE, W2 {dist:.4f}")
     print("ode_adaptive (dopri5)  " + "; ".join(parts))
 
 
@@ -80,23 +85,26 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="two_moons")
     ap.add_argument("--model", help="a checkpoint trained on --dataset (default: train one now)")
-    ap.add_argument("--n", type=int, default=2000, help="samples per W2 (exact OT: keep <= 4000)")
+    ap.add_argument("--n", type=int, default=1500, help="samples per W2 (exact OT: keep <= 4000)")
+    ap.add_argument("--seeds", type=int, default=3, help="runs (and truth draws) averaged per cell")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     exact = MixtureField(dataset_mixture(args.dataset), "vp")
     g = torch.Generator().manual_seed(123)
-    truth = noised_samples(exact, exact.schedule.t_min, args.n, generator=g)
-    floor = w2(truth, noised_samples(exact, exact.schedule.t_min, args.n, generator=g))
+    truths = [noised_samples(exact, exact.schedule.t_min, args.n, generator=g) for _ in range(args.seeds)]
+    floor = sum(w2(t, noised_samples(exact, exact.schedule.t_min, args.n, generator=g))
+                for t in truths) / args.seeds
     if args.model:
         model = load(args.model)
     else:
         print(f"training a model on {args.dataset} (TrainConfig defaults) ...", flush=True)
         model, _ = train(make_dataset(args.dataset, 20_000, seed=0), TrainConfig())
     for title, field in (("exact field", exact), ("trained model", model)):
-        ref = w2(sample(field, n=args.n, solver="ddpm", steps=1000, seed=1).samples, truth)
-        print_table(f"{title} on {args.dataset}", quality_table(field, truth, args.n), floor, ref)
-        adaptive_line(field, truth, args.n)
+        ref = sum(w2(sample(field, n=args.n, solver="ddpm", steps=1000, seed=100 + i).samples, t)
+                  for i, t in enumerate(truths)) / args.seeds
+        print_table(f"{title} on {args.dataset}", quality_table(field, truths, args.n), floor, ref)
+        adaptive_line(field, truths, args.n)
     overhead(model)
 
 

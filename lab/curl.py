@@ -37,11 +37,10 @@ def grid_points(extent: float = 3.0, size: int = 128, dtype=torch.float32, devic
 
 
 def _points(field, x):
-    device = getattr(field, "device", None)
     x = torch.as_tensor(x)
     if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())
-    return x.to(device) if device is not None else x
+    return x.to(field.device) if field.device is not None else x
 
 
 def jacobian(field: ScoreField, x: Tensor, t) -> Tensor:
@@ -96,10 +95,8 @@ def circulation(field: ScoreField, t, centers, radii, n_points: int = 256) -> Te
 
 def _score_at(field, pts64: Tensor, t) -> Tensor:
     """The score at float64 points, evaluated in the field's own precision."""
-    model = getattr(field, "model", None)
-    dtype = next(model.parameters()).dtype if model is not None else torch.float64
     with torch.no_grad():
-        return field.score(_points(field, pts64.to(dtype)), t).double().cpu()
+        return field.score(field.as_input(pts64), t).double().cpu()
 
 
 def line_integral(field: ScoreField, path, t) -> float:

@@ -71,6 +71,20 @@ class ScoreField(Protocol):
         """Noise prediction eps(x_t, t), shape (n, 2)."""
         ...
 
+    @property
+    def device(self) -> torch.device | None:
+        """Where the field computes; None: on whatever device its input is (exact fields)."""
+        return None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision the field computes in best (exact fields: float64)."""
+        return torch.float64
+
+    def as_input(self, x) -> Tensor:
+        """Points (n, 2) as a tensor of the field's dtype on its device."""
+        return torch.as_tensor(x, dtype=self.dtype, device=self.device)
+
     def _coeffs(self, x: Tensor, t):
         tt = broadcast_t(t, x)
         return tt, self.schedule.alpha(tt), self.schedule.sigma(tt)
@@ -158,6 +172,10 @@ class NetworkField(ScoreField):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     def eps(self, x: Tensor, t) -> Tensor:
         tt, alpha, sigma = self._coeffs(x, t)

@@ -38,7 +38,7 @@ def score_error(field: ScoreField, reference: MixtureField, ts=(0.05, 0.1, 0.25,
     """Relative L2(p_t) error of ``field``'s eps (equivalently, its score) to the exact
     ``reference`` at each t in ``ts``, on ``n`` points drawn from p_t. Returns {t: err}."""
     g = torch.Generator().manual_seed(seed)
-    device = getattr(field, "device", None)  # a network's device; exact fields take any
+    device = field.device
     out = {}
     for t in ts:
         x = noised_samples(reference, t, n, generator=g, device=device)
@@ -165,9 +165,7 @@ def nll(field: ScoreField, x, rtol: float = 1e-5, atol: float = 1e-5, t_start: f
 
     s = field.schedule
     t0 = s.t_min if t_start is None else float(t_start)
-    model = getattr(field, "model", None)
-    dtype = next(model.parameters()).dtype if model is not None else torch.float64
-    x = torch.as_tensor(_as_points(x, "x"), dtype=dtype, device=getattr(field, "device", None))
+    x = field.as_input(_as_points(x, "x"))
 
     def rhs(t, state):
         y = state[:, :2].detach().requires_grad_(True)
@@ -178,7 +176,7 @@ def nll(field: ScoreField, x, rtol: float = 1e-5, atol: float = 1e-5, t_start: f
         return torch.cat([v, (2 * f - 0.5 * g2 * div_s)[:, None]], 1).detach()
 
     state = torch.cat([x, torch.zeros_like(x[:, :1])], 1)
-    ts = torch.tensor([t0, s.t_max], dtype=dtype, device=x.device)
+    ts = torch.tensor([t0, s.t_max], dtype=x.dtype, device=x.device)
     end = odeint(rhs, state, ts, method="dopri5", rtol=rtol, atol=atol,
                  options={"first_step": 0.01 * (s.t_max - t0)})[-1]
     xT, delta = end[:, :2], end[:, 2]
@@ -200,10 +198,8 @@ def fokker_planck_residual(field: ScoreField, x, t, create_graph: bool = False) 
     if create_graph:
         return _fp_residual(field, x.detach().requires_grad_(True),
                             torch.as_tensor(t).expand(x.shape[0]).detach().requires_grad_(True))
-    model = getattr(field, "model", None)
-    dtype = next(model.parameters()).dtype if model is not None else torch.float64
-    x = torch.as_tensor(_as_points(x, "x"), dtype=dtype, device=getattr(field, "device", None))
-    tt = torch.as_tensor(t, dtype=dtype, device=x.device).expand(x.shape[0]).clone()
+    x = field.as_input(_as_points(x, "x"))
+    tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0]).clone()
     with torch.enable_grad():
         r = _fp_residual(field, x.requires_grad_(True), tt.requires_grad_(True))
     return r.detach()

@@ -504,7 +504,7 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
                          "ddim, dpm++2m_sde or pc")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"seed must be an int or None, got {seed!r}")
-    device = getattr(field, "device", None)
+    device = field.device
     if x_T is None:
         if n is None:
             raise ValueError("give n (number of samples) or x_T (starting points)")
