@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from lab.fields import ScoreField
+from lab.fields import ScoreField, eps_to_score, eps_to_x0
 
 __all__ = ["Trajectory", "Solver", "SOLVERS", "SPACINGS", "sample", "time_grid",
            "NonFiniteError", "MAX_STEPS"]
@@ -133,7 +133,7 @@ class _Run:
 
     def x0(self, x, t, eps=None) -> Tensor:
         a, s, _ = self.coef(t)
-        return (x - s * (self.eps(x, t) if eps is None else eps)) / a
+        return eps_to_x0(x, self.eps(x, t) if eps is None else eps, a, s)
 
     def noise(self, x) -> Tensor:
         return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
@@ -162,20 +162,22 @@ def _first_order_step(run: _Run, x, x0, s, t, eta, z=None):
 
 
 # --- the solvers -----------------------------------------------------------------------
+def _em_step(run: _Run, x: Tensor, s: float, t: float, eta: float):
+    """One Euler-Maruyama step of the eta family from s to t < s; returns (x_t, x0 at s)."""
+    e = run.eps(x, s)
+    _, sg, _ = run.coef(s)
+    g2 = float(run.s.g2(s))
+    drift = float(run.s.f(s)) * x - (1 + eta**2) / 2 * g2 * eps_to_score(e, sg)
+    out = x + drift * (t - s)
+    if eta > 0:
+        out = out + eta * math.sqrt(g2 * (s - t)) * run.noise(x)
+    return out, run.x0(x, s, e)
+
+
 def euler_maruyama(run: _Run, x: Tensor) -> Tensor:
     """Euler-Maruyama on the eta family; eta = 1 is the reverse SDE (Song et al. 2021)."""
-    eta = run.eta
     for i in range(len(run.ts) - 1):
-        s, t = float(run.ts[i]), float(run.ts[i + 1])
-        e = run.eps(x, s)
-        _, sg, _ = run.coef(s)
-        score = -e / sg
-        dt = t - s  # negative
-        drift = float(run.s.f(s)) * x - (1 + eta**2) / 2 * float(run.s.g2(s)) * score
-        x0 = run.x0(x, s, e)
-        x = x + drift * dt
-        if eta > 0:
-            x = x + eta * math.sqrt(float(run.s.g2(s)) * -dt) * run.noise(x)
+        x, x0 = _em_step(run, x, float(run.ts[i]), float(run.ts[i + 1]), run.eta)
         run.record(i, x, x0)
     return x
 
@@ -228,7 +230,8 @@ def _velocity(run: _Run, x, t):
     """PF-ODE drift f x + g^2/(2 sigma) eps, and the x0 prediction at (x, t)."""
     e = run.eps(x, t)
     a, sg, _ = run.coef(t)
-    return float(run.s.f(t)) * x + float(run.s.g2(t)) / (2 * sg) * e, (x - sg * e) / a
+    return (float(run.s.f(t)) * x - float(run.s.g2(t)) / 2 * eps_to_score(e, sg),
+            eps_to_x0(x, e, a, sg))
 
 
 def _ode_solver(tableau: str, doc: str):
@@ -279,7 +282,7 @@ def dpm1(run: _Run, x: Tensor) -> Tensor:
         a_s, sg_s, l_s = run.coef(s)
         a_t, sg_t, l_t = run.coef(t)
         e = run.eps(x, s)
-        x0 = (x - sg_s * e) / a_s
+        x0 = eps_to_x0(x, e, a_s, sg_s)
         x = (a_t / a_s) * x - sg_t * math.expm1(l_t - l_s) * e
         run.record(i, x, x0)
     return x
@@ -298,7 +301,7 @@ def dpm2(run: _Run, x: Tensor) -> Tensor:
         e = run.eps(x, s)
         u = (a_1 / a_s) * x - sg_1 * math.expm1(r1 * h) * e
         e1 = run.eps(u, s1)
-        x0 = (x - sg_s * e) / a_s
+        x0 = eps_to_x0(x, e, a_s, sg_s)
         x = (a_t / a_s) * x - sg_t * math.expm1(h) * e - sg_t / (2 * r1) * math.expm1(h) * (e1 - e)
         run.record(i, x, x0)
     return x
@@ -321,7 +324,7 @@ def dpm3(run: _Run, x: Tensor) -> Tensor:
         phi_2 = math.expm1(r2 * h) / (r2 * h) - 1
         u2 = (a_2 / a_s) * x - sg_2 * math.expm1(r2 * h) * e - (r2 / r1) * sg_2 * phi_2 * d1
         d2 = run.eps(u2, s2) - e
-        x0 = (x - sg_s * e) / a_s
+        x0 = eps_to_x0(x, e, a_s, sg_s)
         x = (a_t / a_s) * x - sg_t * math.expm1(h) * e - (sg_t / r2) * (math.expm1(h) / h - 1) * d2
         run.record(i, x, x0)
     return x
@@ -393,7 +396,7 @@ def deis(run: _Run, x: Tensor, order: int = 3) -> Tensor:
         history = history[: order + 1]
         a_s, sg_s, _ = run.coef(s)
         a_t, _, _ = run.coef(t)
-        x0 = (x - sg_s * e) / a_s
+        x0 = eps_to_x0(x, e, a_s, sg_s)
         x = (a_t / a_s) * x + sum(c * ej for c, ej in zip(coeffs[i], history))
         run.record(i, x, x0)
     return x
@@ -402,23 +405,17 @@ def deis(run: _Run, x: Tensor, order: int = 3) -> Tensor:
 def pc(run: _Run, x: Tensor, snr: float = PC_SNR, corrector_steps: int = 1) -> Tensor:
     """Predictor-corrector (Song et al. 2021, Alg. 2-3): per step, Langevin corrector with
     step 2 a (snr |z|/|score|)^2, then an Euler-Maruyama predictor on the eta family."""
-    eta = run.eta
     for i in range(len(run.ts) - 1):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
         _, sg, _ = run.coef(s)
         a = math.exp(2 * float(run.s.f(s)) * (s - t))  # 1 - beta_i of the VP chain; 1 for VE
         for _ in range(corrector_steps):
-            score = -run.eps(x, s) / sg
+            score = eps_to_score(run.eps(x, s), sg)
             z = run.noise(x)
             ratio = (z.norm(dim=1).mean() / score.norm(dim=1).mean().clamp_min(1e-12))
             step = 2 * a * (snr * ratio) ** 2
             x = x + step * score + torch.sqrt(2 * step) * z
-        e = run.eps(x, s)
-        x0 = run.x0(x, s, e)
-        drift = float(run.s.f(s)) * x + (1 + eta**2) / 2 * float(run.s.g2(s)) * e / sg
-        x = x + drift * (t - s)
-        if eta > 0:
-            x = x + eta * math.sqrt(float(run.s.g2(s)) * (s - t)) * run.noise(x)
+        x, x0 = _em_step(run, x, s, t, run.eta)
         run.record(i, x, x0)
     return x
 
