@@ -79,12 +79,19 @@ def circulation(field: ScoreField, t, centers, radii, n_points: int = 256) -> Te
     tangent converges faster than any power of 1/n_points for a smooth field, so Stokes'
     theorem (circulation = integral of the curl over the disc) holds to quadrature accuracy.
     """
-    centers = torch.as_tensor(centers, dtype=torch.float64).reshape(-1, 2)
+    centers = torch.as_tensor(centers, dtype=torch.float64)
+    if centers.shape[-1:] != (2,) or centers.ndim > 2:
+        raise ValueError(f"centres must have shape (m, 2) or (2,), got {tuple(centers.shape)}")
+    centers = centers.reshape(-1, 2)
     radii = torch.as_tensor(radii, dtype=torch.float64).reshape(-1)
     if radii.numel() == 1:
         radii = radii.expand(centers.shape[0])
-    if radii.shape[0] != centers.shape[0] or torch.any(radii <= 0):
-        raise ValueError("need one positive radius per centre")
+    if radii.shape[0] != centers.shape[0] or not torch.all(torch.isfinite(radii) & (radii > 0)):
+        raise ValueError("need one positive, finite radius per centre")
+    if not torch.isfinite(centers).all():
+        raise ValueError("centres must be finite")
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or not 3 <= n_points <= 1_000_000:
+        raise ValueError(f"n_points must be an integer between 3 and 1000000, got {n_points!r}")
     theta = torch.arange(n_points, dtype=torch.float64) * (2 * math.pi / n_points)
     ring = torch.stack([theta.cos(), theta.sin()], 1)                   # (k, 2)
     tangent = torch.stack([-theta.sin(), theta.cos()], 1)
@@ -99,12 +106,19 @@ def _score_at(field, pts64: Tensor, t) -> Tensor:
         return field.score(field.as_input(pts64), t).double().cpu()
 
 
-def line_integral(field: ScoreField, path, t) -> float:
-    """Integral of score . dl along a polyline path (k, 2), by the midpoint rule (second
-    order in the segment length: use a few hundred points for a smooth path)."""
+def _path(path) -> Tensor:
     path = torch.as_tensor(path, dtype=torch.float64)
     if path.ndim != 2 or path.shape[1] != 2 or path.shape[0] < 2:
         raise ValueError("a path is a polyline of at least two points (k, 2)")
+    if not torch.isfinite(path).all():
+        raise ValueError("a path must hold finite points")
+    return path
+
+
+def line_integral(field: ScoreField, path, t) -> float:
+    """Integral of score . dl along a polyline path (k, 2), by the midpoint rule (second
+    order in the segment length: use a few hundred points for a smooth path)."""
+    path = _path(path)
     mid = (path[1:] + path[:-1]) / 2
     return float((_score_at(field, mid, t) * path.diff(dim=0)).sum())
 
@@ -112,7 +126,7 @@ def line_integral(field: ScoreField, path, t) -> float:
 def path_dependence(field: ScoreField, path_a, path_b, t) -> float:
     """Difference of the line integrals along two paths with the same ends; zero for a
     gradient field (the integral is then log p_t(end) - log p_t(start))."""
-    a, b = torch.as_tensor(path_a, dtype=torch.float64), torch.as_tensor(path_b, dtype=torch.float64)
+    a, b = _path(path_a), _path(path_b)
     if not (torch.allclose(a[0], b[0]) and torch.allclose(a[-1], b[-1])):
         raise ValueError("the two paths must start and end at the same points")
     return line_integral(field, a, t) - line_integral(field, b, t)
@@ -129,7 +143,8 @@ def helmholtz(u, v, spacing: float) -> dict:
     taken with the same differences, vanishes to rounding).
 
     Returns dict: ``phi`` (ny, nx), ``grad`` and ``rest`` (each a (u, v) pair of arrays),
-    ``grad_share`` and ``rest_share`` (their shares of the field's energy sum |F|^2).
+    ``grad_share`` and ``rest_share``: the two parts' shares of the field's energy, measured
+    on the cell faces where the least-squares split is exactly orthogonal (they add to 1).
     """
     from scipy.fft import dctn, idctn
 
@@ -139,6 +154,8 @@ def helmholtz(u, v, spacing: float) -> dict:
     if not (np.isfinite(u).all() and np.isfinite(v).all()):
         raise ValueError("the field holds NaN or infinite values")
     h = float(spacing)
+    if not (math.isfinite(h) and h > 0):
+        raise ValueError(f"spacing must be a positive number, got {spacing!r}")
     ny, nx = u.shape
     fx = (u[:, 1:] + u[:, :-1]) / 2  # face values of the field, interior faces only
     fy = (v[1:, :] + v[:-1, :]) / 2
@@ -155,8 +172,10 @@ def helmholtz(u, v, spacing: float) -> dict:
     coef[0, 0] = 0.0
     phi = idctn(coef, type=2, norm="ortho")
     gy, gx = np.gradient(phi, h, h)
-    rest = (u - gx, v - gy)
-    energy = float((u**2 + v**2).sum())
-    return {"phi": phi, "grad": (gx, gy), "rest": rest,
-            "grad_share": float((gx**2 + gy**2).sum()) / energy if energy else 0.0,
-            "rest_share": float((rest[0] ** 2 + rest[1] ** 2).sum()) / energy if energy else 0.0}
+    face_gx, face_gy = np.diff(phi, axis=1) / h, np.diff(phi, axis=0) / h
+    energy = float((fx**2).sum() + (fy**2).sum())
+    grad_energy = float((face_gx**2).sum() + (face_gy**2).sum())
+    rest_energy = float(((fx - face_gx) ** 2).sum() + ((fy - face_gy) ** 2).sum())
+    return {"phi": phi, "grad": (gx, gy), "rest": (u - gx, v - gy),
+            "grad_share": grad_energy / energy if energy else 0.0,
+            "rest_share": rest_energy / energy if energy else 0.0}

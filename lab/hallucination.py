@@ -73,7 +73,7 @@ def trajectory_variance(trajectory, last_k: int = 10) -> Tensor:
     """Aithal et al.'s detector: the population variance of the predicted x0 over the last
     ``last_k`` reverse steps, averaged over the two coordinates; shape (n,)."""
     x0 = trajectory.x0_preds
-    if not 2 <= last_k <= x0.shape[0]:
+    if isinstance(last_k, bool) or not isinstance(last_k, int) or not 2 <= last_k <= x0.shape[0]:
         raise ValueError(f"last_k must be between 2 and the trajectory's {x0.shape[0]} steps, got {last_k}")
     return x0[-last_k:].double().var(dim=0, unbiased=False).mean(-1).cpu()
 
@@ -120,10 +120,14 @@ def filter_report(scores, labels, keep: int | None = None, threshold: float | No
     labels = torch.as_tensor(labels).cpu()
     if scores.shape != labels.shape or scores.ndim != 1 or scores.numel() == 0:
         raise ValueError("scores and labels must be two non-empty vectors of the same length")
+    if not torch.isfinite(scores).all():
+        raise ValueError("scores hold NaN or infinite values")
     if (keep is None) == (threshold is None):
         raise ValueError("give exactly one of keep and threshold")
+    if threshold is not None and not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
     if keep is not None:
-        if not 1 <= keep <= len(scores):
+        if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or not 1 <= keep <= len(scores):
             raise ValueError(f"keep must be between 1 and {len(scores)}, got {keep}")
         threshold = float(torch.sort(scores).values[keep - 1])
     kept = scores <= threshold

@@ -48,6 +48,11 @@ def score_error(field: ScoreField, reference: MixtureField, ts=(0.05, 0.1, 0.25,
     return out
 
 
+def _same_dim(a, b):
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"a and b live in different dimensions: {a.shape[1]} and {b.shape[1]}")
+
+
 def _as_points(x, name: str):
     arr = (x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor)
            else np.asarray(x, dtype=np.float64))
@@ -65,8 +70,7 @@ def w2(a, b, max_points: int = 20_000) -> float:
     import ot
 
     a, b = _as_points(a, "a"), _as_points(b, "b")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"a and b live in different dimensions: {a.shape[1]} and {b.shape[1]}")
+    _same_dim(a, b)
     if max(len(a), len(b)) > max_points:
         raise ValueError(f"exact W2 on more than {max_points:,} points is too costly; subsample")
     cost = ot.dist(a, b, metric="sqeuclidean")
@@ -105,6 +109,9 @@ def sliced_w2(a, b, n_projections: int = 256, seed: int = 0) -> float:
     unit directions, of the 1-D W2 between the projected sets (exact in 1-D by sorting;
     unequal sizes are compared through their quantile functions on a common grid)."""
     a, b = _as_points(a, "a"), _as_points(b, "b")
+    _same_dim(a, b)
+    if not 1 <= n_projections <= 100_000:
+        raise ValueError(f"n_projections must be between 1 and 100000, got {n_projections}")
     rng = np.random.default_rng(seed)
     dirs = rng.normal(size=(n_projections, a.shape[1]))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
@@ -116,12 +123,16 @@ def sliced_w2(a, b, n_projections: int = 256, seed: int = 0) -> float:
     return float(np.sqrt(((pa - pb) ** 2).mean()))
 
 
-def mmd(a, b, bandwidth: float | None = None) -> float:
+def mmd(a, b, bandwidth: float | None = None, max_points: int = 10_000) -> float:
     """Maximum mean discrepancy with a Gaussian kernel k = exp(-|x-y|^2 / (2 h^2))
     (Gretton et al. 2012), unbiased U-statistic of MMD^2, returned as sqrt(max(., 0)).
     Bandwidth rule when ``bandwidth`` is None: h = median pairwise distance of the pooled
-    sets (the median heuristic), taken over at most 1000 pooled points spread evenly over both sets."""
+    sets (the median heuristic), taken over at most 1000 pooled points spread evenly over both sets.
+    Memory grows as (n + m)^2: sets beyond ``max_points`` points are refused."""
     a, b = _as_points(a, "a"), _as_points(b, "b")
+    _same_dim(a, b)
+    if max(len(a), len(b)) > max_points:
+        raise ValueError(f"mmd on more than {max_points:,} points per set is too costly; subsample")
     x = torch.as_tensor(np.concatenate([a, b]))
     d2 = torch.cdist(x, x) ** 2
     if bandwidth is None:
@@ -141,10 +152,11 @@ def mmd(a, b, bandwidth: float | None = None) -> float:
     return float(max(float(val), 0.0) ** 0.5)
 
 
-def _div_score(field: ScoreField, x: Tensor, t, create_graph: bool = False):
+def _div_score(field: ScoreField, x: Tensor, t, create_graph: bool = True):
     """Score (n, 2) and its exact divergence (n,): two backward passes (2-D)."""
     s = field.score(x, t)
-    div = sum(torch.autograd.grad(s[:, i].sum(), x, create_graph=True)[0][:, i] for i in range(2))
+    div = sum(torch.autograd.grad(s[:, i].sum(), x, create_graph=create_graph, retain_graph=True)[0][:, i]
+              for i in range(2))
     return s, div
 
 
@@ -170,15 +182,16 @@ def nll(field: ScoreField, x, rtol: float = 1e-5, atol: float = 1e-5, t_start: f
     def rhs(t, state):
         y = state[:, :2].detach().requires_grad_(True)
         with torch.enable_grad():
-            score, div_s = _div_score(field, y, float(t))
+            score, div_s = _div_score(field, y, float(t), create_graph=False)
         f, g2 = float(s.f(float(t))), float(s.g2(float(t)))
         v = f * y - 0.5 * g2 * score
         return torch.cat([v, (2 * f - 0.5 * g2 * div_s)[:, None]], 1).detach()
 
     state = torch.cat([x, torch.zeros_like(x[:, :1])], 1)
     ts = torch.tensor([t0, s.t_max], dtype=x.dtype, device=x.device)
+    # step_t: land on t_max instead of stepping past it and interpolating back
     end = odeint(rhs, state, ts, method="dopri5", rtol=rtol, atol=atol,
-                 options={"first_step": 0.01 * (s.t_max - t0)})[-1]
+                 options={"first_step": 0.01 * (s.t_max - t0), "step_t": ts})[-1]
     xT, delta = end[:, :2], end[:, 2]
     if log_prior is None:
         var = s.prior_std**2
@@ -196,13 +209,23 @@ def fokker_planck_residual(field: ScoreField, x, t, create_graph: bool = False) 
     ``create_graph``: keep the graph, so R can be penalised in training (x and t must then
     be tensors on the field's device)."""
     if create_graph:
-        return _fp_residual(field, x.detach().requires_grad_(True),
-                            torch.as_tensor(t).expand(x.shape[0]).detach().requires_grad_(True))
+        if not isinstance(x, Tensor):
+            raise ValueError("with create_graph, x must be a tensor on the field's device")
+        t = _times_for(t, x)
+        return _fp_residual(field, x.detach().requires_grad_(True), t.detach().requires_grad_(True))
     x = field.as_input(_as_points(x, "x"))
-    tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0]).clone()
+    tt = _times_for(t, x).clone()
     with torch.enable_grad():
         r = _fp_residual(field, x.requires_grad_(True), tt.requires_grad_(True))
     return r.detach()
+
+
+def _times_for(t, x: Tensor) -> Tensor:
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.numel() not in (1, x.shape[0]):
+        raise ValueError(f"t must be a scalar or hold one time per point ({x.shape[0]}), "
+                         f"got {t.numel()} values")
+    return t.reshape(-1).expand(x.shape[0])
 
 
 def _fp_residual(field: ScoreField, x: Tensor, t: Tensor) -> Tensor:

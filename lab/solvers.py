@@ -11,8 +11,9 @@ The knob ``eta`` runs the family of reverse processes that share the marginals p
     dx = [f x - (1 + eta^2)/2 g^2 score] dt + eta g dW,
 
 eta = 0 the probability-flow ODE, eta = 1 the reverse SDE. Its exact first-order step in
-data-prediction form, derived for this lab (it is DDIM's step for every eta, and
-SDE-DPM-Solver++1 at eta = 1):
+data-prediction form, derived for this lab (DDIM's step at eta = 0 and 1 — SDE-DPM-Solver++1
+at 1; between, DDIM's noise eta^2 sigma_t^2 (1 - e^(-2h)) agrees with this one to first
+order in h, and k-diffusion's eta is this eta squared):
 
     x_t = (sigma_t/sigma_s) e^(-eta^2 h) x_s + alpha_t (1 - e^(-(1+eta^2) h)) x0_s
           + sigma_t sqrt(1 - e^(-2 eta^2 h)) z.
@@ -200,7 +201,10 @@ def ddpm(run: _Run, x: Tensor) -> Tensor:
 
 
 def ddim(run: _Run, x: Tensor) -> Tensor:
-    """DDIM (Song, Meng & Ermon 2021) with its eta; eta = 0 deterministic, 1 ancestral."""
+    """DDIM (Song, Meng & Ermon 2021); eta = 0 deterministic, 1 ancestral, between: the family.
+
+    For 0 < eta < 1 the step is the exact first-order step of the eta family (module doc),
+    whose noise differs from DDIM's own eta at second order in the step."""
     for i in range(len(run.ts) - 1):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
         x0 = run.x0(x, s)
@@ -257,6 +261,8 @@ def ode_adaptive(run: _Run, x: Tensor, rtol: float = ADAPTIVE_RTOL, atol: float 
 
     As Song et al. 2021 sample and compute likelihoods; the grid only says where states are
     kept (x0 predictions there are for display and not counted in the NFE)."""
+    _check_option(rtol, "rtol", 1e-12, 1.0)
+    _check_option(atol, "atol", 1e-12, 1.0)
     from torchdiffeq import odeint
 
     def rhs(t, y):
@@ -271,7 +277,11 @@ def ode_adaptive(run: _Run, x: Tensor, rtol: float = ADAPTIVE_RTOL, atol: float 
                 options={"step_t": ts, "first_step": first})
     for i in range(len(ts) - 1):
         # x0 predictions for display, at the kept states: not part of the solve, not counted
-        run.record(i, ys[i + 1], run.field.x0(ys[i], float(ts[i])))
+        x0 = run.field.x0(ys[i], float(ts[i]))
+        if not torch.isfinite(x0).all():
+            raise NonFiniteError(f"the field returned non-finite values at t={float(ts[i]):.4g} "
+                                 f"(step {i + 1} of solver 'ode_adaptive')")
+        run.record(i, ys[i + 1], x0)
     return ys[-1]
 
 
@@ -386,7 +396,12 @@ def _deis_coefficients(run: _Run, order: int, quad_points: int = 64) -> list[lis
 
 def deis(run: _Run, x: Tensor, order: int = 3) -> Tensor:
     """tAB-DEIS (Zhang & Chen 2022): exact linear part, eps extrapolated by a Lagrange
-    polynomial in t through the last order+1 evaluations (order 3 by default)."""
+    polynomial in t through the last order+1 evaluations.
+
+    ``order`` is the polynomial degree, as in Zhang & Chen's tAB3 (3 by default); the first
+    steps use lower degrees until enough evaluations exist."""
+    if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order <= 4:
+        raise ValueError(f"deis order (polynomial degree) must be an integer from 0 to 4, got {order!r}")
     coeffs = _deis_coefficients(run, order)
     history: list[Tensor] = []
     for i in range(len(run.ts) - 1):
@@ -405,6 +420,8 @@ def deis(run: _Run, x: Tensor, order: int = 3) -> Tensor:
 def pc(run: _Run, x: Tensor, snr: float = PC_SNR, corrector_steps: int = 1) -> Tensor:
     """Predictor-corrector (Song et al. 2021, Alg. 2-3): per step, Langevin corrector with
     step 2 a (snr |z|/|score|)^2, then an Euler-Maruyama predictor on the eta family."""
+    _check_option(snr, "snr", 1e-6, 10.0)
+    _check_int(corrector_steps, "corrector_steps", 0, 100)
     for i in range(len(run.ts) - 1):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
         _, sg, _ = run.coef(s)
@@ -452,6 +469,12 @@ SOLVERS: dict[str, Solver] = {
     "deis": Solver(deis, 1, 0.0, False, 3),
     "pc": Solver(pc, 2, 1.0, True, None),
 }
+
+
+def _check_option(v, name, low, high):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
+        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {v!r}")
+    return v
 
 
 def _check_int(v, name, low, high):

@@ -172,10 +172,12 @@ def _time_sampler(schedule: Schedule, kind: str, t_lo: float, device) -> Callabl
     return lambda u: schedule.t_of_lambda(lo + (hi - lo) * u.double()).float().to(device)
 
 
-def _fp_penalty(field: NetworkField, cfg: TrainConfig, t_lo: float, to_time, gen, device) -> Tensor:
+def _fp_penalty(field: NetworkField, cfg: TrainConfig, to_time, gen, device) -> Tensor:
     """Mean |sigma_t^3 R|^2 of the Fokker-Planck residual R at fp_points collocation points,
     x uniform in the square [-fp_region, fp_region]^2 and t drawn as the training times.
-    R grows like sigma^-3 at small t; the factor sigma^3 lets every noise level count alike."""
+    R grows like sigma^-3 at small t; the factor sigma^3 lets every noise level count alike.
+    (Deveney et al. penalise the unweighted scalar residual of log p at t uniform in [0, 10];
+    this vector form serves networks that give only the score, and keeps small t in bounds.)"""
     n = cfg.fp_points
     xc = (2 * torch.rand(n, 2, device=device, generator=gen) - 1) * cfg.fp_region
     tc = to_time(torch.rand(n, device=device, generator=gen))
@@ -250,7 +252,7 @@ def train(data, config: TrainConfig | None = None,
         err = ((field.eps(xt, t) - eps) ** 2).sum(1)
         loss = (weight(t) * err).mean()
         if cfg.fp_weight > 0:
-            loss = loss + cfg.fp_weight * _fp_penalty(field, cfg, t_lo, to_time, gen, device)
+            loss = loss + cfg.fp_weight * _fp_penalty(field, cfg, to_time, gen, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:

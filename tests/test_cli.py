@@ -1,5 +1,6 @@
 """The command line, run as a user would."""
 import json
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,8 @@ import pytest
 
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300, env={**__import__("os").environ, "LAB_DEVICE": "cpu"})
+                          cwd=cwd, timeout=300,
+                          env={**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"})
 
 
 def test_train_then_info(tmp_path):

@@ -99,3 +99,12 @@ def test_recursive_training_reports_each_generation():
     assert [g.generation for g in gens] == [0, 1] and all(g.filtered for g in gens)
     assert all(0 <= g.hallucination_rate <= 1 for g in gens)
     assert gens[0].training_rate < 0.05  # generation 0 trains on the real data
+
+
+def test_filter_refuses_bad_arguments():
+    scores, labels = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0, 1, 0])
+    for kw in ({"keep": 2.0}, {"keep": 0}, {"threshold": float("nan")}):
+        with pytest.raises(ValueError):
+            filter_report(scores, labels, **kw)
+    with pytest.raises(ValueError, match="NaN"):
+        filter_report(torch.tensor([0.1, float("nan"), 0.3]), labels, keep=2)

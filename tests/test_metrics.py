@@ -51,6 +51,8 @@ def test_mmd_matches_the_gaussian_closed_form(gen):
 
 def test_distances_refuse_bad_sets():
     for fn in (w2, sliced_w2, mmd):
+        with pytest.raises(ValueError, match="dimensions"):
+            fn(torch.zeros(5, 2), torch.zeros(5, 3))
         with pytest.raises(ValueError, match="NaN"):
             fn(torch.tensor([[0.0, float("nan")]] * 3), torch.zeros(3, 2))
         with pytest.raises(ValueError, match="non-empty"):
@@ -62,7 +64,7 @@ def _mixture():
                            weights=[0.2, 0.5, 0.3])
 
 
-@pytest.mark.parametrize("schedule", ["vp", "ve", "subvp"])
+@pytest.mark.parametrize("schedule", ["vp", "ve", "subvp", "cosine", "ou"])
 def test_nll_through_the_exact_field_is_the_true_log_density(schedule, gen):
     """With the exact p_T as prior and tolerances 1e-7, the PF-ODE likelihood of the exact
     score equals -log p_{t_min}(x) to 1e-4 nats (measured: about 2e-6)."""
@@ -94,6 +96,16 @@ def test_fokker_planck_residual_vanishes_for_the_exact_score(schedule, gen):
         r = fokker_planck_residual(field, x, t)
         scale = float(field.score(x, t).abs().max())
         assert float(r.abs().max()) < 1e-8 * max(scale, 1.0) * 10, (t, float(r.abs().max()))
+
+
+def test_fokker_planck_residual_graph_path_agrees_and_bad_times_are_refused(gen):
+    field = MixtureField(_mixture(), "vp")
+    x = torch.randn(50, 2, generator=gen, dtype=torch.float64)
+    plain = fokker_planck_residual(field, x, 0.3)
+    graph = fokker_planck_residual(field, x, torch.full((50,), 0.3, dtype=torch.float64), create_graph=True)
+    torch.testing.assert_close(graph.detach(), plain)
+    with pytest.raises(ValueError, match="one time per point"):
+        fokker_planck_residual(field, x, torch.full((3,), 0.3))
 
 
 def test_fokker_planck_residual_is_large_for_an_untrained_network(gen):

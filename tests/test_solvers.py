@@ -8,7 +8,7 @@ from lab.data import GaussianMixture, dataset_mixture
 from lab.fields import MixtureField, NetworkField
 from lab.metrics import noised_samples, w2
 from lab.schedules import SCHEDULES
-from lab.solvers import SOLVERS, SPACINGS, NonFiniteError, sample, time_grid
+from lab.solvers import SOLVERS, SPACINGS, NonFiniteError, _first_order_step, _Run, sample, time_grid
 
 
 def smooth_field(schedule="vp"):
@@ -135,6 +135,45 @@ def test_seed_reproduces_and_eta_family_interpolates():
     torch.testing.assert_close(ode.samples, euler.samples)  # eta = 0 is the PF-ODE
     mid = sample(field, x_T=x, solver="ddim", steps=10, eta=0.5, seed=1).samples
     assert not torch.allclose(mid, sample(field, x_T=x, solver="ddim", steps=10, eta=0.0).samples)
+
+
+@pytest.mark.parametrize("solver", ["euler_maruyama", "ddim", "dpm++2m_sde", "pc"])
+def test_intermediate_eta_keeps_the_marginals(solver):
+    """Every eta gives the same marginals (the family's point): at eta = 0.5 the samples
+    reach the noise floor too."""
+    field = MixtureField(dataset_mixture("two_moons"), "vp")
+    n, floors, got = 800, [], []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(200 + seed)
+        truth = noised_samples(field, field.schedule.t_min, n, generator=g)
+        floors.append(w2(truth, noised_samples(field, field.schedule.t_min, n, generator=g)))
+        got.append(w2(sample(field, n=n, solver=solver, steps=200, eta=0.5, seed=seed).samples, truth))
+    assert sum(got) / 3 < 1.3 * sum(floors) / 3, (got, floors)
+
+
+def test_one_small_step_has_the_family_noise():
+    """A first-order step of length dt adds noise of variance eta^2 g^2 dt, as the SDE
+    dx = [...] dt + eta g dW says (this tells eta from eta^2)."""
+    field = smooth_field()
+    s = field.schedule
+    t0, t1 = 0.5, 0.499
+    dt = t0 - t1
+    x = torch.zeros(100_000, 2, dtype=torch.float64)
+    ts = torch.tensor([t0, t1], dtype=torch.float64)
+    for eta in (0.3, 0.7):
+        run = _Run(field, ts, eta, torch.Generator().manual_seed(0), None, "ddim")
+        x0 = run.x0(x, t0)
+        out = _first_order_step(run, x, x0, t0, t1, eta)  # all from one point: spread = noise
+        var = float(((out - out.mean(0)) ** 2).mean())
+        assert var == pytest.approx(eta**2 * float(s.g2(t0)) * dt, rel=0.03), eta
+
+
+def test_solver_options_are_checked():
+    field = smooth_field()
+    for solver, opts in [("deis", {"order": -1}), ("deis", {"order": 2.5}), ("pc", {"snr": 0.0}),
+                         ("pc", {"corrector_steps": -1}), ("ode_adaptive", {"rtol": float("nan")})]:
+        with pytest.raises(ValueError):
+            sample(field, n=10, solver=solver, steps=3, **opts)
 
 
 def test_spacings():
