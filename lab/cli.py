@@ -1,4 +1,4 @@
-"""Command line: ``python -m lab train | sample | info``.
+"""Command line: ``python -m lab train | sample | info | pretrain | serve``.
 
     python -m lab train --dataset gaussian_grid --steps 2000 --out runs/model.pt
     python -m lab sample runs/model.pt --solver dpm++2m --steps 20 --out samples.csv
@@ -106,6 +106,29 @@ def _sample(args) -> int:
     return 0
 
 
+def _pretrain(args) -> int:
+    from lab.pretrained import pretrain
+
+    pretrain(args.datasets or None, steps=args.steps, out_dir=args.out_dir)
+    return 0
+
+
+def _serve(args) -> int:
+    import glob
+    import subprocess
+
+    apps = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                         "apps", "*.py")))
+    if not apps:
+        raise ValueError("no apps/*.py found beside the lab package (serve from a checkout)")
+    cmd = [sys.executable, "-m", "panel", "serve", *apps, "--port", str(args.port),
+           "--address", args.address, "--num-procs", str(args.num_procs),
+           "--allow-websocket-origin", f"{args.address}:{args.port}",
+           "--allow-websocket-origin", f"localhost:{args.port}"]
+    print(f"serving the lab: open http://{args.address}:{args.port}/ in a browser", flush=True)
+    return subprocess.call(cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lab.schedules import SCHEDULES
     from lab.train import TrainConfig
@@ -144,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--device", default=None)
     sm.add_argument("--out", default="samples.csv")
     sm.set_defaults(func=_sample)
+
+    pt = sub.add_parser("pretrain", help="rebuild the pretrained checkpoints in lab/pretrained/")
+    pt.add_argument("datasets", nargs="*", help="data sets (default: all)")
+    pt.add_argument("--steps", type=int, default=None, help="training steps (default: TrainConfig's)")
+    pt.add_argument("--out-dir", default=None, help="folder (default: lab/pretrained)")
+    pt.set_defaults(func=_pretrain)
+
+    sv = sub.add_parser("serve", help="serve the dashboards (panel serve apps/*.py)")
+    sv.add_argument("--port", type=int, default=5006)
+    sv.add_argument("--address", default="127.0.0.1")
+    sv.add_argument("--num-procs", type=int, default=1, help="server processes (forked)")
+    sv.set_defaults(func=_serve)
 
     i = sub.add_parser("info", help="print a checkpoint's config and training summary")
     i.add_argument("checkpoint")

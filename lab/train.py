@@ -330,6 +330,7 @@ def save(field: NetworkField, path, meta: dict | None = None) -> str:
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             torch.save(ckpt, fh)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a checkpoint is shared data
         os.replace(tmp, path)
     except OSError as e:
         if "tmp" in locals() and os.path.exists(tmp):

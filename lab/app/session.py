@@ -22,9 +22,25 @@ class Session(param.Parameterized):
     model = param.Parameter(default=None, doc="the learned ScoreField (None: none yet)")
     message = param.String(default="", doc="the last problem to show the user")
 
-    def __init__(self, **params):
+    def __init__(self, pretrained: bool = True, **params):
         super().__init__(**params)
         self._exact = None
+        self._pretrained = pretrained
+        if pretrained and self.model is None:
+            self._load_pretrained()
+
+    @param.depends("dataset", "schedule", watch=True)
+    def _load_pretrained(self):
+        """Start from the data set's pretrained model (VP only), so every page is useful at once."""
+        if not self._pretrained:
+            return
+        from lab.pretrained import load_pretrained
+
+        model = load_pretrained(self.dataset, device="cpu") if self.schedule == "vp" else None
+        self.message = "" if model is not None else (
+            f"no pretrained model for {self.dataset} with the {self.schedule} schedule: "
+            "showing the exact score until you train one")
+        self.model = model
 
     @property
     def exact(self) -> MixtureField:

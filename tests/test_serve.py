@@ -1,0 +1,74 @@
+"""The served lab: pretrained models load, and `panel serve` renders the app pages
+without an error in the page or the server log (browser tests are the next step)."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from lab.app.session import Session
+from lab.data import DATASETS, dataset_mixture
+from lab.fields import NetworkField
+from lab.metrics import score_error
+from lab.fields import MixtureField
+from lab.pretrained import load_pretrained, pretrained_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_every_data_set_has_a_usable_pretrained_model(name):
+    field = load_pretrained(name, device="cpu")
+    assert isinstance(field, NetworkField) and field.meta == {"dataset": name}
+    assert pretrained_path(name).stat().st_size < 200_000  # tiny: it ships in the repo
+    errors = score_error(field, MixtureField(dataset_mixture(name), "vp"), (0.1, 0.5, 0.9), n=2000)
+    assert max(errors.values()) < 0.25, errors  # the quality bound of tests/test_train.py
+
+
+def test_session_starts_from_the_pretrained_model_and_falls_back_to_exact():
+    s = Session(dataset="ring")
+    assert isinstance(s.model, NetworkField) and s.field("learned") is s.model
+    s.schedule = "ve"  # no pretrained VE model: the exact field, and a message saying so
+    assert s.model is None and s.field("learned") is s.exact and "pretrained" in s.message
+    assert Session(dataset="ring", pretrained=False).model is None
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_panel_serve_renders_the_apps(tmp_path):
+    port = _free_port()
+    log = open(tmp_path / "server.log", "w+")
+    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", *map(str, sorted((ROOT / "apps").glob("*.py"))),
+                             "--port", str(port), "--address", "127.0.0.1"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/solvers", timeout=60).read().decode()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        assert "Traceback" not in page and "score-lab" in page
+        for outside in ("cdn.bokeh.org", "cdn.jsdelivr", "fonts.googleapis", "unpkg.com"):
+            assert outside not in page  # offline: nothing from a CDN
+        index = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
+        assert "solvers" in index
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    log.seek(0)
+    text = log.read()
+    assert "Traceback" not in text and "ERROR" not in text, text
