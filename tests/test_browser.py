@@ -1,0 +1,78 @@
+"""Browser tests: Playwright drives Debian's chromium (test.sh installs it) against a real
+`panel serve`. Screenshots go to test-artifacts/ for a person to look at."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                "(test.sh installs it when run as root)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log_path = tmp_path_factory.mktemp("serve") / "server.log"
+    log = open(log_path, "w+")
+    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve",
+                             *map(str, sorted((ROOT / "apps").glob("*.py"))), "--port", str(port),
+                             "--address", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("panel serve did not start:\n" + log_path.read_text())
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}", log_path
+    proc.terminate()
+    proc.wait(timeout=30)
+    text = log_path.read_text()
+    assert "Traceback" not in text and "ERROR" not in text, text
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def test_solver_page_renders_and_follows_the_solver(server, browser):
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1300, "height": 800})
+    errors, offsite = [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: offsite.append(r.url) if "127.0.0.1" not in r.url
+            and not r.url.startswith(("data:", "blob:")) else None)
+    page.goto(f"{url}/solvers")
+    page.get_by_text("NFE").first.wait_for(timeout=60_000)
+    assert page.locator("canvas").count() >= 2  # the two plots drew
+    page.get_by_text("DPM-Solver++(2M)").first.wait_for(timeout=10_000)
+    page.locator("select").first.select_option("ddim")
+    page.get_by_text("Song, Meng & Ermon").first.wait_for(timeout=30_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "solvers.png"))
+    assert not errors, errors
+    assert not offsite, offsite  # offline: nothing but the lab's own server
+    page.close()
