@@ -69,3 +69,69 @@ def test_changing_the_data_set_resamples(view):
     view.session.dataset = "ring"
     assert view.last is not before
     assert sliced_w2(view.last.samples, view.session.exact.mixture.sample(N_SAMPLES)) < 0.1
+
+
+# --- the training page ---------------------------------------------------------------------
+from lab.app.train_view import TrainView  # noqa: E402
+from lab.data import dataset_mixture  # noqa: E402
+from lab.fields import NetworkField  # noqa: E402
+from lab.metrics import score_error  # noqa: E402
+
+
+def test_train_runs_off_the_page_thread_and_hands_the_model_over():
+    session = Session(dataset="ring", pretrained=False)
+    solver_page = SolverView(session)               # another page on the same session
+    view = TrainView(session, steps=600)
+    view.start()
+    assert view.running and view._train_button.disabled and not view._stop_button.disabled
+    view.join(timeout=120)
+    assert not view.running and isinstance(session.model, NetworkField)
+    assert view._bar.value == 100 and view._status.object.startswith("done: 600 steps")
+    errors = score_error(session.model, session.exact, (0.25, 0.5, 0.9), n=2000)
+    assert max(errors.values()) < 0.25, errors      # it learned the ring
+    assert solver_page.last.samples.shape == (N_SAMPLES, 2)  # the other page re-sampled
+    assert solver_page.session.field("learned") is session.model
+
+
+def test_stop_keeps_the_model_trained_so_far():
+    session = Session(dataset="ring", pretrained=False)
+    view = TrainView(session, steps=20_000)
+    view.start()
+    while view._progress.step < 50 and view.running:
+        view._thread.join(0.05)
+    view.stop()
+    view.join(timeout=60)
+    assert isinstance(session.model, NetworkField)
+    assert session.model.summary["steps_done"] < 20_000 and "cancelled" in view._status.object
+
+
+def test_bad_uploads_give_messages(tmp_path):
+    view = TrainView(Session(dataset="ring"))
+    view._upload.value = b"x,y\n1,2\n3,oops\n"
+    assert view._alert.visible and "not numeric" in view._alert.object and view.uploaded is None
+    view._upload.value = b"x,y\n" + b"".join(f"{i % 7},{i % 5}\n".encode() for i in range(40))
+    assert not view._alert.visible and view.uploaded.shape == (40, 2)
+    view._ckpt_in.value = b"not a checkpoint at all"
+    assert view._alert.visible and "not a score-lab checkpoint" in view._alert.object
+
+
+def test_download_then_upload_round_trips_the_model():
+    session = Session(dataset="ring")
+    view = TrainView(session)
+    data = view._checkpoint_bytes().getvalue()
+    assert len(data) > 1000
+    other = TrainView(Session(dataset="ring", pretrained=False))
+    other._ckpt_in.value = data
+    q = torch.randn(8, 2)
+    torch.testing.assert_close(other.session.model.eps(q, 0.3), session.model.eps(q, 0.3))
+
+
+def test_a_failing_run_is_reported_not_raised():
+    view = TrainView(Session(dataset="ring"), steps=5)
+    view.lr = 0.1
+    view.batch_size = 16
+    view.uploaded = torch.ones(20, 2)  # all points equal: train() refuses
+    view.start()
+    view.join(timeout=30)
+    assert view._alert.visible and "all equal" in view._alert.object
+    assert not view._train_button.disabled
