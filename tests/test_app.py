@@ -135,3 +135,23 @@ def test_a_failing_run_is_reported_not_raised():
     view.join(timeout=30)
     assert view._alert.visible and "all equal" in view._alert.object
     assert not view._train_button.disabled
+
+
+# --- the curl page -------------------------------------------------------------------------
+from lab.app.curl_view import CurlView  # noqa: E402
+
+
+def test_curl_page_exact_is_conservative_and_learned_is_not():
+    view = CurlView(Session(dataset="ring"))   # the pretrained ring model
+    n = view.numbers
+    assert abs(n["circulation"]["exact"]) < 1e-8
+    assert abs(n["circulation"]["learned"]) > 1e-4 and n["asymmetry"] > 1e-3
+    assert n["grad_share"] + n["rest_share"] == pytest.approx(1.0, abs=1e-9)
+    assert 0.5 < n["grad_share"] < 1.0          # mostly a gradient, not only
+    view.t = 0.5
+    assert "t = 0.50" in view._info.object
+
+
+def test_curl_page_without_a_model_shows_the_exact_field_twice():
+    view = CurlView(Session(dataset="ring", pretrained=False))
+    assert abs(view.numbers["circulation"]["learned"]) < 1e-8 and view.numbers["asymmetry"] < 1e-10

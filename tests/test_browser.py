@@ -112,3 +112,19 @@ def test_train_page_trains_and_stops(server, browser):
     page.screenshot(path=str(ARTIFACTS / "train.png"))
     assert not errors, errors
     leave(page)
+
+
+@pytest.mark.parametrize("app", sorted(p.stem for p in (ROOT / "apps").glob("*.py")))
+def test_every_page_renders_plots_without_errors(server, browser, app):
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{url}/{app}")
+    page.locator("canvas").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)
+    assert page.locator("canvas").count() >= 2
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"page-{app}.png"), full_page=True)
+    assert not errors, errors
+    leave(page)
