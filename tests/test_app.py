@@ -155,3 +155,19 @@ def test_curl_page_exact_is_conservative_and_learned_is_not():
 def test_curl_page_without_a_model_shows_the_exact_field_twice():
     view = CurlView(Session(dataset="ring", pretrained=False))
     assert abs(view.numbers["circulation"]["learned"]) < 1e-8 and view.numbers["asymmetry"] < 1e-10
+
+
+# --- the hallucinations page ---------------------------------------------------------------
+from lab.app.hallucination_view import HallucinationView  # noqa: E402
+
+
+def test_hallucination_page_exact_stays_in_support_learned_does_not():
+    view = HallucinationView(Session(dataset="gaussian_grid"), n=2000)
+    # 3 std holds all but exp(-4.5) = 1.1% of each (noised) mode; the pretrained model
+    # interpolates (measured 13-15%)
+    assert view.rates["exact"] < 0.02 and view.rates["learned"] > 0.05
+    assert view.report.auc > 0.6                 # better than chance (0.5); measured 0.79
+    before = view.report
+    view.keep = 0.6                              # keep fewer: detection rises, retention falls
+    assert view.report.detection >= before.detection and view.report.retention <= before.retention
+    assert "removed" in view._info.object
