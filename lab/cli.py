@@ -107,9 +107,11 @@ def _sample(args) -> int:
 
 
 def _pretrain(args) -> int:
-    from lab.pretrained import pretrain
+    from lab.pretrained import pretrain, pretrain_gap
 
     pretrain(args.datasets or None, steps=args.steps, out_dir=args.out_dir)
+    if not args.datasets:
+        pretrain_gap(out_dir=args.out_dir)
     return 0
 
 

@@ -1,0 +1,7 @@
+"""The ODE-SDE gap and the Fokker-Planck regulariser: `panel serve apps/gap.py`."""
+import panel as pn
+
+from lab.app.gap_view import GapView
+
+pn.extension(inline=True)  # resources from the server, never a CDN: the lab works offline
+pn.Column("# score-lab: ODE vs SDE", GapView()).servable(title="score-lab: ODE vs SDE")
