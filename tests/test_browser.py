@@ -128,3 +128,25 @@ def test_every_page_renders_plots_without_errors(server, browser, app):
     page.screenshot(path=str(ARTIFACTS / f"page-{app}.png"), full_page=True)
     assert not errors, errors
     leave(page)
+
+
+def test_one_page_lab_shares_the_model_between_tabs(server, browser):
+    """Train on the first tab of apps/all.py, then the Solvers tab samples the new model."""
+    url, _ = server
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{url}/all")
+    page.get_by_role("button", name="Train").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Train").click()
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text(re.compile(r"^done: \d+ steps")).first.wait_for(timeout=60_000)
+    page.get_by_text("Solvers", exact=True).click()
+    page.get_by_text(re.compile(r"NFE \d+")).first.wait_for(timeout=60_000)
+    page.get_by_text("Curl", exact=True).click()
+    page.get_by_text("Helmholtz split").first.wait_for(timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "lab-curl-tab.png"), full_page=True)
+    assert not errors, errors
+    leave(page)

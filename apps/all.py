@@ -1,0 +1,26 @@
+"""The whole lab on one page, one session: train on the first tab, see the model on the others.
+`panel serve apps/all.py` (or `python -m lab serve`, page /all)."""
+import panel as pn
+
+from lab.app.curl_view import CurlView
+from lab.app.gap_view import GapView
+from lab.app.hallucination_view import HallucinationView
+from lab.app.session import Session
+from lab.app.solver_view import SolverView
+from lab.app.train_view import TrainView
+
+pn.extension(inline=True)  # resources from the server, never a CDN: the lab works offline
+
+session = Session()  # this browser session's store, shared by every tab
+
+
+def later(view):
+    """Build a slower page after the first one shows (a spinner until then)."""
+    return pn.panel(lambda: view(), defer_load=True)
+
+
+tabs = pn.Tabs(("Train", TrainView(session)), ("Solvers", SolverView(session)),
+               ("Curl", later(lambda: CurlView(session))),
+               ("Hallucinations", later(lambda: HallucinationView(session))),
+               ("ODE vs SDE", later(GapView)), dynamic=True)
+pn.Column("# score-lab", tabs).servable(title="score-lab")
