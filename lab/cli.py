@@ -117,7 +117,6 @@ def _pretrain(args) -> int:
 
 def _serve(args) -> int:
     import glob
-    import subprocess
 
     apps = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                          "apps", "*.py")))
@@ -127,8 +126,9 @@ def _serve(args) -> int:
            "--address", args.address, "--num-procs", str(args.num_procs),
            "--allow-websocket-origin", f"{args.address}:{args.port}",
            "--allow-websocket-origin", f"localhost:{args.port}"]
-    print(f"serving the lab: open http://{args.address}:{args.port}/ in a browser", flush=True)
-    return subprocess.call(cmd)
+    print(f"serving the lab: open http://{args.address}:{args.port}/all in a browser "
+          f"(every page as a tab; http://{args.address}:{args.port}/ lists the single pages)", flush=True)
+    os.execv(sys.executable, cmd)  # become the server: a signal to this process reaches it
 
 
 def build_parser() -> argparse.ArgumentParser:

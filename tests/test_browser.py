@@ -53,6 +53,14 @@ def server(tmp_path_factory):
     assert "Traceback" not in text and "ERROR" not in text, text
 
 
+def open_page(browser, height: int):
+    """A new page, 1300 px wide, and the list its console errors will land in."""
+    page = browser.new_page(viewport={"width": 1300, "height": height})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return page, errors
+
+
 def leave(page):
     """Navigate away first, so the page's websocket closes cleanly (an abrupt close makes
     the server log a harmless but noisy WebSocketClosedError), then close."""
@@ -72,9 +80,8 @@ def browser():
 
 def test_solver_page_renders_and_follows_the_solver(server, browser):
     url, _ = server
-    page = browser.new_page(viewport={"width": 1300, "height": 800})
-    errors, offsite = [], []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page, errors = open_page(browser, 800)
+    offsite = []
     page.on("request", lambda r: offsite.append(r.url) if "127.0.0.1" not in r.url
             and not r.url.startswith(("data:", "blob:")) else None)
     page.goto(f"{url}/solvers")
@@ -92,9 +99,7 @@ def test_solver_page_renders_and_follows_the_solver(server, browser):
 
 def test_train_page_trains_and_stops(server, browser):
     url, _ = server
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    errors = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page, errors = open_page(browser, 900)
     page.goto(f"{url}/train")
     page.get_by_role("button", name="Train").wait_for(timeout=60_000)
     assert page.locator("canvas").count() >= 1
@@ -117,9 +122,7 @@ def test_train_page_trains_and_stops(server, browser):
 @pytest.mark.parametrize("app", sorted(p.stem for p in (ROOT / "apps").glob("*.py")))
 def test_every_page_renders_plots_without_errors(server, browser, app):
     url, _ = server
-    page = browser.new_page(viewport={"width": 1300, "height": 1000})
-    errors = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page, errors = open_page(browser, 1000)
     page.goto(f"{url}/{app}")
     page.locator("canvas").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1000)
@@ -133,9 +136,7 @@ def test_every_page_renders_plots_without_errors(server, browser, app):
 def test_one_page_lab_shares_the_model_between_tabs(server, browser):
     """Train on the first tab of apps/all.py, then the Solvers tab samples the new model."""
     url, _ = server
-    page = browser.new_page(viewport={"width": 1300, "height": 1000})
-    errors = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page, errors = open_page(browser, 1000)
     page.goto(f"{url}/all")
     page.get_by_role("button", name="Train").wait_for(timeout=60_000)
     page.get_by_role("button", name="Train").click()

@@ -72,3 +72,29 @@ def test_panel_serve_renders_the_apps(tmp_path):
     log.seek(0)
     text = log.read()
     assert "Traceback" not in text and "ERROR" not in text, text
+
+
+def test_lab_serve_command_serves_every_page(tmp_path):
+    """README's first command ends in `python -m lab serve`: it must serve /all."""
+    port = _free_port()
+    log = open(tmp_path / "serve.log", "w+")
+    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/all", timeout=60).read().decode()
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        assert "score-lab" in page and "Traceback" not in page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    log.seek(0)
+    text = log.read()
+    assert f"http://127.0.0.1:{port}/all" in text and "Traceback" not in text, text
