@@ -189,3 +189,13 @@ def test_gap_page_shows_the_regulariser_shrinking_the_residual():
     # the w = 1 model satisfies the Fokker-Planck equation far better at every t (measured 4-10x)
     assert all(residual[1.0][t] < 0.5 * residual[0.0][t] for t in residual[0.0]), residual
     assert "ODE to SDE" in view._info.object
+
+
+def test_solver_page_shows_the_learned_field_beside_the_exact_one():
+    view = SolverView(Session(dataset="ring"))
+    assert view._learned_field.object is not None and view._exact_field.object is not None
+    first = view._learned_field.object
+    view.solver = "ddim"                        # a solver change does not redraw the fields
+    assert view._learned_field.object is first
+    view.session.model = None                   # a model change does
+    assert view._learned_field.object is not first

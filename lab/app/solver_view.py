@@ -19,6 +19,7 @@ N_TRAJECTORIES = 24       # paths drawn
 MAX_STEPS_SERVED = 500    # the steps slider's top (served mode caps the cost of one update)
 W2_POINTS = 2000          # points of the sliced W2 shown live (cheap: a few ms)
 W2_DIRECTIONS = 64        # its random directions
+FIELD_T = 0.1             # time at which the learned and exact fields are drawn
 
 
 class SolverView(pn.viewable.Viewer):
@@ -47,11 +48,31 @@ class SolverView(pn.viewable.Viewer):
             widgets={"steps": {"type": pn.widgets.IntSlider, "throttled": True},
                      "eta": {"type": pn.widgets.FloatSlider, "throttled": True}},
             show_name=False)
+        self._learned_field = pn.pane.HoloViews(sizing_mode="fixed")
+        self._exact_field = pn.pane.HoloViews(sizing_mode="fixed")
         self._layout = pn.Row(pn.Column("### Solver", self._widgets, self._info, self._alert, width=320),
-                              self._samples, self._paths)
+                              pn.Column(pn.Row(self._samples, self._paths),
+                                        pn.Row(self._learned_field, self._exact_field)))
         self.param.watch(self._on_change, ["solver", "steps", "spacing", "eta", "source", "seed"])
-        self.session.param.watch(self._on_change, ["model", "dataset", "schedule"])
+        self.session.param.watch(self._on_session, ["model", "dataset", "schedule"])
+        self.draw_fields()
         self.update()
+
+    def _on_session(self, *events):
+        self.draw_fields()
+        self.update()
+
+    def draw_fields(self):
+        """The learned score beside the exact one at t = FIELD_T (redrawn when the model or
+        the data set changes, not on every solver change)."""
+        learned, exact = self.session.field("learned"), self.session.exact
+        t = max(FIELD_T, exact.schedule.t_min)
+        name = "learned" if learned is not exact else "exact (no model yet)"
+        exact_plot = plots.field_plot(exact, t, title=f"exact score at t = {t:g}")
+        self._exact_field.object = exact_plot
+        self._learned_field.object = (exact_plot.relabel(f"{name} score at t = {t:g}")
+                                      if learned is exact else
+                                      plots.field_plot(learned, t, title=f"{name} score at t = {t:g}"))
 
     def _on_change(self, *events):
         self.update()
