@@ -63,7 +63,7 @@ def main():
     print(f"\nhallucination rate (out of support): exact score {exact_rate:.2%} (paper: none); "
           f"trained model {rate:.2%}, of which between modes {between:.2%}")
     scores = trajectory_variance(traj, last_k=10)
-    print(f"\nfilter on x0 variance over the last 10 steps (paper: > 95% removed, 96% kept)")
+    print("\nfilter on x0 variance over the last 10 steps (paper: > 95% removed, 96% kept)")
     print(f"{'extra':>6s} {'drawn':>7s} {'kept':>6s} {'detection':>10s} {'retention':>10s} {'AUC':>6s} {'rate after':>11s}")
     for extra in extras:
         m = int(n_samples * (1 + extra))

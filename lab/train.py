@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 import lab
-from lab.data import MIN_POINTS, load_points
+from lab.data import load_points
 from lab.fields import LAMBDA_FLOOR, NetworkField
 from lab.metrics import fokker_planck_residual
 from lab.models import MODELS, build_model

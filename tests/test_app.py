@@ -73,7 +73,6 @@ def test_changing_the_data_set_resamples(view):
 
 # --- the training page ---------------------------------------------------------------------
 from lab.app.train_view import TrainView  # noqa: E402
-from lab.data import dataset_mixture  # noqa: E402
 from lab.fields import NetworkField  # noqa: E402
 from lab.metrics import score_error  # noqa: E402
 

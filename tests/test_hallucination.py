@@ -1,5 +1,4 @@
 """Mode interpolation on the 5x5 grid of Aithal et al. 2024: exact vs trained, detector, filter."""
-import math
 
 import numpy as np
 import pytest

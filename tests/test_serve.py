@@ -1,5 +1,6 @@
 """The served lab: pretrained models load, and `panel serve` renders the app pages
 without an error in the page or the server log (browser tests are the next step)."""
+import contextlib
 import os
 import socket
 import subprocess
@@ -9,7 +10,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 
 from lab.app.session import Session
 from lab.data import DATASETS, dataset_mixture
@@ -44,57 +44,48 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def test_panel_serve_renders_the_apps(tmp_path):
-    port = _free_port()
+@contextlib.contextmanager
+def serving(args, port, first_path, tmp_path):
+    """Run a server command; yield (first page's HTML, a function giving the log so far)
+    once it answers; stop it afterwards."""
     log = open(tmp_path / "server.log", "w+")
     env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", *map(str, sorted((ROOT / "apps").glob("*.py"))),
-                             "--port", str(port), "--address", "127.0.0.1"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, cwd=tmp_path)
     try:
         deadline = time.time() + 90
         while True:
             try:
-                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/solvers", timeout=60).read().decode()
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}{first_path}", timeout=60).read().decode()
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
                     raise
                 time.sleep(0.5)
+        yield page, lambda: (log.seek(0), log.read())[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_panel_serve_renders_the_apps(tmp_path):
+    port = _free_port()
+    apps = map(str, sorted((ROOT / "apps").glob("*.py")))
+    with serving(["panel", "serve", *apps, "--port", str(port), "--address", "127.0.0.1"],
+                 port, "/solvers", tmp_path) as (page, server_log):
         assert "Traceback" not in page and "score-lab" in page
         for outside in ("cdn.bokeh.org", "cdn.jsdelivr", "fonts.googleapis", "unpkg.com"):
             assert outside not in page  # offline: nothing from a CDN
         index = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
         assert "solvers" in index
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    log.seek(0)
-    text = log.read()
+    text = server_log()
     assert "Traceback" not in text and "ERROR" not in text, text
 
 
 def test_lab_serve_command_serves_every_page(tmp_path):
     """README's first command ends in `python -m lab serve`: it must serve /all."""
     port = _free_port()
-    log = open(tmp_path / "serve.log", "w+")
-    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/all", timeout=60).read().decode()
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.5)
+    with serving(["lab", "serve", "--port", str(port)], port, "/all", tmp_path) as (page, server_log):
         assert "score-lab" in page and "Traceback" not in page
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    log.seek(0)
-    text = log.read()
+    text = server_log()
     assert f"http://127.0.0.1:{port}/all" in text and "Traceback" not in text, text

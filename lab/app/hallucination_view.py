@@ -6,7 +6,6 @@ import holoviews as hv
 import numpy as np
 import panel as pn
 import param
-import torch
 
 from lab import plots
 from lab.app.session import Session
