@@ -34,7 +34,8 @@ class TimeEmbedding(nn.Module):
 
 
 class _MLP(nn.Module):
-    """x (n, 2) and noise level c (n,) -> (n, out): its features enter every hidden layer."""
+    """x (n, 2) and noise level c (n,) -> (n, out): its features enter every hidden layer.
+    c may also be (1,): one level for every point, broadcast (what sampling passes)."""
 
     def __init__(self, out: int, hidden: int, depth: int, t_dim: int):
         super().__init__()

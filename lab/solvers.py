@@ -118,11 +118,15 @@ class _Run:
         self.nfe = 0
         self.xs, self.x0s = [], []
         self.step = 0
+        self._coefs = {}
 
     def coef(self, t):
-        """alpha, sigma, lambda at scalar time t, as Python floats (float64 arithmetic)."""
+        """alpha, sigma, lambda at scalar time t, as Python floats (float64 arithmetic);
+        each time of the grid is computed once."""
         t = float(t)
-        return float(self.s.alpha(t)), float(self.s.sigma(t)), float(self.s.lambda_(t))
+        if t not in self._coefs:
+            self._coefs[t] = float(self.s.alpha(t)), float(self.s.sigma(t)), float(self.s.lambda_(t))
+        return self._coefs[t]
 
     def eps(self, x, t) -> Tensor:
         self.nfe += 1
