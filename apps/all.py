@@ -1,5 +1,5 @@
 """The whole lab on one page, one session: train on the first tab, see the model on the others.
-`panel serve apps/all.py` (or `python -m lab serve`, page /all)."""
+`panel serve apps/all.py` (or `python -m lab serve`, page /all; /all?tab=curl opens a tab)."""
 import panel as pn
 
 from lab.app.curl_view import CurlView
@@ -15,12 +15,14 @@ session = Session()  # this browser session's store, shared by every tab
 
 
 def later(view):
-    """Build a slower page after the first one shows (a spinner until then)."""
-    return pn.panel(lambda: view(), defer_load=True)
+    """Build a slower tab after the first one shows (a spinner until then)."""
+    return pn.panel(lambda: view(session), defer_load=True)
 
 
-tabs = pn.Tabs(("Train", TrainView(session)), ("Solvers", SolverView(session)),
-               ("Curl", later(lambda: CurlView(session))),
-               ("Hallucinations", later(lambda: HallucinationView(session))),
-               ("ODE vs SDE", later(GapView)), dynamic=True)
+tabs = pn.Tabs(("Train", TrainView(session)), ("Solvers", later(SolverView)), ("Curl", later(CurlView)),
+               ("Hallucinations", later(HallucinationView)), ("ODE vs SDE", later(GapView)), dynamic=True)
+TAB_NAMES = ["train", "solvers", "curl", "hallucinations", "gap"]   # ?tab=NAME opens that tab
+asked = [a.decode() for a in pn.state.session_args.get("tab", [])]
+if asked and asked[0] in TAB_NAMES:
+    tabs.active = TAB_NAMES.index(asked[0])
 pn.Column("# score-lab", tabs).servable(title="score-lab")

@@ -2,6 +2,7 @@
 import panel as pn
 
 from lab.app.gap_view import GapView
+from lab.app.session import Session
 
 pn.extension(inline=True)  # resources from the server, never a CDN: the lab works offline
-pn.Column("# score-lab: ODE vs SDE", GapView()).servable(title="score-lab: ODE vs SDE")
+pn.Column("# score-lab: ODE vs SDE", GapView(Session())).servable(title="score-lab: ODE vs SDE")

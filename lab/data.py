@@ -26,6 +26,7 @@ __all__ = ["GaussianMixture", "DATASETS", "make_dataset", "dataset_mixture", "lo
 MIN_POINTS = 8             # fewer user points than this cannot make a data set
 MAX_POINTS = 2_000_000     # more than this is refused (memory; a served lab's safety)
 MAX_CSV_BYTES = 64 << 20   # a CSV file larger than 64 MiB is refused before reading
+KDE_COMPONENTS = 1000      # kernels of GaussianMixture.kde (cost of its exact score ~ n x this)
 _LOG_2PI = math.log(2 * math.pi)
 _CHUNK = 1 << 22           # points x components evaluated at once (memory bound)
 
@@ -90,6 +91,29 @@ class GaussianMixture:
         """k equal isotropic components evenly spaced on a circle of the given radius."""
         a = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
         return cls(radius * torch.stack([a.cos(), a.sin()], 1), std)
+
+    @classmethod
+    def kde(cls, points, max_components: int = KDE_COMPONENTS, bandwidth: float | None = None,
+            seed: int = 0) -> "GaussianMixture":
+        """A Gaussian kernel density estimate of points (n, 2): equal isotropic components at
+        the points (a random subset of ``max_components`` when there are more).
+
+        bandwidth: the kernels' std; default half of Silverman's rule for two dimensions,
+        h = std * m^(-1/6) with m the components kept and std the points' mean std (the rule
+        assumes one Gaussian blob and blurs the shapes of multi-modal data, hence the half).
+        """
+        x = load_points(points).double()
+        m = _check_count(max_components, "max_components", 1, MAX_POINTS)
+        if x.shape[0] > m:
+            x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:m]]
+        if bandwidth is None:
+            std = float(x.var(0).mean().sqrt())
+            if not std > 0:
+                raise ValueError("cannot estimate a density of points that are all equal")
+            bandwidth = 0.5 * std * x.shape[0] ** (-1 / 6)
+        if not (isinstance(bandwidth, (int, float)) and math.isfinite(bandwidth) and bandwidth > 0):
+            raise ValueError(f"bandwidth must be a positive number, got {bandwidth!r}")
+        return cls(x, float(bandwidth))
 
     # --- moments and transforms ----------------------------------------------------
     @property

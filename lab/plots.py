@@ -1,8 +1,16 @@
-"""Pure functions from the lab's results to HoloViews elements (no Panel here).
+"""What the lab draws, and HoloViews elements of it (no Panel here).
 
-Every function takes tensors or arrays and returns an element or an overlay sized for a
-laptop screen, so notebooks and dashboards show the same pictures. Curl images use a
-symmetric diverging colour map centred on zero, so "no curl" is white.
+Two layers:
+
+- data functions (``score_arrows``, ``curl_grid``, ``circle``, ``log_histogram``) turn fields
+  and results into plain arrays: what an arrow plot or a curl map shows, decided once;
+- pure functions from results to HoloViews elements sized for a laptop screen, for
+  notebooks and static figures.
+
+The served pages draw the same data with Bokeh figures that are updated in place
+(``lab/app/figures.py``): re-rendering a HoloViews element costs about 300 ms a plot on a
+2-core CPU, too slow for a live slider. Curl maps use a symmetric diverging colour map
+centred on zero, so "no curl" is white.
 """
 from __future__ import annotations
 
@@ -14,18 +22,80 @@ import torch
 from lab.curl import curl, grid_points
 
 __all__ = ["samples_plot", "trajectories_plot", "field_plot", "curl_image", "curve_plot",
-           "SIZE", "EXTENT"]
+           "score_arrows", "curl_grid", "circle", "log_histogram", "clim_of", "to_numpy",
+           "SIZE", "EXTENT", "COLORS", "ARROWS", "CURL_GRID"]
 
-SIZE = 360        # pixels, width and height of square plots
+SIZE = 360              # pixels, width and height of square plots
 CURL_CLIM_FLOOR = 1e-3  # smallest colour range of a curl image: float noise stays white
-EXTENT = 3.0      # half-width of the plotted square [-EXTENT, EXTENT]^2
-COLORS = {"model": "#1f77b4", "truth": "#bbbbbb", "between": "#d62728", "in": "#2ca02c"}
+EXTENT = 3.0            # half-width of the plotted square [-EXTENT, EXTENT]^2
+ARROWS = 21             # arrows per side of a field plot
+CURL_GRID = 96          # pixels per side of a curl map
+ARROW_QUANTILE = 0.9    # arrow lengths grow with |score| up to this quantile, then stay
+COLORS = {"model": "#1f77b4", "truth": "#bbbbbb", "between": "#d62728", "in": "#2ca02c",
+          "loop": "#2ca02c", "path": "#555555"}
 
 
-def _np(x) -> np.ndarray:
+def to_numpy(x) -> np.ndarray:
+    """A tensor or array-like as a float64 NumPy array (on the CPU)."""
     return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
 
 
+_np = to_numpy
+
+
+# --- what is drawn ---------------------------------------------------------------------
+def score_arrows(field, t: float, extent: float = EXTENT, n: int = ARROWS, minus=None) -> dict:
+    """Arrows of the score at time t on an n x n grid over [-extent, extent]^2 (with
+    ``minus``, another field: of the difference field.score - minus.score).
+
+    Returns dict of arrays (n*n,): tails ``x``, ``y``; ``angle`` (radians); ``length`` in
+    data units, proportional to |score| up to its ARROW_QUANTILE on the grid and capped
+    there at 0.9 grid steps (the score grows without bound away from the data, so plain
+    proportional arrows would show a few giants and many dots); ``magnitude`` |score|;
+    and heads ``x1``, ``y1``.
+    """
+    _, pts = grid_points(extent, n, dtype=torch.float64)
+    with torch.no_grad():
+        s = to_numpy(field.score(field.as_input(pts), t))
+        if minus is not None:
+            s = s - to_numpy(minus.score(minus.as_input(pts), t))
+    mag = np.linalg.norm(s, axis=1)
+    ref = float(np.quantile(mag, ARROW_QUANTILE)) or 1.0
+    length = 0.9 * (2 * extent / (n - 1)) * np.minimum(mag / ref, 1.0)
+    angle = np.arctan2(s[:, 1], s[:, 0])
+    p = to_numpy(pts)
+    return {"x": p[:, 0], "y": p[:, 1], "angle": angle, "length": length, "magnitude": mag,
+            "x1": p[:, 0] + length * np.cos(angle), "y1": p[:, 1] + length * np.sin(angle)}
+
+
+def curl_grid(field, t: float, extent: float = EXTENT, n: int = CURL_GRID) -> np.ndarray:
+    """The curl of the score at time t on an n x n grid, (n, n), y along axis 0 (row 0 at
+    y = -extent)."""
+    _, pts = grid_points(extent, n, dtype=torch.float64)
+    return to_numpy(curl(field, field.as_input(pts), t)).reshape(n, n)
+
+
+def circle(center, radius: float, k: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """k+1 points (x, y) closing a circle, for drawing a loop."""
+    a = np.linspace(0, 2 * np.pi, k + 1)
+    return center[0] + radius * np.cos(a), center[1] + radius * np.sin(a)
+
+
+def log_histogram(values, bins: int = 40, edges=None) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and edges of log10(values) (positive values; zeros are floored at 1e-12)."""
+    logv = np.log10(to_numpy(values) + 1e-12)
+    if edges is None:
+        lo, hi = (float(logv.min()), float(logv.max())) if logv.size else (0.0, 1.0)
+        edges = np.linspace(lo, hi + 1e-9, bins + 1)
+    return np.histogram(logv, edges)
+
+
+def clim_of(*values, floor: float = CURL_CLIM_FLOOR) -> float:
+    """A symmetric colour range that holds every value given: max |value|, at least ``floor``."""
+    return max([floor] + [float(np.abs(to_numpy(v)).max()) for v in values if np.size(v)])
+
+
+# --- HoloViews elements (notebooks, static figures) -------------------------------------
 def _square(el, title: str, extent: float = EXTENT):
     return el.opts(width=SIZE, height=SIZE, xlim=(-extent, extent), ylim=(-extent, extent),
                    title=title, toolbar="above", data_aspect=1)
@@ -34,16 +104,16 @@ def _square(el, title: str, extent: float = EXTENT):
 def samples_plot(samples, truth=None, title: str = "samples", extent: float = EXTENT,
                  color: str = COLORS["model"]):
     """Scatter of samples (n, 2), over grey true samples when given."""
-    pts = hv.Points(_np(samples), label="samples").opts(color=color, size=2, alpha=0.6)
+    pts = hv.Points(to_numpy(samples), label="samples").opts(color=color, size=2, alpha=0.6)
     if truth is not None:
-        pts = hv.Points(_np(truth), label="truth").opts(color=COLORS["truth"], size=2, alpha=0.5) * pts
+        pts = hv.Points(to_numpy(truth), label="truth").opts(color=COLORS["truth"], size=2, alpha=0.5) * pts
     return _square(pts, title, extent).opts(legend_position="top_left", show_legend=truth is not None)
 
 
 def trajectories_plot(trajectory, k: int = 24, title: str = "trajectories", extent: float = EXTENT):
-    """The paths of the first k samples of a Trajectory, from the prior (light) to the end."""
-    xs = _np(trajectory.xs[:, :k])                               # (steps+1, k, 2)
-    paths = hv.Path([xs[:, i] for i in range(xs.shape[1])]).opts(color="#555555", alpha=0.5,
+    """The paths of the first k samples of a Trajectory, from the prior to the end."""
+    xs = to_numpy(trajectory.xs[:, :k])                          # (steps+1, k, 2)
+    paths = hv.Path([xs[:, i] for i in range(xs.shape[1])]).opts(color=COLORS["path"], alpha=0.5,
                                                                   line_width=1)
     ends = hv.Points(xs[-1]).opts(color=COLORS["model"], size=4)
     return _square(paths * ends, title, extent)
@@ -52,31 +122,24 @@ def trajectories_plot(trajectory, k: int = 24, title: str = "trajectories", exte
 def curl_image(values, extent: float = EXTENT, title: str = "curl", clim: float | None = None):
     """A square grid of scalar values (size, size), y along axis 0, as an image with a
     symmetric diverging colour map (zero is white)."""
-    v = _np(values)
-    c = clim if clim is not None else max(float(np.abs(v).max()), CURL_CLIM_FLOOR)
-    img = hv.Image(v[::-1], bounds=(-extent, -extent, extent, extent)).opts(
-        cmap="RdBu_r", clim=(-c, c), colorbar=True, tools=["hover"])
+    v = to_numpy(values)
+    c = clim if clim is not None else clim_of(v)
+    img = hv.Image(v[::-1], bounds=(-extent, -extent, extent, extent), vdims=["curl"]).opts(
+        cmap="RdBu_r", clim=(-c, c), colorbar=True, clabel="curl", tools=["hover"])
     return _square(img, title, extent)
 
 
-def field_plot(field, t: float, extent: float = EXTENT, arrows: int = 21, grid: int = 96,
+def field_plot(field, t: float, extent: float = EXTENT, arrows: int = ARROWS, grid: int = CURL_GRID,
                title: str | None = None, clim: float | None = None):
-    """The score of a field at time t: arrows (direction, length ~ magnitude) over its curl."""
-    xs_a, pts_a = grid_points(extent, arrows, dtype=torch.float64)
-    with torch.no_grad():
-        s = _np(field.score(field.as_input(pts_a), t))
-    mag = np.linalg.norm(s, axis=1)
-    scale = mag / (mag.max() or 1.0)
-    angle = np.arctan2(s[:, 1], s[:, 0])
-    p = _np(pts_a)
-    arrows_el = hv.VectorField((p[:, 0], p[:, 1], angle, scale)).opts(
-        magnitude="Magnitude", color="black", pivot="tail", line_width=1, scale=1.6)
-    _, pts = grid_points(extent, grid, dtype=torch.float64)
-    c = curl(field, field.as_input(pts), t).reshape(grid, grid)
+    """The score of a field at time t: arrows (see ``score_arrows``) over its curl."""
+    a = score_arrows(field, t, extent, arrows)
+    arrows_el = hv.VectorField((a["x"], a["y"], a["angle"], a["length"])).opts(
+        magnitude="Magnitude", rescale_lengths=False, color="black", pivot="tail", line_width=1)
+    c = curl_grid(field, t, extent, grid)
     return curl_image(c, extent, title or f"score and its curl at t = {t:g}", clim) * arrows_el
 
 
 def curve_plot(x, y, title: str = "", xlabel: str = "step", ylabel: str = "loss", logy: bool = False):
     """A line plot of y against x."""
-    return hv.Curve((_np(x), _np(y)), xlabel, ylabel).opts(
+    return hv.Curve((to_numpy(x), to_numpy(y)), xlabel, ylabel).opts(
         width=SIZE, height=220, title=title, logy=logy, tools=["hover"], line_width=2)

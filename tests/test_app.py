@@ -1,11 +1,22 @@
-"""Panel components driven in-process: set parameters, assert results (no browser)."""
+"""Panel components driven in-process: set parameters, assert results (no browser).
+
+Views built outside a server compute at once on the caller's thread (``Worker``), so each
+assertion sees the state a browser would be sent. What the figures hold is read back from
+their Bokeh data sources: the page shows what the lab computed, and that is held to the
+exact field.
+"""
+import math
+
+import numpy as np
 import pytest
 import torch
+from bokeh.events import Tap
 
-from lab.app.session import Session
-from lab.app.solver_view import N_SAMPLES, SolverView
-from lab.fields import MixtureField
-from lab.metrics import noised_samples, sliced_w2
+from lab.app.session import UPLOADED, Session
+from lab.app.solver_view import N_SAMPLES, N_TRAJECTORIES, SolverView
+from lab.data import dataset_mixture
+from lab.fields import MixtureField, NetworkField
+from lab.metrics import noised_samples, score_error, sliced_w2
 from lab.solvers import SOLVERS
 
 
@@ -14,6 +25,12 @@ def view():
     return SolverView(Session(dataset="two_moons"), source="exact")
 
 
+def _truth(session, n=N_SAMPLES, seed=5):
+    exact = session.exact
+    return noised_samples(exact, exact.schedule.t_min, n, generator=torch.Generator().manual_seed(seed))
+
+
+# --- the solver page ---------------------------------------------------------------------------
 def test_every_solver_change_resamples_with_honest_nfe(view):
     for solver, spec in SOLVERS.items():
         if solver == "ode_adaptive":
@@ -25,15 +42,27 @@ def test_every_solver_change_resamples_with_honest_nfe(view):
         assert not view._alert.visible
 
 
+def test_the_figures_show_the_samples_and_paths_that_were_drawn(view):
+    view.solver = "ddim"
+    np.testing.assert_allclose(view._samples.points("samples"), view.last.samples.double().numpy(), rtol=1e-6)
+    lines = view._paths.lines.data
+    assert len(lines["xs"]) == N_TRAJECTORIES and len(lines["xs"][0]) == view.steps + 1
+    np.testing.assert_allclose(lines["xs"][3], view.last.xs[:, 3, 0].double().numpy(), rtol=1e-6)
+    # the grey layer is the truth: as close to a fresh draw of p_{t_min} as two draws are
+    truth = view._samples.points("truth")
+    fresh, other = _truth(view.session, 2000, seed=11), _truth(view.session, 2000, seed=12)
+    assert sliced_w2(truth[:2000], fresh) < 2 * sliced_w2(other, fresh) + 0.01
+
+
 def test_exact_samples_are_close_to_the_truth_and_few_steps_are_not(view):
-    truth = noised_samples(view.session.exact, view.session.exact.schedule.t_min, N_SAMPLES,
-                           generator=torch.Generator().manual_seed(5))
+    truth = _truth(view.session)
     view.steps = 50
     good = sliced_w2(view.last.samples, truth)
     view.steps = 1
     view.solver = "ddim"
     bad = sliced_w2(view.last.samples, truth)
     assert good < 0.05 < bad
+    assert view.w2 > 0.05 and f"**{view.w2:.3f}**" in view._info.object   # the page says so
 
 
 def test_eta_reaches_solvers_that_take_it_and_only_those(view):
@@ -62,19 +91,52 @@ def test_sessions_do_not_share_state():
     a.solver = "ddim"
     assert b.solver == "dpm++2m"
     assert a.session.exact.mixture.n_components != b.session.exact.mixture.n_components
+    assert a._samples.fig is not b._samples.fig
 
 
-def test_changing_the_data_set_resamples(view):
-    before = view.last
+def test_changing_the_data_set_resamples_the_new_one(view):
+    moons = _truth(view.session)
     view.session.dataset = "ring"
-    assert view.last is not before
-    assert sliced_w2(view.last.samples, view.session.exact.mixture.sample(N_SAMPLES)) < 0.1
+    ring = _truth(view.session)
+    # the samples are the ring's, not the moons' (measured 0.06 vs 0.5)
+    assert sliced_w2(view.last.samples, ring) < 0.5 * sliced_w2(view.last.samples, moons)
 
 
-# --- the training page ---------------------------------------------------------------------
-from lab.app.train_view import TrainView  # noqa: E402
-from lab.fields import NetworkField  # noqa: E402
-from lab.metrics import score_error  # noqa: E402
+def test_solver_page_draws_learned_and_exact_fields_in_one_colour_range():
+    view = SolverView(Session(dataset="ring"))          # the pretrained ring model
+    learned, exact = (np.asarray(f.image.data["image"][0]) for f in (view._learned_field, view._exact_field))
+    assert np.abs(exact).max() < 1e-6                   # a true score: no curl
+    assert np.abs(learned).max() > 0.1                  # the network's: some
+    assert view._learned_field.clim == view._exact_field.clim == pytest.approx(np.abs(learned).max())
+    first = view._learned_field.arrows.data["x1"]
+    view.solver = "ddim"                                # a solver change does not redraw the fields
+    assert view._learned_field.arrows.data["x1"] is first
+    view.session.model = None                           # a model change does: now exact twice
+    assert np.abs(np.asarray(view._learned_field.image.data["image"][0])).max() < 1e-6
+
+
+# --- the session ---------------------------------------------------------------------------------
+def test_uploaded_points_become_the_sessions_data_set():
+    session, other = Session(dataset="ring"), Session(dataset="ring")
+    g = torch.Generator().manual_seed(0)
+    raw = torch.cat([torch.randn(300, 2, generator=g) * 0.1 + torch.tensor([10.0, 5.0]),
+                     torch.randn(300, 2, generator=g) * 0.1 + torch.tensor([14.0, 5.0])])
+    x = session.use_points(raw)
+    assert session.dataset == UPLOADED and session.model is None and "density estimate" in session.message
+    assert x.mean(0).abs().max() < 1e-5 and float(x.var(0).mean()) == pytest.approx(1.0, rel=1e-4)
+    assert UPLOADED not in other.param.dataset.objects       # only this session offers them
+    # the exact field is the KDE's: its samples hold the two clusters, standardised: centres
+    # +-2 / sqrt(mean variance 2.01), spread by the points' 0.1 and the kernel's ~0.17
+    s = session.exact.mixture.sample(4000, generator=g)
+    assert abs(float((s[:, 0] > 0).double().mean()) - 0.5) < 0.05
+    assert (s[:, 0].abs() - 2 / math.sqrt(2.01)).abs().median() < 0.2
+    with pytest.raises(ValueError, match="all equal"):
+        session.use_points(torch.ones(20, 2))
+    assert session.points is x                                # refused: nothing changed
+
+
+# --- the training page ---------------------------------------------------------------------------
+from lab.app.train_view import EXACT, LOG_EVERY, TrainView  # noqa: E402
 
 
 def test_train_runs_off_the_page_thread_and_hands_the_model_over():
@@ -88,8 +150,11 @@ def test_train_runs_off_the_page_thread_and_hands_the_model_over():
     assert view._bar.value == 100 and view._status.object.startswith("done: 600 steps")
     errors = score_error(session.model, session.exact, (0.25, 0.5, 0.9), n=2000)
     assert max(errors.values()) < 0.25, errors      # it learned the ring
+    loss = view._loss.sources["loss"].data          # the live curve got every report
+    assert list(loss["x"]) == list(range(LOG_EVERY, 601, LOG_EVERY))
     assert solver_page.last.samples.shape == (N_SAMPLES, 2)  # the other page re-sampled
     assert solver_page.session.field("learned") is session.model
+    assert sliced_w2(solver_page.last.samples, _truth(session)) < 0.15
 
 
 def test_stop_keeps_the_model_trained_so_far():
@@ -104,36 +169,66 @@ def test_stop_keeps_the_model_trained_so_far():
     assert session.model.summary["steps_done"] < 20_000 and "cancelled" in view._status.object
 
 
-def test_bad_uploads_give_messages(tmp_path):
+def test_the_exact_kind_hands_over_the_exact_field():
+    session = Session(dataset="ring")
+    solver_page = SolverView(session)
+    view = TrainView(session, model_kind=EXACT)
+    assert view._train_button.label == "Use the exact score"
+    view.start()
+    assert not view.running and session.model is session.exact and session.learned_is_exact
+    assert sliced_w2(solver_page.last.samples, _truth(session)) < 0.15
+    assert "exact score" in view._preview.title
+
+
+def test_knobs_reach_the_training_config():
+    view = TrainView(Session(dataset="ring", pretrained=False), steps=30, batch_size=128, lr=3e-3,
+                     fp_weight=0.5, model_kind="potential_mlp")
+    view.start()
+    view.join(timeout=120)
+    cfg = view.session.model.config
+    assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.fp_weight, cfg.model) == (30, 128, 3e-3, 0.5, "potential_mlp")
+    assert view.session.model.model.conservative
+
+
+def test_uploaded_points_train_and_bad_uploads_give_messages():
     view = TrainView(Session(dataset="ring"))
     view._upload.value = b"x,y\n1,2\n3,oops\n"
-    assert view._alert.visible and "not numeric" in view._alert.object and view.uploaded is None
-    view._upload.value = b"x,y\n" + b"".join(f"{i % 7},{i % 5}\n".encode() for i in range(40))
-    assert not view._alert.visible and view.uploaded.shape == (40, 2)
+    assert view._alert.visible and "not numeric" in view._alert.object
+    assert view.session.dataset == "ring"                      # nothing changed
+    view._upload.value = b"x,y\n" + b"".join(f"{100 + i % 7},{i % 5}\n".encode() for i in range(40))
+    assert not view._alert.visible and view.session.dataset == UPLOADED
+    assert view.session.points.shape == (40, 2) and "40 points" in view._status.object
+    view.steps = 20
+    view.start()
+    view.join(timeout=60)
+    assert isinstance(view.session.model, NetworkField) and view.session.model.summary["steps_done"] == 20
     view._ckpt_in.value = b"not a checkpoint at all"
     assert view._alert.visible and "not a score-lab checkpoint" in view._alert.object
 
 
-def test_download_then_upload_round_trips_the_model():
+def test_download_then_upload_round_trips_the_model_and_its_setting():
     session = Session(dataset="ring")
     view = TrainView(session)
     data = view._checkpoint_bytes().getvalue()
     assert len(data) > 1000
-    other = TrainView(Session(dataset="ring", pretrained=False))
+    other = TrainView(Session(dataset="two_moons", schedule="ve", pretrained=False))
     other._ckpt_in.value = data
+    assert (other.session.dataset, other.session.schedule) == ("ring", "vp")  # compared with its truth
     q = torch.randn(8, 2)
     torch.testing.assert_close(other.session.model.eps(q, 0.3), session.model.eps(q, 0.3))
 
 
-def test_a_failing_run_is_reported_not_raised():
-    view = TrainView(Session(dataset="ring"), steps=5)
-    view.lr = 0.1
-    view.batch_size = 16
-    view.uploaded = torch.ones(20, 2)  # all points equal: train() refuses
+def test_a_failing_run_is_reported_not_raised(monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("the device fell over")
+
+    monkeypatch.setattr("lab.app.train_view.train", boom)
+    view = TrainView(Session(dataset="ring"))
+    before = view.session.model
     view.start()
     view.join(timeout=30)
-    assert view._alert.visible and "all equal" in view._alert.object
-    assert not view._train_button.disabled
+    assert view._alert.visible and "RuntimeError: the device fell over" in view._alert.object
+    assert not view._train_button.disabled and view.session.model is before   # nothing lost
 
 
 # --- the curl page -------------------------------------------------------------------------
@@ -147,13 +242,34 @@ def test_curl_page_exact_is_conservative_and_learned_is_not():
     assert abs(n["circulation"]["learned"]) > 1e-4 and n["asymmetry"] > 1e-3
     assert n["grad_share"] + n["rest_share"] == pytest.approx(1.0, abs=1e-9)
     assert 0.5 < n["grad_share"] < 1.0          # mostly a gradient, not only
+    exact_map = np.asarray(view._exact.image.data["image"][0])
+    learned_map = np.asarray(view._learned.image.data["image"][0])
+    diff_map = np.asarray(view._diff.image.data["image"][0])
+    assert np.abs(exact_map).max() < 1e-6 and np.abs(learned_map).max() > 0.1
+    np.testing.assert_allclose(diff_map, learned_map - exact_map)
     view.t = 0.5
     assert "t = 0.50" in view._info.object
+
+
+def test_curl_page_loop_is_a_circle_that_follows_clicks_and_sliders():
+    view = CurlView(Session(dataset="ring"))
+    maps = view._maps
+    view._on_tap(Tap(model=None, x=1.234, y=-0.46))
+    assert (view.loop_x, view.loop_y) == (1.2, -0.5)
+    assert view._maps is maps                    # only the circulation was recomputed
+    view.loop_r = 0.4
+    loop = view._learned.loop.data
+    radius = np.hypot(np.asarray(loop["x"]) - 1.2, np.asarray(loop["y"]) + 0.5)
+    np.testing.assert_allclose(radius, 0.4, rtol=1e-9)
+    assert "radius 0.40" in view._info.object and abs(view.numbers["circulation"]["exact"]) < 1e-8
+    view._on_tap(Tap(model=None, x=9.0, y=-9.0))  # outside the sliders' range: clipped
+    assert (view.loop_x, view.loop_y) == (2.5, -2.5)
 
 
 def test_curl_page_without_a_model_shows_the_exact_field_twice():
     view = CurlView(Session(dataset="ring", pretrained=False))
     assert abs(view.numbers["circulation"]["learned"]) < 1e-8 and view.numbers["asymmetry"] < 1e-10
+    assert "no model" in view._learned.title
 
 
 # --- the hallucinations page ---------------------------------------------------------------
@@ -168,33 +284,53 @@ def test_hallucination_page_exact_stays_in_support_learned_does_not():
     assert view.report.auc > 0.6                 # better than chance (0.5); measured 0.79
     before = view.report
     view.keep = 0.6                              # keep fewer: detection rises, retention falls
-    assert view.report.detection >= before.detection and view.report.retention <= before.retention
+    r = view.report
+    assert r.detection >= before.detection and r.retention <= before.retention
     assert "removed" in view._info.object
+    # the pictures hold what the numbers say
+    shown = {name: len(src.data["x"]) for name, src in view._scatter.sources.items()}
+    assert sum(shown.values()) == 2000 and shown["in support"] == round((1 - view.rates["learned"]) * 2000)
+    assert sum(len(src.data["x"]) for src in view._kept.sources.values()) == r.n_kept == 1200
+    counts = sum(np.asarray(src.data["top"]).sum() for src in view._hist.sources.values())
+    assert counts == 2000 and view._hist.cut.location == pytest.approx(math.log10(r.threshold + 1e-12))
+
+
+def test_sample_again_draws_anew():
+    view = HallucinationView(Session(dataset="gaussian_grid"), n=500, steps=20)
+    first = view._runs["learned"].samples
+    view._button.clicks += 1
+    assert view.seed == 1 and not torch.equal(view._runs["learned"].samples, first)
 
 
 # --- the ODE-SDE gap page ------------------------------------------------------------------
-from lab.app.gap_view import GapView  # noqa: E402
+from lab.app.gap_view import SESSION_MODEL, GapView  # noqa: E402
 from lab.pretrained import GAP_WEIGHTS  # noqa: E402
 
 
 def test_gap_page_shows_the_regulariser_shrinking_the_residual():
-    view = GapView(n=1000, steps=100)
+    view = GapView(Session(dataset="ring"), n=1000, steps=100)
     assert set(view.models) == set(GAP_WEIGHTS)  # the pretrained OU models ship
     residual = {}
     for w in (0.0, 1.0):
-        view.weight = w
+        view.model = f"pretrained, w = {w:g}"
         residual[w] = view.numbers["residual"]
         assert all(0 <= view.numbers[k] < 1 for k in ("ode_truth", "sde_truth", "ode_sde"))
     # the w = 1 model satisfies the Fokker-Planck equation far better at every t (measured 4-10x)
     assert all(residual[1.0][t] < 0.5 * residual[0.0][t] for t in residual[0.0]), residual
     assert "ODE to SDE" in view._info.object
+    assert "pretrained, w = 0 " in view._table.object and "pretrained, w = 1 " in view._table.object
 
 
-def test_solver_page_shows_the_learned_field_beside_the_exact_one():
-    view = SolverView(Session(dataset="ring"))
-    assert view._learned_field.object is not None and view._exact_field.object is not None
-    first = view._learned_field.object
-    view.solver = "ddim"                        # a solver change does not redraw the fields
-    assert view._learned_field.object is first
-    view.session.model = None                   # a model change does
-    assert view._learned_field.object is not first
+def test_gap_page_on_the_exact_score_has_no_residual_and_a_small_gap():
+    session = Session(dataset="circles")
+    view = GapView(session, n=2000, steps=200)
+    session.model = session.exact                # the exact score as "this session's model"
+    view.model = SESSION_MODEL
+    # the exact score solves the score Fokker-Planck equation: R = 0 up to rounding
+    assert max(view.numbers["residual"].values()) < 1e-12
+    curve = view._residual.sources[SESSION_MODEL].data
+    assert len(curve["x"]) == 5                  # the VP times up to t_max = 1
+    # and its ODE and SDE agree up to sampling noise: within a small multiple of the W2^2
+    # between two independent true draws (measured 0.8-1.5x at 2000 points, 200 steps)
+    assert view.numbers["ode_sde"] < 3 * view.numbers["floor"]
+    assert "two independent true draws" in view._info.object

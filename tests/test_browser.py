@@ -78,20 +78,55 @@ def browser():
         b.close()
 
 
+def page_text(page) -> str:
+    """The rendered text of the page, shadow roots included (Panel renders into them)."""
+    return page.evaluate("""() => {
+        const out = [];
+        const walk = (node) => {
+            if (node.shadowRoot) walk(node.shadowRoot);
+            for (const child of node.childNodes) {
+                if (child.nodeType === Node.TEXT_NODE) out.push(child.textContent);
+                else walk(child);
+            }
+        };
+        walk(document.body);
+        return out.join(" ");
+    }""")
+
+
+def assert_no_error_shown(page):
+    text = page_text(page)
+    for sign in ("Traceback", "Could not", "failed", "Error:"):
+        assert sign not in text, f"{sign!r} on the page: ...{text[max(0, text.find(sign) - 200):][:600]}"
+
+
+def info_line(page, pattern: str) -> str:
+    """The first rendered text that matches ``pattern``, once it is there."""
+    loc = page.get_by_text(re.compile(pattern)).first
+    loc.wait_for(timeout=60_000)
+    return loc.inner_text()
+
+
 def test_solver_page_renders_and_follows_the_solver(server, browser):
     url, _ = server
-    page, errors = open_page(browser, 800)
+    page, errors = open_page(browser, 1000)
     offsite = []
     page.on("request", lambda r: offsite.append(r.url) if "127.0.0.1" not in r.url
             and not r.url.startswith(("data:", "blob:")) else None)
     page.goto(f"{url}/solvers")
-    page.get_by_text("NFE").first.wait_for(timeout=60_000)
-    assert page.locator("canvas").count() >= 2  # the two plots drew
-    page.get_by_text("DPM-Solver++(2M)").first.wait_for(timeout=10_000)
+    page.get_by_text("DPM-Solver++(2M)").first.wait_for(timeout=60_000)
+    assert page.locator("canvas").count() >= 4  # samples, paths, learned and exact field
+    w2_before = info_line(page, r"sliced W2 to the truth")
     page.locator("select").first.select_option("ddim")
     page.get_by_text("Song, Meng & Ermon").first.wait_for(timeout=30_000)
+    page.locator("select").nth(1).select_option("karras")        # the spacing
+    page.wait_for_timeout(2000)
+    page.locator("select").first.select_option("ode_heun")       # 2 evaluations a step
+    page.get_by_text(re.compile(r"NFE 40")).first.wait_for(timeout=30_000)
+    assert info_line(page, r"sliced W2 to the truth") != w2_before  # the numbers followed
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "solvers.png"))
+    page.screenshot(path=str(ARTIFACTS / "solvers.png"), full_page=True)
+    assert_no_error_shown(page)
     assert not errors, errors
     assert not offsite, offsite  # offline: nothing but the lab's own server
     leave(page)
@@ -99,10 +134,10 @@ def test_solver_page_renders_and_follows_the_solver(server, browser):
 
 def test_train_page_trains_and_stops(server, browser):
     url, _ = server
-    page, errors = open_page(browser, 900)
+    page, errors = open_page(browser, 1000)
     page.goto(f"{url}/train")
     page.get_by_role("button", name="Train").wait_for(timeout=60_000)
-    assert page.locator("canvas").count() >= 1
+    assert page.locator("canvas").count() >= 2
     page.get_by_role("button", name="Train").click()
     status = page.get_by_text(re.compile(r"^step \d+ of \d+")).first
     status.wait_for(timeout=60_000)                              # progress is drawn
@@ -114,7 +149,27 @@ def test_train_page_trains_and_stops(server, browser):
     steps_done = int(re.search(r"done: (\d+) steps", done.first.inner_text()).group(1))
     assert int(re.search(r"step (\d+)", first).group(1)) < steps_done < 2000  # advanced, then stopped
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "train.png"))
+    page.screenshot(path=str(ARTIFACTS / "train.png"), full_page=True)
+    assert_no_error_shown(page)
+    assert not errors, errors
+    leave(page)
+
+
+def test_a_bad_upload_shows_a_message_and_the_server_lives(server, browser, tmp_path):
+    url, _ = server
+    page, errors = open_page(browser, 1000)
+    page.goto(f"{url}/train")
+    page.get_by_role("button", name="Train").wait_for(timeout=60_000)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n3,oops\n4,5\n")
+    page.locator("input[type=file]").first.set_input_files(str(bad))
+    page.get_by_text(re.compile(r"could not use the uploaded file")).first.wait_for(timeout=30_000)
+    good = tmp_path / "good.csv"
+    good.write_text("x,y\n" + "".join(f"{i % 7},{(i * 3) % 11}\n" for i in range(200)))
+    page.locator("input[type=file]").first.set_input_files(str(good))
+    page.get_by_text(re.compile(r"using your 200 points")).first.wait_for(timeout=30_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "train-upload.png"), full_page=True)
     assert not errors, errors
     leave(page)
 
@@ -127,14 +182,18 @@ def test_every_page_renders_plots_without_errors(server, browser, app):
     page.locator("canvas").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1000)
     assert page.locator("canvas").count() >= 2
+    if app != "all":   # each page's numbers arrive from its worker
+        info_line(page, {"train": r"Your own points", "solvers": r"NFE \d+", "curl": r"Helmholtz split",
+                         "hallucinations": r"removed", "gap": r"ODE to SDE"}[app])
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"page-{app}.png"), full_page=True)
+    assert_no_error_shown(page)
     assert not errors, errors
     leave(page)
 
 
 def test_one_page_lab_shares_the_model_between_tabs(server, browser):
-    """Train on the first tab of apps/all.py, then the Solvers tab samples the new model."""
+    """Train on the first tab of apps/all.py, then the other tabs show the new model."""
     url, _ = server
     page, errors = open_page(browser, 1000)
     page.goto(f"{url}/all")
@@ -147,7 +206,20 @@ def test_one_page_lab_shares_the_model_between_tabs(server, browser):
     page.get_by_text(re.compile(r"NFE \d+")).first.wait_for(timeout=60_000)
     page.get_by_text("Curl", exact=True).click()
     page.get_by_text("Helmholtz split").first.wait_for(timeout=60_000)
+    page.get_by_text("ODE vs SDE", exact=True).click()
+    page.get_by_text("this session's model").first.click()
+    info_line(page, r"your model \(two_moons, vp\)")
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "lab-curl-tab.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "lab-gap-tab.png"), full_page=True)
+    assert_no_error_shown(page)
+    assert not errors, errors
+    leave(page)
+
+
+def test_a_link_opens_a_tab(server, browser):
+    url, _ = server
+    page, errors = open_page(browser, 1000)
+    page.goto(f"{url}/all?tab=curl")
+    page.get_by_text("Helmholtz split").first.wait_for(timeout=60_000)
     assert not errors, errors
     leave(page)

@@ -130,3 +130,27 @@ def test_standardize_gives_unit_scale(gen):
 def test_wrong_number_of_stds():
     with pytest.raises(ValueError, match="1 or 2 standard deviations"):
         GaussianMixture([[0.0, 0.0], [1.0, 1.0]], [0.1, 0.2, 0.3])
+
+
+def test_kde_is_the_mean_of_gaussian_kernels_at_the_points(gen):
+    import math
+    pts = torch.randn(50, 2, generator=gen, dtype=torch.float64)
+    h = 0.3
+    kde = GaussianMixture.kde(pts, bandwidth=h)
+    q = torch.randn(20, 2, generator=gen, dtype=torch.float64)
+    d2 = ((q[:, None, :] - pts[None, :, :].float().double()) ** 2).sum(-1)
+    expected = torch.logsumexp(-d2 / (2 * h * h), 1) - math.log(50 * 2 * math.pi * h * h)
+    torch.testing.assert_close(kde.log_prob(q), expected, rtol=1e-5, atol=1e-5)  # points pass float32
+
+
+def test_kde_keeps_a_subset_and_picks_a_bandwidth(gen):
+    pts = torch.randn(5000, 2, generator=gen)
+    kde = GaussianMixture.kde(pts, max_components=400)
+    assert kde.n_components == 400
+    std = float(kde.covs[0, 0, 0].sqrt())
+    assert std == pytest.approx(0.5 * 400 ** (-1 / 6), rel=0.1)   # half Silverman, unit-variance points
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="bandwidth"):
+            GaussianMixture.kde(pts, bandwidth=bad)
+    with pytest.raises(ValueError, match="all equal"):
+        GaussianMixture.kde(torch.ones(10, 2))

@@ -1,17 +1,21 @@
 """One browser session's store: the data set, its exact field, and the learned field.
 
 Each served page makes its own ``Session`` (no module-level state), and every view reads
-and writes the lab's objects through it, so training on one page shows on the others.
+and writes the lab's objects through it, so training on one tab shows on the others.
 """
 from __future__ import annotations
 
+import panel as pn
 import param
+import torch
 
-from lab.data import DATASETS, dataset_mixture
+from lab.data import DATASETS, GaussianMixture, dataset_mixture, load_points, make_dataset, standardize
 from lab.fields import MixtureField, ScoreField
 from lab.schedules import SCHEDULES
 
-__all__ = ["Session"]
+__all__ = ["Session", "UPLOADED"]
+
+UPLOADED = "your points"   # the data set name of points a user uploaded
 
 
 class Session(param.Parameterized):
@@ -20,11 +24,12 @@ class Session(param.Parameterized):
     dataset = param.Selector(default="two_moons", objects=list(DATASETS), doc="data set")
     schedule = param.Selector(default="vp", objects=list(SCHEDULES), doc="noise schedule")
     model = param.Parameter(default=None, doc="the learned ScoreField (None: none yet)")
-    message = param.String(default="", doc="the last problem to show the user")
+    message = param.String(default="", doc="what the user should know about the session's model")
 
     def __init__(self, pretrained: bool = True, **params):
         super().__init__(**params)
         self._exact = None
+        self.points = None            # uploaded points, standardised (n, 2), or None
         self._pretrained = pretrained
         if pretrained and self.model is None:
             self._load_pretrained()
@@ -36,18 +41,57 @@ class Session(param.Parameterized):
             return
         from lab.pretrained import load_pretrained
 
-        model = load_pretrained(self.dataset, device="cpu") if self.schedule == "vp" else None
-        self.message = "" if model is not None else (
-            f"no pretrained model for {self.dataset} with the {self.schedule} schedule: "
-            "showing the exact score until you train one")
+        model = None
+        if self.dataset in DATASETS and self.schedule == "vp":
+            model = load_pretrained(self.dataset, device="cpu")
+        if model is not None:
+            self.message = ""
+        elif self.dataset == UPLOADED:
+            self.message = ("Your points are the data set: until you train a model, the pages show the "
+                            "exact score of their density estimate (a Gaussian kernel at each point).")
+        else:
+            self.message = (f"No pretrained model for {self.dataset} with the {self.schedule} schedule: "
+                            "the pages show the exact score until you train one.")
         self.model = model
 
+    # --- the data ----------------------------------------------------------------------------
+    def use_points(self, points) -> torch.Tensor:
+        """Make uploaded points (n, 2) this session's data set, standardised (centred, unit
+        variance: the scale the schedules assume). Their exact field is the score of a
+        Gaussian kernel density estimate of them (``GaussianMixture.kde``). Raises ValueError
+        naming what is wrong with the points."""
+        x = standardize(load_points(points))
+        GaussianMixture.kde(x)          # refuses degenerate points before anything changes
+        self.points = x
+        if UPLOADED not in self.param.dataset.objects:
+            self.param.dataset.objects = [*self.param.dataset.objects, UPLOADED]
+        if self.dataset == UPLOADED:
+            self._exact = None
+            self._load_pretrained()
+        else:
+            self.dataset = UPLOADED
+        return x
+
+    @property
+    def mixture(self) -> GaussianMixture:
+        """The data set's exact law (uploaded points: their kernel density estimate)."""
+        if self.dataset == UPLOADED:
+            if self.points is None:
+                raise ValueError("no uploaded points in this session")
+            return GaussianMixture.kde(self.points)
+        return dataset_mixture(self.dataset)
+
+    def data(self, n: int, seed: int = 0) -> torch.Tensor:
+        """Training points: n drawn from a built-in data set, or all the uploaded points."""
+        return self.points if self.dataset == UPLOADED else make_dataset(self.dataset, n, seed=seed)
+
+    # --- the fields ----------------------------------------------------------------------------
     @property
     def exact(self) -> MixtureField:
         """The exact score of the data set under the schedule."""
-        key = (self.dataset, self.schedule)
+        key = (self.dataset, self.schedule, id(self.points))
         if self._exact is None or self._exact[0] != key:
-            self._exact = (key, MixtureField(dataset_mixture(self.dataset), self.schedule))
+            self._exact = (key, MixtureField(self.mixture, self.schedule))
         return self._exact[1]
 
     def field(self, source: str = "learned") -> ScoreField:
@@ -56,3 +100,17 @@ class Session(param.Parameterized):
         if source == "learned" and self.model is not None:
             return self.model
         return self.exact
+
+    @property
+    def learned_is_exact(self) -> bool:
+        """True when "learned" shows the exact field (no model, or the exact one chosen)."""
+        return isinstance(self.field("learned"), MixtureField)
+
+    def notice(self) -> pn.pane.Alert:
+        """A pane that shows ``message`` while there is one (each view puts one in its page)."""
+        alert = pn.pane.Alert(self.message, alert_type="info", visible=bool(self.message))
+
+        def show(event):
+            alert.object, alert.visible = event.new, bool(event.new)
+        self.param.watch(show, "message")
+        return alert

@@ -8,7 +8,9 @@ import param
 import torch
 
 from lab import plots
+from lab.app.figures import FieldFigure, PathsFigure, ScatterFigure
 from lab.app.session import Session
+from lab.app.worker import Worker
 from lab.metrics import noised_samples, sliced_w2
 from lab.solvers import SOLVERS, SPACINGS, sample
 
@@ -28,89 +30,124 @@ class SolverView(pn.viewable.Viewer):
     solver = param.Selector(default="dpm++2m", objects=list(SOLVERS))
     steps = param.Integer(default=20, bounds=(1, MAX_STEPS_SERVED))
     spacing = param.Selector(default="logsnr", objects=list(SPACINGS))
-    eta = param.Number(default=0.0, bounds=(0.0, 1.0), step=0.05)
-    source = param.Selector(default="learned", objects=["learned", "exact"])
+    eta = param.Number(default=0.0, bounds=(0.0, 1.0), step=0.05, label="eta (0: ODE, 1: SDE)",
+                      doc="0: the probability-flow ODE; 1: the reverse SDE; between: the family")
+    source = param.Selector(default="learned", objects=["learned", "exact"], label="field")
     seed = param.Integer(default=0, bounds=(0, 10_000))
 
     def __init__(self, session: Session | None = None, **params):
         super().__init__(**params)
         self.session = session or Session()
         self.last = None              # the last Trajectory
-        self.last_ms = float("nan")   # server time of the last update
-        self._samples = pn.pane.HoloViews(sizing_mode="fixed")
-        self._paths = pn.pane.HoloViews(sizing_mode="fixed")
-        self._info = pn.pane.Markdown("")
+        self.last_ms = float("nan")   # server time of the last update (sampling, W2, drawing)
+        self.w2 = float("nan")        # its sliced W2 to the truth
+        self._truth = None            # (key, truth samples, the W2 noise floor)
+        self._truth_shown = None      # the truth samples the figure holds
+        self._worker = Worker("score-lab-solvers", label="sampling…")
+        self._fields_worker = Worker("score-lab-solver-fields")
+        self._samples = ScatterFigure("samples", {"truth": plots.COLORS["truth"],
+                                                  "samples": plots.COLORS["model"]})
+        self._paths = PathsFigure(f"{N_TRAJECTORIES} trajectories")
+        self._learned_field = FieldFigure("learned score")
+        self._exact_field = FieldFigure("exact score")
+        self._info = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._alert = pn.pane.Alert("", alert_type="danger", visible=False)
-        self._truth_key = None
-        self._truth = None
-        self._widgets = pn.Param(
+        widgets = pn.Param(
             self.param, parameters=["solver", "steps", "spacing", "eta", "source", "seed"],
             widgets={"steps": {"type": pn.widgets.IntSlider, "throttled": True},
-                     "eta": {"type": pn.widgets.FloatSlider, "throttled": True}},
+                     "eta": {"type": pn.widgets.FloatSlider, "throttled": True},
+                     "source": pn.widgets.RadioButtonGroup},
             show_name=False)
-        self._learned_field = pn.pane.HoloViews(sizing_mode="fixed")
-        self._exact_field = pn.pane.HoloViews(sizing_mode="fixed")
-        self._layout = pn.Row(pn.Column("### Solver", self._widgets, self._info, self._alert, width=320),
-                              pn.Column(pn.Row(self._samples, self._paths),
-                                        pn.Row(self._learned_field, self._exact_field)))
+        self._layout = pn.Row(
+            pn.Column("### Solver", widgets, self._worker.indicator, self._info, self._alert, self.session.notice(),
+                      width=320),
+            pn.Column(pn.Row(self._samples.pane, self._paths.pane),
+                      pn.pane.Markdown(f"The learned score beside the exact one at t = {FIELD_T:g}: arrows "
+                                       "show the score, colours its curl (zero for a true score)."),
+                      pn.Row(self._learned_field.pane, self._exact_field.pane)))
         self.param.watch(self._on_change, ["solver", "steps", "spacing", "eta", "source", "seed"])
-        self.session.param.watch(self._on_session, ["model", "dataset", "schedule"])
-        self.draw_fields()
-        self.update()
-
-    def _on_session(self, *events):
-        self.draw_fields()
-        self.update()
-
-    def draw_fields(self):
-        """The learned score beside the exact one at t = FIELD_T (redrawn when the model or
-        the data set changes, not on every solver change)."""
-        learned, exact = self.session.field("learned"), self.session.exact
-        t = max(FIELD_T, exact.schedule.t_min)
-        name = "learned" if learned is not exact else "exact (no model yet)"
-        exact_plot = plots.field_plot(exact, t, title=f"exact score at t = {t:g}")
-        self._exact_field.object = exact_plot
-        self._learned_field.object = (exact_plot.relabel(f"{name} score at t = {t:g}")
-                                      if learned is exact else
-                                      plots.field_plot(learned, t, title=f"{name} score at t = {t:g}"))
+        self.session.param.watch(lambda *e: self._on_session(), ["model", "dataset", "schedule"])
+        self._on_session()
 
     def _on_change(self, *events):
+        if all(e.name == "eta" for e in events) and not SOLVERS[self.solver].takes_eta:
+            return  # this solver has its own eta: nothing to re-sample
         self.update()
 
+    def _on_session(self):
+        self.draw_fields()
+        self.update()
+
+    # --- the fields (on model or data set changes only) ---------------------------------------
+    def draw_fields(self):
+        """The learned score beside the exact one at t = FIELD_T, in one colour range."""
+        learned, exact = self.session.field("learned"), self.session.exact
+        t = max(FIELD_T, exact.schedule.t_min)
+        name = "exact score (no model yet)" if self.session.learned_is_exact else "learned score"
+
+        def compute():
+            maps = {key: (plots.curl_grid(f, t), plots.score_arrows(f, t))
+                    for key, f in (("learned", learned), ("exact", exact))}
+            return maps, plots.clim_of(maps["learned"][0], maps["exact"][0])
+
+        def draw(result):
+            maps, clim = result
+            self._learned_field.update(*maps["learned"], clim=clim, title=f"{name} at t = {t:g}")
+            self._exact_field.update(*maps["exact"], clim=clim, title=f"exact score at t = {t:g}")
+        self._fields_worker.submit(compute, draw, lambda e: self._show_error(e, "Could not draw the fields"))
+
+    # --- sampling (on every change) -------------------------------------------------------------
     def _truth_samples(self):
-        key = (self.session.dataset, self.session.schedule)
-        if key != self._truth_key:
+        """True samples at t_min (noised data), and the sliced W2 between two independent
+        draws of W2_POINTS: the floor below which no sampler can go at this sample size."""
+        key = (self.session.dataset, self.session.schedule, id(self.session.points))
+        if self._truth is None or self._truth[0] != key:
             exact = self.session.exact
             g = torch.Generator().manual_seed(1)
-            self._truth = noised_samples(exact, exact.schedule.t_min, N_SAMPLES, generator=g)
-            self._truth_key = key
-        return self._truth
+            truth = noised_samples(exact, exact.schedule.t_min, N_SAMPLES, generator=g)
+            other = noised_samples(exact, exact.schedule.t_min, W2_POINTS, generator=g)
+            floor = sliced_w2(other, truth[:W2_POINTS], n_projections=W2_DIRECTIONS)
+            self._truth = (key, truth, floor)
+        return self._truth[1], self._truth[2]
 
     def update(self):
         """Re-sample with the current settings and redraw; problems become a message."""
         spec = SOLVERS[self.solver]
         eta = self.eta if spec.takes_eta else spec.eta_default
-        start = time.perf_counter()
-        try:
-            field = self.session.field(self.source)
-            traj = sample(field, n=N_SAMPLES, solver=self.solver, steps=self.steps,
-                          spacing=self.spacing, eta=eta, seed=self.seed)
-        except ValueError as e:  # bad settings or a diverging solver: say so, keep the page
-            self._alert.object, self._alert.visible = f"**Could not sample:** {e}", True
-            return
-        truth = self._truth_samples()
-        dist = sliced_w2(traj.samples[:W2_POINTS], truth[:W2_POINTS], n_projections=W2_DIRECTIONS)
-        self.last, self.last_ms = traj, (time.perf_counter() - start) * 1e3
-        self._alert.visible = False
-        eta_note = "" if spec.takes_eta else f" (this solver has eta = {spec.eta_default:g})"
-        self._info.object = (f"**{self.solver}** — {spec.doc}\n\n"
-                             f"NFE **{traj.nfe}**, eta {eta:g}{eta_note}\n\n"
-                             f"sliced W2 to the truth **{dist:.3f}** ({W2_POINTS} points)\n\n"
-                             f"server time {self.last_ms:.0f} ms")
-        self._samples.object = plots.samples_plot(traj.samples, truth, title=f"{self.source} field, {self.solver}")
-        self._paths.object = plots.trajectories_plot(traj, N_TRAJECTORIES)
+        field, source, settings = self.session.field(self.source), self.source, dict(
+            solver=self.solver, steps=self.steps, spacing=self.spacing, eta=eta, seed=self.seed)
+
+        def compute():
+            start = time.perf_counter()
+            traj = sample(field, n=N_SAMPLES, **settings)
+            truth, floor = self._truth_samples()
+            dist = sliced_w2(traj.samples[:W2_POINTS], truth[:W2_POINTS], n_projections=W2_DIRECTIONS)
+            return traj, truth, dist, floor, start
+
+        def draw(result):
+            traj, truth, dist, floor, start = result
+            self.last, self.w2 = traj, dist
+            if truth is not self._truth_shown:        # send the grey layer only when it changes
+                self._samples.update(truth=truth)
+                self._truth_shown = truth
+            self._samples.update(samples=traj.samples,
+                                 title=f"{source} field, {settings['solver']}, {traj.nfe} NFE")
+            self._paths.update(traj.xs[:, :N_TRAJECTORIES])
+            self.last_ms = (time.perf_counter() - start) * 1e3
+            self._alert.visible = False
+            eta_note = "" if spec.takes_eta else f" (this solver has eta = {spec.eta_default:g})"
+            self._info.object = (f"**{settings['solver']}** — {spec.doc}\n\n"
+                                 f"NFE **{traj.nfe}**, eta {eta:g}{eta_note}\n\n"
+                                 f"sliced W2 to the truth **{dist:.3f}** (floor at {W2_POINTS} points: "
+                                 f"{floor:.3f})\n\n"
+                                 f"server time {self.last_ms:.0f} ms")
+        self._worker.submit(compute, draw, self._show_error)
+
+    def _show_error(self, e: Exception, what: str = "Could not sample"):
+        """Bad settings or a diverging solver: say so and keep the page (ValueError is the
+        lab's way of naming a problem; anything else is a bug, shown rather than lost)."""
+        text = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        self._alert.object, self._alert.visible = f"**{what}:** {text}", True
 
     def __panel__(self):
         return self._layout
-
-

@@ -2,7 +2,7 @@
 
 Training runs on a background thread (on the GPU when there is one); the thread only
 writes a small progress record, and a periodic callback on the page's own thread draws it.
-The finished model becomes the session's model, so every other page shows it.
+The finished model becomes the session's model, so every other tab shows it.
 """
 from __future__ import annotations
 
@@ -16,26 +16,33 @@ import param
 import torch
 
 from lab import plots
+from lab.app.figures import CurvesFigure, ScatterFigure
 from lab.app.session import Session
-from lab.data import load_points, make_dataset
+from lab.app.worker import Worker
+from lab.data import load_points
+from lab.fields import MixtureField
 from lab.models import MODELS
+from lab.schedules import SCHEDULES
 from lab.solvers import sample
 from lab.train import TrainConfig, load, save, train
 
-__all__ = ["TrainView", "MAX_TRAIN_STEPS"]
+__all__ = ["TrainView", "MAX_TRAIN_STEPS", "EXACT"]
 
 MAX_TRAIN_STEPS = 20_000    # the served lab's cap on one run
+EXACT = "exact"             # the model kind that trains nothing: the exact score
 PREVIEW_POINTS = 1000       # samples drawn for the live preview
-PREVIEW_EVERY = 4           # preview every k progress reports (each is log_every steps)
+PREVIEW_STEPS = 10          # their sampler steps (dpm++2m)
+PREVIEW_EVERY = 4           # preview every k progress reports (each is LOG_EVERY steps)
+LOG_EVERY = 50              # steps between progress reports
 POLL_MS = 300               # how often the page redraws the progress
 N_TRAIN_POINTS = 20_000     # points drawn from a built-in data set
 
 
 class _Progress:
-    """What the training thread shares with the page: replaced whole, read on the page."""
+    """What the training thread shares with the page: appended to there, read here."""
 
-    def __init__(self):
-        self.steps, self.losses, self.step, self.total = [], [], 0, 0
+    def __init__(self, total: int = 0):
+        self.steps, self.losses, self.step, self.total = [], [], 0, total
         self.preview = None
         self.done = False
         self.result = None
@@ -46,70 +53,103 @@ class _Progress:
 class TrainView(pn.viewable.Viewer):
     """Train on the session's data set (or uploaded points) and hand the model to the session."""
 
-    model_kind = param.Selector(default="score_mlp", objects=list(MODELS))
-    steps = param.Integer(default=TrainConfig.steps, bounds=(1, MAX_TRAIN_STEPS))
-    batch_size = param.Integer(default=TrainConfig.batch_size, bounds=(16, 16_384))
-    lr = param.Number(default=TrainConfig.lr, bounds=(1e-5, 0.1))
+    model_kind = param.Selector(default="score_mlp", objects=[*MODELS, EXACT], label="model",
+                                doc="score_mlp: an eps network; potential_mlp: an energy network, "
+                                    "conservative by construction; exact: the exact score, no training")
+    steps = param.Integer(default=TrainConfig.steps, bounds=(1, MAX_TRAIN_STEPS), label="training steps")
+    batch_size = param.Integer(default=TrainConfig.batch_size, bounds=(16, 16_384), label="batch size")
+    lr = param.Number(default=TrainConfig.lr, bounds=(1e-5, 0.1), label="learning rate")
+    fp_weight = param.Number(default=TrainConfig.fp_weight, bounds=(0.0, 10.0), step=0.1,
+                             label="Fokker-Planck weight w",
+                             doc="the regulariser of Deveney et al. (see the ODE vs SDE tab)")
 
     def __init__(self, session: Session | None = None, **params):
         super().__init__(**params)
         self.session = session or Session()
-        self.uploaded = None                     # points from an uploaded CSV, or None
         self._thread = None
         self._cancel = threading.Event()
         self._progress = _Progress()
-        self._train_button = pn.widgets.Button(name="Train", button_type="primary")
-        self._stop_button = pn.widgets.Button(name="Stop", button_type="warning", disabled=True)
+        self._drawn = 0                         # loss points already on the curve
+        self._preview_shown = None
+        self._poller = None
+        self._worker = Worker("score-lab-train-preview", label="sampling…")
+        self._train_button = pn.widgets.Button(label=self._train_label(self.model_kind), color="primary",
+                                               width=140)
+        self._stop_button = pn.widgets.Button(label="Stop", color="warning", disabled=True, width=140)
         self._train_button.on_click(lambda event: self.start())
         self._stop_button.on_click(lambda event: self.stop())
         self._bar = pn.indicators.Progress(value=0, max=100, width=280)
         self._status = pn.pane.Markdown("")
         self._alert = pn.pane.Alert("", alert_type="danger", visible=False)
-        self._loss = pn.pane.HoloViews(plots.curve_plot([0], [0], title="training loss"))
-        self._preview = pn.pane.HoloViews(sizing_mode="fixed")
-        self._upload = pn.widgets.FileInput(accept=".csv,.txt", name="points (CSV)")
+        self._loss = CurvesFigure("training loss (press Train)", {"loss": "#1f77b4"},
+                                  "step", "loss", width=2 * plots.SIZE - 60, log_y=True)
+        self._preview = ScatterFigure("samples of the current model", {"truth": plots.COLORS["truth"],
+                                                                       "samples": plots.COLORS["model"]})
+        self._upload = pn.widgets.FileInput(accept=".csv,.txt", label="points (CSV)")
         self._upload.param.watch(self._on_upload, "value")
-        self._ckpt_in = pn.widgets.FileInput(accept=".pt", name="checkpoint")
+        self._ckpt_in = pn.widgets.FileInput(accept=".pt", label="checkpoint")
         self._ckpt_in.param.watch(self._on_checkpoint, "value")
         self._download = pn.widgets.FileDownload(callback=self._checkpoint_bytes, filename="model.pt",
                                                  label="Download the model")
-        knobs = pn.Param(self.param, parameters=["model_kind", "steps", "batch_size", "lr"],
-                         show_name=False)
+        knobs = pn.Param(self.param, parameters=["model_kind", "steps", "batch_size", "lr", "fp_weight"],
+                         show_name=False,
+                         widgets={"steps": {"type": pn.widgets.IntInput, "step": 500},
+                                  "batch_size": {"type": pn.widgets.IntInput, "step": 256},
+                                  "lr": {"type": pn.widgets.FloatInput, "step": 1e-3, "format": "0.[0000]"},
+                                  "fp_weight": {"type": pn.widgets.FloatInput, "step": 0.1}})
         self._layout = pn.Row(
             pn.Column("### Train", pn.Param(self.session.param, parameters=["dataset", "schedule"],
                                             show_name=False),
                       knobs, pn.Row(self._train_button, self._stop_button), self._bar, self._status,
-                      self._alert, "Your own points (two columns x, y):", self._upload,
-                      "Load a checkpoint:", self._ckpt_in, self._download, width=320),
-            pn.Column(self._loss, self._preview))
-        self._poller = None
+                      self._alert, self.session.notice(),
+                      "**Your own points** (a CSV of two columns x, y):", self._upload,
+                      "**Load a checkpoint:**", self._ckpt_in, self._download, width=320),
+            pn.Column(self._loss.pane, self._preview.pane))
+        self.param.watch(self._on_kind, "model_kind")
+        self.session.param.watch(lambda *e: self._draw_preview(self.session.field("learned")),
+                                 ["model", "dataset", "schedule"])
         self._draw_preview(self.session.field("learned"))
 
     # --- training on a background thread ------------------------------------------------
     def config(self) -> TrainConfig:
         return TrainConfig(schedule=self.session.schedule, model=self.model_kind, steps=self.steps,
-                           batch_size=self.batch_size, lr=self.lr, log_every=50)
+                           batch_size=self.batch_size, lr=self.lr, fp_weight=self.fp_weight,
+                           log_every=LOG_EVERY)
+
+    @staticmethod
+    def _train_label(kind: str) -> str:
+        return "Use the exact score" if kind == EXACT else "Train"
+
+    def _on_kind(self, event):
+        self._train_button.label = self._train_label(event.new)
 
     def start(self):
-        """Start training (ignored while a run is going)."""
+        """Start training (ignored while a run is going); the exact kind takes the exact field."""
         if self.running:
+            return
+        if self.model_kind == EXACT:
+            self._alert.visible = False
+            self.session.model = self.session.exact
+            self._status.object = f"using the exact score of {self.session.dataset}: nothing to train"
             return
         try:
             cfg = self.config()
-            data = self.uploaded if self.uploaded is not None else make_dataset(
-                self.session.dataset, N_TRAIN_POINTS, seed=0)
+            data = self.session.data(N_TRAIN_POINTS)
         except ValueError as e:
             self._show_error(str(e))
             return
         self._alert.visible = False
         self._cancel.clear()
-        self._progress = progress = _Progress()
-        progress.total = cfg.steps
+        self._progress = progress = _Progress(cfg.steps)
+        self._drawn = 0
+        self._loss.clear()
+        self._loss.title = f"training loss (denoising score matching{', Fokker-Planck w = %g' % cfg.fp_weight if cfg.fp_weight else ''})"
         self._thread = threading.Thread(target=self._run, args=(data, cfg, progress), daemon=True,
                                         name="score-lab-train")
         self._thread.start()
         self._train_button.disabled, self._stop_button.disabled = True, False
-        if pn.state.curdoc is not None and self._poller is None:
+        self._status.object = f"starting: {cfg.steps} steps of a {cfg.model}"
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None and self._poller is None:
             self._poller = pn.state.add_periodic_callback(self.poll, period=POLL_MS)
             pn.state.on_session_destroyed(lambda ctx: self.stop())
 
@@ -117,12 +157,12 @@ class TrainView(pn.viewable.Viewer):
         reports = [0]
 
         def callback(p):
-            progress.steps = progress.steps + [p.step]
-            progress.losses = progress.losses + [p.loss]
+            progress.steps.append(p.step)       # list.append is atomic: the page reads a prefix
+            progress.losses.append(p.loss)
             progress.step = p.step
             reports[0] += 1
             if reports[0] % PREVIEW_EVERY == 1:
-                progress.preview = sample(p.field, n=PREVIEW_POINTS, steps=10, seed=0).samples.cpu()
+                progress.preview = sample(p.field, n=PREVIEW_POINTS, steps=PREVIEW_STEPS, seed=0).samples.cpu()
             return None
 
         try:
@@ -130,7 +170,7 @@ class TrainView(pn.viewable.Viewer):
             progress.stopped = history["summary"]["stopped"] or ""
             progress.result = field
         except Exception as e:  # a thread must not die silently: the page shows it
-            progress.error = f"{type(e).__name__}: {e}"
+            progress.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         progress.done = True
 
     def stop(self):
@@ -153,12 +193,16 @@ class TrainView(pn.viewable.Viewer):
         p = self._progress
         if p.total:
             self._bar.value = int(100 * p.step / p.total)
-            last = f", loss {p.losses[-1]:.4f}" if p.losses else ""
+            n = len(p.losses)
+            last = f", loss {p.losses[n - 1]:.4f}" if n else ""
             self._status.object = f"step {p.step} of {p.total}{last}"
-        if p.steps:
-            self._loss.object = plots.curve_plot(p.steps, p.losses, title="training loss")
-        if p.preview is not None:
-            self._preview.object = plots.samples_plot(p.preview, title="samples while training (10 steps)")
+            if n > self._drawn:
+                self._loss.stream("loss", p.steps[self._drawn:n], p.losses[self._drawn:n])
+                self._drawn = n
+        if p.preview is not None and p.preview is not self._preview_shown:
+            self._preview_shown = p.preview
+            self._preview.update(samples=p.preview,
+                                 title=f"samples while training ({PREVIEW_STEPS} steps), step {p.step}")
         if p.done and not self.running:
             self._finish(p)
 
@@ -170,18 +214,29 @@ class TrainView(pn.viewable.Viewer):
         if p.error:
             self._show_error(f"training failed: {p.error}")
         elif p.result is not None:
-            self.session.model = p.result
             summary = p.result.summary
             loss = f", final loss {summary['final_loss']:.4f}" if summary["final_loss"] is not None else ""
-            self._status.object = (f"done: {summary['steps_done']} steps in {summary['train_s']:.1f} s"
-                                   f"{loss}{' (' + p.stopped + ')' if p.stopped else ''}")
-            self._draw_preview(p.result)
+            self._status.object = (f"done: {summary['steps_done']} steps in {summary['train_s']:.1f} s "
+                                   f"on {summary.get('device', 'cpu')}{loss}"
+                                   f"{' (' + p.stopped + ')' if p.stopped else ''}")
+            self.session.model = p.result
         self._progress = _Progress()
 
     def _draw_preview(self, field):
-        with torch.no_grad():
-            x = sample(field, n=PREVIEW_POINTS, steps=20, seed=0).samples
-        self._preview.object = plots.samples_plot(x, title="samples of the current model")
+        """Samples of the session's field over the truth (on the worker: ~0.1 s)."""
+        exact = self.session.exact
+        name = "exact score" if isinstance(field, MixtureField) else "current model"
+
+        def compute():
+            g = torch.Generator().manual_seed(2)
+            truth = exact.mixture.noised(float(exact.schedule.alpha(exact.schedule.t_min)),
+                                         float(exact.schedule.sigma(exact.schedule.t_min))).sample(PREVIEW_POINTS, g)
+            return truth, sample(field, n=PREVIEW_POINTS, steps=20, seed=0).samples
+
+        def draw(result):
+            truth, x = result
+            self._preview.update(truth=truth, samples=x, title=f"samples of the {name} (20 steps)")
+        self._worker.submit(compute, draw, lambda e: self._show_error(f"could not sample the model: {e}"))
 
     def _show_error(self, message: str):
         self._alert.object, self._alert.visible = message, True
@@ -194,15 +249,16 @@ class TrainView(pn.viewable.Viewer):
             with tempfile.NamedTemporaryFile("wb", suffix=".csv", delete=False) as fh:
                 fh.write(event.new)
             try:
-                self.uploaded = load_points(fh.name)
+                points = load_points(fh.name)
             finally:
                 os.unlink(fh.name)
+            x = self.session.use_points(points)
         except ValueError as e:
-            self.uploaded = None
-            self._show_error(f"could not use the uploaded file: {e}")
+            self._show_error(f"could not use the uploaded file: {str(e).replace(fh.name, 'it')}")
             return
         self._alert.visible = False
-        self._status.object = f"using your {self.uploaded.shape[0]:,} points; press Train"
+        self._status.object = (f"using your {x.shape[0]:,} points (centred and scaled to unit variance); "
+                               "press Train")
 
     def _on_checkpoint(self, event):
         if not event.new:
@@ -217,14 +273,19 @@ class TrainView(pn.viewable.Viewer):
         finally:
             os.unlink(fh.name)
         self._alert.visible = False
+        dataset = field.meta.get("dataset")
+        if dataset in self.session.param.dataset.objects:
+            self.session.dataset = dataset      # compare it with the truth it was trained on
+        if field.schedule.name in SCHEDULES:
+            self.session.schedule = field.schedule.name
         self.session.model = field
-        self._draw_preview(field)
-        self._status.object = "loaded the uploaded checkpoint"
+        self._status.object = (f"loaded the uploaded checkpoint: a {type(field.model).__name__} "
+                               f"({field.schedule.name} schedule{', ' + dataset if dataset else ''})")
 
     def _checkpoint_bytes(self):
         field = self.session.model
-        if field is None:
-            self._show_error("there is no trained model to download yet")
+        if field is None or isinstance(field, MixtureField):
+            self._show_error("there is no trained model to download yet (the exact score needs no file)")
             return io.BytesIO(b"")
         with tempfile.TemporaryDirectory() as folder:
             path = save(field, os.path.join(folder, "model.pt"), meta={"dataset": self.session.dataset})

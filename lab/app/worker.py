@@ -1,0 +1,137 @@
+"""Long work off the page's thread: compute on a worker thread, draw on the page's thread.
+
+A served page runs its callbacks on the server's one event-loop thread, which every
+browser session of that process shares: ten students dragging a slider that samples for
+100 ms each would queue behind each other, and a 3-second re-sample would freeze all of
+them. So a view hands its expensive part to a ``Worker``:
+
+    self._worker.submit(compute, draw)     # compute() on the worker; draw(result) on the page
+
+- One thread per view, started on first use; it ends when the browser session closes.
+- Latest wins: while one computation runs, newer requests replace each other, and only the
+  newest runs next (a dragged slider costs one extra update, not one per pixel).
+- ``draw`` runs on the page's thread through Bokeh's ``add_next_tick_callback``, the one
+  Document method that is safe to call from another thread, so draws may change Bokeh
+  models and Panel components freely.
+- An exception in ``compute`` is handed to ``on_error`` on the page's thread; the worker
+  lives on.
+
+Without a served document (tests, scripts, a notebook cell before display) ``submit``
+runs both parts at once on the caller's thread, so results are there when it returns.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+import panel as pn
+from panel.io.state import set_curdoc
+
+__all__ = ["Worker"]
+
+
+class Worker:
+    """A view's background thread for compute-then-draw requests (module doc)."""
+
+    def __init__(self, name: str = "score-lab-worker", doc=None, schedule: Callable | None = None,
+                 label: str = "computing…"):
+        """``doc``: the Bokeh document to draw in (default: the current one, if served);
+        ``schedule``: how a draw reaches the page's thread (default: the document's next
+        tick); given, it makes the worker threaded even without a document (tests).
+        ``label``: the text of ``indicator``, a spinner shown while a request is under way."""
+        self.name = name
+        self.indicator = pn.indicators.LoadingSpinner(value=True, size=18, label=label, visible=False)
+        self.doc = doc if doc is not None else pn.state.curdoc
+        served = self.doc is not None and self.doc.session_context is not None
+        self._schedule = schedule or (self._next_tick if served else None)
+        self._cond = threading.Condition()
+        self._pending = None          # the newest request not yet started
+        self._thread = None
+        self._closed = False
+        self.busy = False             # a request is being computed or waits
+        if served:
+            pn.state.on_session_destroyed(lambda ctx: self.close())
+
+    @property
+    def threaded(self) -> bool:
+        return self._schedule is not None
+
+    def submit(self, compute: Callable[[], Any], draw: Callable[[Any], None],
+               on_error: Callable[[Exception], None] | None = None) -> None:
+        """Run ``compute()`` off the page's thread, then ``draw(result)`` on it."""
+        if not self.threaded:
+            try:
+                result = compute()
+            except Exception as e:
+                if on_error is None:
+                    raise
+                on_error(e)
+                return
+            draw(result)
+            return
+        draw, on_error = self._quiet(draw), self._quiet(on_error)
+        self.indicator.visible = True
+        with self._cond:
+            if self._closed:
+                return
+            self._pending = (compute, draw, on_error)
+            self.busy = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _quiet(self, fn):
+        """fn, then hide the indicator unless another request is under way (page thread)."""
+        if fn is None:
+            return None
+
+        def wrapped(arg):
+            try:
+                fn(arg)
+            finally:
+                self.indicator.visible = self.busy
+        return wrapped
+
+    def close(self) -> None:
+        """Drop what waits and end the thread (after the computation in flight, if any)."""
+        with self._cond:
+            self._closed, self._pending = True, None
+            self._cond.notify()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the thread has ended (after ``close``)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self):
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                compute, draw, on_error = self._pending
+                self._pending = None
+            try:
+                result = compute()
+                done = (lambda r=result, d=draw: d(r))
+            except Exception as e:  # shown on the page, never a dead thread
+                done = (lambda err=e, h=on_error: h(err)) if on_error is not None else None
+            with self._cond:
+                self.busy = self._pending is not None
+                stale = self._pending is not None or self._closed
+            if done is not None and not stale:
+                self._schedule(done)
+
+    def _next_tick(self, fn: Callable[[], None]) -> None:
+        doc = self.doc
+
+        def on_page():
+            with set_curdoc(doc):   # so Panel updates its models at once
+                fn()
+        doc.add_next_tick_callback(on_page)
