@@ -2,6 +2,7 @@
 `panel serve apps/all.py` (or `python -m lab serve`, page /all; /all?tab=curl opens a tab)."""
 import panel as pn
 
+from lab.app import servable
 from lab.app.curl_view import CurlView
 from lab.app.gap_view import GapView
 from lab.app.hallucination_view import HallucinationView
@@ -25,4 +26,4 @@ TAB_NAMES = ["train", "solvers", "curl", "hallucinations", "gap"]   # ?tab=NAME 
 asked = [a.decode() for a in pn.state.session_args.get("tab", [])]
 if asked and asked[0] in TAB_NAMES:
     tabs.active = TAB_NAMES.index(asked[0])
-pn.Column("# score-lab", tabs).servable(title="score-lab")
+servable(pn.Column("# score-lab", tabs), title="score-lab")

@@ -192,9 +192,13 @@ def test_knobs_reach_the_training_config():
 
 def test_uploaded_points_train_and_bad_uploads_give_messages():
     view = TrainView(Session(dataset="ring"))
-    view._upload.value = b"x,y\n1,2\n3,oops\n"
-    assert view._alert.visible and "not numeric" in view._alert.object
-    assert view.session.dataset == "ring"                      # nothing changed
+    for bad, words in ((b"x,y\n1,2\n3,oops\n", "line 3 is not numeric"), (b"", "holds no data"),
+                       (b"1,2,3\n" * 20, "two columns"), (b"x,y\n" + b"1,nan\n" * 20, "finite"),
+                       (b"\x89PNG\r\n\x1a\n\x00\x00binary", "")):
+        view._upload.value = bad
+        assert view._alert.visible and "could not use the uploaded file" in view._alert.object
+        assert words in view._alert.object, view._alert.object
+        assert view.session.dataset == "ring"                  # nothing changed
     view._upload.value = b"x,y\n" + b"".join(f"{100 + i % 7},{i % 5}\n".encode() for i in range(40))
     assert not view._alert.visible and view.session.dataset == UPLOADED
     assert view.session.points.shape == (40, 2) and "40 points" in view._status.object
@@ -204,6 +208,24 @@ def test_uploaded_points_train_and_bad_uploads_give_messages():
     assert isinstance(view.session.model, NetworkField) and view.session.model.summary["steps_done"] == 20
     view._ckpt_in.value = b"not a checkpoint at all"
     assert view._alert.visible and "not a score-lab checkpoint" in view._alert.object
+
+
+def test_absurd_numbers_are_refused_with_a_message_and_the_box_reset():
+    import panel as pn
+
+    view = TrainView(Session(dataset="ring"))
+    steps, batch = view._layout.select(pn.widgets.IntInput)
+    lr, weight = view._layout.select(pn.widgets.FloatInput)
+    for box, value, words in ((steps, 999_999_999, "999,999,999 is outside 1 to 20,000"),
+                              (batch, -5, "-5 is outside 16 to 16,384"),
+                              (lr, None, "needs a number"), (lr, float("nan"), "needs a number"),
+                              (weight, float("inf"), "needs a number")):
+        box._process_events({"value": value})          # what a browser's edit sends
+        assert view._alert.visible and words in view._alert.object
+        assert (view.steps, view.batch_size, view.lr, view.fp_weight) == (2000, 1024, 0.01, 0.0)
+        assert box.value == {steps: 2000, batch: 1024, lr: 0.01, weight: 0.0}[box]   # shows what holds
+    steps._process_events({"value": 300})              # a good value: taken, the message goes
+    assert view.steps == 300 and not view._alert.visible
 
 
 def test_download_then_upload_round_trips_the_model_and_its_setting():

@@ -32,7 +32,10 @@ def server(tmp_path_factory):
     env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "panel", "serve",
                              *map(str, sorted((ROOT / "apps").glob("*.py"))), "--port", str(port),
-                             "--address", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT, env=env)
+                             "--address", "127.0.0.1",
+                             # a closed page's session ends within ~2 s (default: up to 30 s)
+                             "--check-unused-sessions", "500", "--unused-session-lifetime", "1000"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 90
     while True:
         try:
@@ -54,10 +57,13 @@ def server(tmp_path_factory):
 
 
 def open_page(browser, height: int):
-    """A new page, 1300 px wide, and the list its console errors will land in."""
+    """A new page, 1300 px wide, and the list its console errors and any request that leaves
+    127.0.0.1 will land in (offline: the lab's own server serves everything)."""
     page = browser.new_page(viewport={"width": 1300, "height": height})
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: errors.append(f"offsite request: {r.url}") if "127.0.0.1" not in r.url
+            and not r.url.startswith(("data:", "blob:", "about:")) else None)
     return page, errors
 
 
@@ -110,9 +116,6 @@ def info_line(page, pattern: str) -> str:
 def test_solver_page_renders_and_follows_the_solver(server, browser):
     url, _ = server
     page, errors = open_page(browser, 1000)
-    offsite = []
-    page.on("request", lambda r: offsite.append(r.url) if "127.0.0.1" not in r.url
-            and not r.url.startswith(("data:", "blob:")) else None)
     page.goto(f"{url}/solvers")
     page.get_by_text("DPM-Solver++(2M)").first.wait_for(timeout=60_000)
     assert page.locator("canvas").count() >= 4  # samples, paths, learned and exact field
@@ -127,8 +130,7 @@ def test_solver_page_renders_and_follows_the_solver(server, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "solvers.png"), full_page=True)
     assert_no_error_shown(page)
-    assert not errors, errors
-    assert not offsite, offsite  # offline: nothing but the lab's own server
+    assert not errors, errors   # offline too: nothing but the lab's own server
     leave(page)
 
 
@@ -155,11 +157,17 @@ def test_train_page_trains_and_stops(server, browser):
     leave(page)
 
 
-def test_a_bad_upload_shows_a_message_and_the_server_lives(server, browser, tmp_path):
+def test_bad_input_shows_a_message_and_the_server_lives(server, browser, tmp_path):
     url, _ = server
     page, errors = open_page(browser, 1000)
     page.goto(f"{url}/train")
     page.get_by_role("button", name="Train").wait_for(timeout=60_000)
+    steps = page.locator("input.bk-input").first          # training steps
+    steps.fill("999999999")
+    steps.press("Enter")
+    page.get_by_text(re.compile(r"999,999,999 is outside 1 to 20,000")).first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    assert steps.input_value().replace(",", "") == "2000"   # the box shows what is in force
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n3,oops\n4,5\n")
     page.locator("input[type=file]").first.set_input_files(str(bad))
@@ -223,3 +231,54 @@ def test_a_link_opens_a_tab(server, browser):
     page.get_by_text("Helmholtz split").first.wait_for(timeout=60_000)
     assert not errors, errors
     leave(page)
+
+
+def test_closing_the_page_stops_its_training(server, browser):
+    url, log_path = server
+    page, errors = open_page(browser, 1000)
+    page.goto(f"{url}/train")
+    page.get_by_role("button", name="Train").wait_for(timeout=60_000)
+    steps = page.locator("input.bk-input").first          # training steps (the first text input)
+    steps.fill("20000")
+    steps.press("Enter")
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="Train").click()
+    page.get_by_text(re.compile(r"^step \d+ of 20000")).first.wait_for(timeout=60_000)
+    assert not errors, errors
+    leave(page)                                            # the session ends; so must its thread
+    deadline = time.time() + 60
+    while "training stopped at step" not in log_path.read_text():
+        assert time.time() < deadline, log_path.read_text()[-3000:]
+        time.sleep(0.5)
+    stopped = re.search(r"training stopped at step (\d+) of 20000", log_path.read_text())
+    assert stopped and int(stopped.group(1)) < 20000
+    assert "session closed; told" in log_path.read_text()
+
+
+def test_lab_serve_with_two_processes(browser, tmp_path):
+    """`python -m lab serve --num-procs 2` forks two servers on one port: pages work."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", str(port), "--num-procs", "2"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        deadline = time.time() + 90
+        while log_path.read_text().count("Starting Bokeh server with process id") < 2:
+            assert time.time() < deadline and proc.poll() is None, log_path.read_text()
+            time.sleep(0.5)
+        for _ in range(3):       # each page load and its websocket may land on either process
+            page, errors = open_page(browser, 900)
+            page.goto(f"http://127.0.0.1:{port}/all?tab=solvers")
+            page.get_by_text(re.compile(r"NFE 20")).first.wait_for(timeout=60_000)
+            assert not errors, errors
+            leave(page)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log_path.read_text()
+    pids = set(re.findall(r"Starting Bokeh server with process id: (\d+)", text))
+    assert len(pids) == 2 and "Traceback" not in text, text

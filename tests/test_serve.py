@@ -89,3 +89,23 @@ def test_lab_serve_command_serves_every_page(tmp_path):
         assert "score-lab" in page and "Traceback" not in page
     text = server_log()
     assert f"http://127.0.0.1:{port}/all" in text and "Traceback" not in text, text
+
+
+def test_nothing_touches_cuda_at_import():
+    """`panel serve --num-procs N` forks after importing the apps' modules: CUDA must not be
+    initialised before that (a forked child cannot use a parent's CUDA context)."""
+    code = "\n".join([
+        "import torch",
+        "def touched(*args, **kwargs):",
+        "    raise RuntimeError('CUDA was touched at import')",
+        "for name in ('is_available', 'init', 'device_count', 'current_device', '_lazy_init'):",
+        "    setattr(torch.cuda, name, touched)",
+        "import lab, lab.data, lab.schedules, lab.fields, lab.models, lab.train, lab.solvers",
+        "import lab.curl, lab.metrics, lab.hallucination, lab.plots, lab.pretrained, lab.cli",
+        "import lab.app, lab.app.session, lab.app.figures, lab.app.worker, lab.app.solver_view",
+        "import lab.app.train_view, lab.app.curl_view, lab.app.hallucination_view, lab.app.gap_view",
+        "print('imported without touching CUDA')",
+    ])
+    env = {k: v for k, v in os.environ.items() if k != "LAB_DEVICE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and "without touching CUDA" in out.stdout, out.stderr

@@ -37,6 +37,7 @@ class CurlView(pn.viewable.Viewer):
         self._maps = None                   # the maps and numbers drawn last
         self._maps_key = None               # (t, learned, exact) they were computed for
         self._worker = Worker("score-lab-curl", label="computing the maps…")
+        self.session.on_close(self._worker.close)
         self._learned = FieldFigure("learned score", loop=True)
         self._exact = FieldFigure("exact score", loop=True)
         self._diff = FieldFigure("learned - exact", label="curl difference")

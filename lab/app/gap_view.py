@@ -42,15 +42,14 @@ class GapView(pn.viewable.Viewer):
 
     def __init__(self, session: Session | None = None, **params):
         super().__init__(**params)
-        self.session = session
+        self.session = session or Session()
         self.exact = MixtureField(dataset_mixture(GAP_DATASET), "ou")
         self.models = {w: load(gap_path(w), device="cpu") for w in GAP_WEIGHTS if gap_path(w).is_file()}
-        if session is None:
-            self.param.model.objects = [_pretrained_name(w) for w in GAP_WEIGHTS]
         self.numbers = {}
         self.table = {}                  # model name -> numbers, for every model shown so far
         self._residuals = {}             # model name -> (field it was computed for, {t: residual})
         self._worker = Worker("score-lab-gap", label="sampling ODE and SDE…")
+        self.session.on_close(self._worker.close)
         self._ode = ScatterFigure("ODE (Euler)", {"truth": plots.COLORS["truth"], "samples": plots.COLORS["model"]})
         self._sde = ScatterFigure("SDE (Euler-Maruyama)", {"truth": plots.COLORS["truth"],
                                                              "samples": "#9467bd"})
@@ -69,8 +68,7 @@ class GapView(pn.viewable.Viewer):
                 self._worker.indicator, self._info, self._alert, width=340),
             pn.Column(pn.Row(self._ode.pane, self._sde.pane), self._residual.pane, self._table))
         self.param.watch(lambda *e: self.update(), ["model", "steps", "n"])
-        if session is not None:
-            session.param.watch(self._on_session, ["model", "dataset", "schedule"])
+        self.session.param.watch(self._on_session, ["model", "dataset", "schedule"])
         self.update()
 
     def _on_session(self, *events):
@@ -127,8 +125,7 @@ class GapView(pn.viewable.Viewer):
 
     def _fields(self) -> dict:
         fields = {_pretrained_name(w): f for w, f in self.models.items()}
-        if self.session is not None:
-            fields[SESSION_MODEL] = self.session.field("learned")
+        fields[SESSION_MODEL] = self.session.field("learned")
         return fields
 
     @staticmethod

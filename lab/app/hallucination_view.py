@@ -41,6 +41,7 @@ class HallucinationView(pn.viewable.Viewer):
         self.rates = {}
         self._runs = {}
         self._worker = Worker("score-lab-hallucinations", label="sampling both fields…")
+        self.session.on_close(self._worker.close)
         self._scatter = ScatterFigure("learned field", LAYERS, extent=EXTENT, legend="below")
         self._exact = ScatterFigure("exact score", LAYERS, extent=EXTENT, legend="below")
         self._kept = ScatterFigure("learned, after filtering", LAYERS, extent=EXTENT, legend="below")

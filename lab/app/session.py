@@ -5,6 +5,8 @@ and writes the lab's objects through it, so training on one tab shows on the oth
 """
 from __future__ import annotations
 
+import logging
+
 import panel as pn
 import param
 import torch
@@ -16,6 +18,7 @@ from lab.schedules import SCHEDULES
 __all__ = ["Session", "UPLOADED"]
 
 UPLOADED = "your points"   # the data set name of points a user uploaded
+log = logging.getLogger("lab.app")
 
 
 class Session(param.Parameterized):
@@ -31,8 +34,30 @@ class Session(param.Parameterized):
         self._exact = None
         self.points = None            # uploaded points, standardised (n, 2), or None
         self._pretrained = pretrained
+        self._closers = []
+        self.closed = False
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            pn.state.on_session_destroyed(lambda ctx: self.close())
         if pretrained and self.model is None:
             self._load_pretrained()
+
+    # --- the end of a browser session ------------------------------------------------------------
+    def on_close(self, fn) -> None:
+        """Call ``fn()`` when the session ends (views stop their threads here)."""
+        self._closers.append(fn)
+
+    def close(self) -> None:
+        """End the session's background work (called when its browser session is destroyed)."""
+        if self.closed:
+            return
+        self.closed = True
+        for fn in self._closers:
+            try:
+                fn()
+            except Exception:  # one view's failure must not keep the others running
+                log.exception("score-lab: a view failed to close")
+        log.info("score-lab: session closed; told %d background workers to stop", len(self._closers))
 
     @param.depends("dataset", "schedule", watch=True)
     def _load_pretrained(self):

@@ -44,7 +44,9 @@ class SolverView(pn.viewable.Viewer):
         self._truth = None            # (key, truth samples, the W2 noise floor)
         self._truth_shown = None      # the truth samples the figure holds
         self._worker = Worker("score-lab-solvers", label="sampling…")
+        self.session.on_close(self._worker.close)
         self._fields_worker = Worker("score-lab-solver-fields")
+        self.session.on_close(self._fields_worker.close)
         self._samples = ScatterFigure("samples", {"truth": plots.COLORS["truth"],
                                                   "samples": plots.COLORS["model"]})
         self._paths = PathsFigure(f"{N_TRAJECTORIES} trajectories")

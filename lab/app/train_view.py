@@ -17,7 +17,8 @@ import torch
 
 from lab import plots
 from lab.app.figures import CurvesFigure, ScatterFigure
-from lab.app.session import Session
+from lab.app.inputs import number_input
+from lab.app.session import Session, log
 from lab.app.worker import Worker
 from lab.data import load_points
 from lab.fields import MixtureField
@@ -73,6 +74,8 @@ class TrainView(pn.viewable.Viewer):
         self._preview_shown = None
         self._poller = None
         self._worker = Worker("score-lab-train-preview", label="sampling…")
+        self.session.on_close(self._worker.close)
+        self.session.on_close(self._on_session_closed)
         self._train_button = pn.widgets.Button(label=self._train_label(self.model_kind), color="primary",
                                                width=140)
         self._stop_button = pn.widgets.Button(label="Stop", color="warning", disabled=True, width=140)
@@ -91,12 +94,12 @@ class TrainView(pn.viewable.Viewer):
         self._ckpt_in.param.watch(self._on_checkpoint, "value")
         self._download = pn.widgets.FileDownload(callback=self._checkpoint_bytes, filename="model.pt",
                                                  label="Download the model")
-        knobs = pn.Param(self.param, parameters=["model_kind", "steps", "batch_size", "lr", "fp_weight"],
-                         show_name=False,
-                         widgets={"steps": {"type": pn.widgets.IntInput, "step": 500},
-                                  "batch_size": {"type": pn.widgets.IntInput, "step": 256},
-                                  "lr": {"type": pn.widgets.FloatInput, "step": 1e-3, "format": "0.[0000]"},
-                                  "fp_weight": {"type": pn.widgets.FloatInput, "step": 0.1}})
+        knobs = pn.Column(
+            pn.Param(self.param, parameters=["model_kind"], show_name=False),
+            number_input(self, "steps", self._show_error, step=500),
+            number_input(self, "batch_size", self._show_error, step=256),
+            number_input(self, "lr", self._show_error, step=1e-3, format="0.[0000]"),
+            number_input(self, "fp_weight", self._show_error, step=0.1))
         self._layout = pn.Row(
             pn.Column("### Train", pn.Param(self.session.param, parameters=["dataset", "schedule"],
                                             show_name=False),
@@ -151,7 +154,6 @@ class TrainView(pn.viewable.Viewer):
         self._status.object = f"starting: {cfg.steps} steps of a {cfg.model}"
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None and self._poller is None:
             self._poller = pn.state.add_periodic_callback(self.poll, period=POLL_MS)
-            pn.state.on_session_destroyed(lambda ctx: self.stop())
 
     def _run(self, data, cfg, progress: _Progress):
         reports = [0]
@@ -176,6 +178,20 @@ class TrainView(pn.viewable.Viewer):
     def stop(self):
         """Ask the training thread to stop; the model trained so far is kept."""
         self._cancel.set()
+
+    def _on_session_closed(self):
+        """Stop training; a helper thread waits for it to end and logs (never the page's thread)."""
+        if not self.running:
+            return
+        self.stop()
+        thread, progress = self._thread, self._progress
+
+        def report():
+            thread.join(60)
+            state = "still running after 60 s" if thread.is_alive() else "stopped"
+            log.info("score-lab: training %s at step %d of %d (its session closed)", state,
+                     progress.step, progress.total)
+        threading.Thread(target=report, name="score-lab-train-reaper", daemon=True).start()
 
     @property
     def running(self) -> bool:
@@ -239,11 +255,12 @@ class TrainView(pn.viewable.Viewer):
         self._worker.submit(compute, draw, lambda e: self._show_error(f"could not sample the model: {e}"))
 
     def _show_error(self, message: str):
-        self._alert.object, self._alert.visible = message, True
+        """Show a problem on the page ("" hides the last one)."""
+        self._alert.object, self._alert.visible = message, bool(message)
 
     # --- files ---------------------------------------------------------------------------------
     def _on_upload(self, event):
-        if not event.new:
+        if event.new is None:
             return
         try:
             with tempfile.NamedTemporaryFile("wb", suffix=".csv", delete=False) as fh:
@@ -254,14 +271,15 @@ class TrainView(pn.viewable.Viewer):
                 os.unlink(fh.name)
             x = self.session.use_points(points)
         except ValueError as e:
-            self._show_error(f"could not use the uploaded file: {str(e).replace(fh.name, 'it')}")
+            why = str(e).replace(f"{fh.name}: ", "").replace(fh.name, "the file")
+            self._show_error(f"could not use the uploaded file: {why}")
             return
         self._alert.visible = False
         self._status.object = (f"using your {x.shape[0]:,} points (centred and scaled to unit variance); "
                                "press Train")
 
     def _on_checkpoint(self, event):
-        if not event.new:
+        if event.new is None:
             return
         with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as fh:
             fh.write(event.new)

@@ -7,7 +7,8 @@ them. So a view hands its expensive part to a ``Worker``:
 
     self._worker.submit(compute, draw)     # compute() on the worker; draw(result) on the page
 
-- One thread per view, started on first use; it ends when the browser session closes.
+- One thread per view, started on first use; ``close`` ends it (views register it with
+  their ``Session``, which closes them all when the browser session ends).
 - Latest wins: while one computation runs, newer requests replace each other, and only the
   newest runs next (a dragged slider costs one extra update, not one per pixel).
 - ``draw`` runs on the page's thread through Bokeh's ``add_next_tick_callback``, the one
@@ -49,8 +50,6 @@ class Worker:
         self._thread = None
         self._closed = False
         self.busy = False             # a request is being computed or waits
-        if served:
-            pn.state.on_session_destroyed(lambda ctx: self.close())
 
     @property
     def threaded(self) -> bool:
