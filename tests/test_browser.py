@@ -106,10 +106,20 @@ def assert_no_error_shown(page):
         assert sign not in text, f"{sign!r} on the page: ...{text[max(0, text.find(sign) - 200):][:600]}"
 
 
-def info_line(page, pattern: str) -> str:
-    """The first rendered text that matches ``pattern``, once it is there."""
+def info_line(page, pattern: str, log_path=None) -> str:
+    """The first rendered text that matches ``pattern``, once it is there. If it never comes:
+    a screenshot in test-artifacts/ and a failure that shows the page's text and the end of
+    the server log, so a failure on CI can be read."""
     loc = page.get_by_text(re.compile(pattern)).first
-    loc.wait_for(timeout=60_000)
+    try:
+        loc.wait_for(timeout=60_000)
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        name = re.sub(r"\W+", "-", page.url.split("/")[-1] or "page")
+        page.screenshot(path=str(ARTIFACTS / f"failed-{name}.png"), full_page=True)
+        log = Path(log_path).read_text()[-4000:] if log_path else ""
+        raise AssertionError(f"{pattern!r} never appeared on {page.url}.\nPage text: {page_text(page)[:3000]}"
+                             f"\nServer log (end): {log}") from None
     return loc.inner_text()
 
 
@@ -184,7 +194,7 @@ def test_bad_input_shows_a_message_and_the_server_lives(server, browser, tmp_pat
 
 @pytest.mark.parametrize("app", sorted(p.stem for p in (ROOT / "apps").glob("*.py")))
 def test_every_page_renders_plots_without_errors(server, browser, app):
-    url, _ = server
+    url, log_path = server
     page, errors = open_page(browser, 1000)
     page.goto(f"{url}/{app}")
     page.locator("canvas").first.wait_for(timeout=60_000)
@@ -192,7 +202,7 @@ def test_every_page_renders_plots_without_errors(server, browser, app):
     assert page.locator("canvas").count() >= 2
     if app != "all":   # each page's numbers arrive from its worker
         info_line(page, {"train": r"Your own points", "solvers": r"NFE \d+", "curl": r"Helmholtz split",
-                         "hallucinations": r"removed", "gap": r"ODE to SDE"}[app])
+                         "hallucinations": r"removed", "gap": r"ODE to SDE"}[app], log_path)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"page-{app}.png"), full_page=True)
     assert_no_error_shown(page)

@@ -11,9 +11,11 @@ them. So a view hands its expensive part to a ``Worker``:
   their ``Session``, which closes them all when the browser session ends).
 - Latest wins: while one computation runs, newer requests replace each other, and only the
   newest runs next (a dragged slider costs one extra update, not one per pixel).
-- ``draw`` runs on the page's thread through Bokeh's ``add_next_tick_callback``, the one
-  Document method that is safe to call from another thread, so draws may change Bokeh
-  models and Panel components freely.
+- ``draw`` runs on the page's thread, as a document callback, so draws may change Bokeh
+  models and Panel components freely. The worker thread itself touches no Bokeh object: it
+  hands the result to the server's event loop with Tornado's ``IOLoop.add_callback`` (safe
+  from any thread), and the loop adds the document callback. (Adding it from the worker
+  thread raced with Bokeh building the session: the draw could be lost and the worker die.)
 - An exception in ``compute`` is handed to ``on_error`` on the page's thread; the worker
   lives on.
 
@@ -22,6 +24,7 @@ runs both parts at once on the caller's thread, so results are there when it ret
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Callable
 
@@ -29,6 +32,8 @@ import panel as pn
 from panel.io.state import set_curdoc
 
 __all__ = ["Worker"]
+
+log = logging.getLogger("lab.app")
 
 
 class Worker:
@@ -44,6 +49,10 @@ class Worker:
         self.indicator = pn.indicators.LoadingSpinner(value=True, size=18, label=label, visible=False)
         self.doc = doc if doc is not None else pn.state.curdoc
         served = self.doc is not None and self.doc.session_context is not None
+        if served and schedule is None:
+            from tornado.ioloop import IOLoop
+
+            self._ioloop = IOLoop.current()   # built on the server's event-loop thread
         self._schedule = schedule or (self._next_tick if served else None)
         self._cond = threading.Condition()
         self._pending = None          # the newest request not yet started
@@ -125,12 +134,24 @@ class Worker:
                 self.busy = self._pending is not None
                 stale = self._pending is not None or self._closed
             if done is not None and not stale:
-                self._schedule(done)
+                try:
+                    self._schedule(done)
+                except Exception:  # never a dead worker behind a spinning page
+                    log.exception("score-lab: could not hand a result to the page")
 
     def _next_tick(self, fn: Callable[[], None]) -> None:
+        """From the worker thread: the event loop adds ``fn`` as a document callback."""
         doc = self.doc
 
         def on_page():
             with set_curdoc(doc):   # so Panel updates its models at once
                 fn()
-        doc.add_next_tick_callback(on_page)
+
+        def on_loop():
+            if self._closed or doc.session_context is None:
+                return          # the session has ended: nobody to draw for
+            try:
+                doc.add_next_tick_callback(on_page)
+            except RuntimeError:   # destroyed between the check and now
+                pass
+        self._ioloop.add_callback(on_loop)
