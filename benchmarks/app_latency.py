@@ -95,7 +95,7 @@ def baseline(view: SolverView, repeats: int) -> list[float]:
     doc = Document()
     doc.add_root(pn.Row(samples_pane, paths_pane).get_root(doc))
     patches = Patches(doc)
-    truth, _ = view._truth_samples()
+    truth, _ = view._truth_samples(view.session.exact, view.session.key)
     times = []
     for i in range(repeats):
         t0 = time.perf_counter()

@@ -40,8 +40,6 @@ def to_numpy(x) -> np.ndarray:
     return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
 
 
-_np = to_numpy
-
 
 # --- what is drawn ---------------------------------------------------------------------
 def score_arrows(field, t: float, extent: float = EXTENT, n: int = ARROWS, minus=None) -> dict:

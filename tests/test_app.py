@@ -15,7 +15,7 @@ from bokeh.events import Tap
 from lab.app.session import UPLOADED, Session
 from lab.app.solver_view import N_SAMPLES, N_TRAJECTORIES, SolverView
 from lab.data import dataset_mixture
-from lab.fields import MixtureField, NetworkField
+from lab.fields import MixtureField, NetworkField, ScoreField, broadcast_t
 from lab.metrics import noised_samples, score_error, sliced_w2
 from lab.solvers import SOLVERS
 
@@ -135,6 +135,18 @@ def test_uploaded_points_become_the_sessions_data_set():
     assert session.points is x                                # refused: nothing changed
 
 
+def test_a_second_upload_redraws_the_pages():
+    session = Session(dataset="ring")
+    page = SolverView(session, source="exact")
+    g = torch.Generator().manual_seed(1)
+    session.use_points(torch.randn(400, 2, generator=g) * torch.tensor([3.0, 0.1]))   # a flat band
+    band = page.last
+    session.use_points(torch.randn(400, 2, generator=g) * torch.tensor([0.1, 3.0]))   # upright
+    assert page.last is not band
+    x = page.last.samples
+    assert float(x[:, 1].var()) > 5 * float(x[:, 0].var())   # the page samples the new points
+
+
 # --- the training page ---------------------------------------------------------------------------
 from lab.app.train_view import EXACT, LOG_EVERY, TrainView  # noqa: E402
 
@@ -155,6 +167,18 @@ def test_train_runs_off_the_page_thread_and_hands_the_model_over():
     assert solver_page.last.samples.shape == (N_SAMPLES, 2)  # the other page re-sampled
     assert solver_page.session.field("learned") is session.model
     assert sliced_w2(solver_page.last.samples, _truth(session)) < 0.15
+
+
+def test_a_run_finishing_after_the_data_set_changed_keeps_its_own_setting():
+    session = Session(dataset="ring", pretrained=False)
+    view = TrainView(session, steps=300)
+    view.start()
+    session.dataset = "two_moons"                 # changed on another tab while it trains
+    view.join(timeout=120)
+    assert session.dataset == "ring" and isinstance(session.model, NetworkField)
+    assert "back to ring" in view._status.object
+    errors = score_error(session.model, session.exact, (0.5, 0.9), n=2000)
+    assert max(errors.values()) < 0.25, errors    # compared with the truth it learned
 
 
 def test_stop_keeps_the_model_trained_so_far():
@@ -221,11 +245,11 @@ def test_absurd_numbers_are_refused_with_a_message_and_the_box_reset():
                               (lr, None, "needs a number"), (lr, float("nan"), "needs a number"),
                               (weight, float("inf"), "needs a number")):
         box._process_events({"value": value})          # what a browser's edit sends
-        assert view._alert.visible and words in view._alert.object
+        assert view._input_alert.visible and words in view._input_alert.object
         assert (view.steps, view.batch_size, view.lr, view.fp_weight) == (2000, 1024, 0.01, 0.0)
         assert box.value == {steps: 2000, batch: 1024, lr: 0.01, weight: 0.0}[box]   # shows what holds
     steps._process_events({"value": 300})              # a good value: taken, the message goes
-    assert view.steps == 300 and not view._alert.visible
+    assert view.steps == 300 and not view._input_alert.visible
 
 
 def test_download_then_upload_round_trips_the_model_and_its_setting():
@@ -286,6 +310,34 @@ def test_curl_page_loop_is_a_circle_that_follows_clicks_and_sliders():
     assert "radius 0.40" in view._info.object and abs(view.numbers["circulation"]["exact"]) < 1e-8
     view._on_tap(Tap(model=None, x=9.0, y=-9.0))  # outside the sliders' range: clipped
     assert (view.loop_x, view.loop_y) == (2.5, -2.5)
+
+
+class Swirl(ScoreField):
+    """The exact score plus c (-y, x): curl 2c everywhere, circulation 2 c pi r^2 around a
+    circle of radius r (Stokes), whatever the mixture."""
+
+    def __init__(self, exact, c):
+        self.exact, self.c, self.schedule = exact, c, exact.schedule
+
+    def eps(self, x, t):
+        sigma = self.schedule.sigma(broadcast_t(t, x))
+        return self.exact.eps(x, t) - sigma * self.c * torch.stack([-x[:, 1], x[:, 0]], 1)
+
+
+def test_curl_page_against_a_field_of_known_curl():
+    session = Session(dataset="ring")
+    view = CurlView(session, loop_r=0.8)
+    session.model = Swirl(session.exact, c=0.5)
+    learned = np.asarray(view._learned.image.data["image"][0])
+    np.testing.assert_allclose(learned, 1.0, atol=1e-6)                   # 2c
+    np.testing.assert_allclose(np.asarray(view._diff.image.data["image"][0]), 1.0, atol=1e-6)
+    assert view._learned.clim == pytest.approx(1.0, abs=1e-6)            # the map's range is +-1
+    assert view.numbers["circulation"]["learned"] == pytest.approx(2 * 0.5 * math.pi * 0.8**2, rel=1e-6)
+    # positive curl (counter-clockwise, as here) is drawn red, negative blue, as the page says
+    from lab.app.figures import CURL_PALETTE
+    red, blue = (int(c[1:3], 16) - int(c[5:7], 16) for c in (CURL_PALETTE[-1], CURL_PALETTE[0]))
+    from lab.app.curl_view import READING
+    assert red > 0 > blue and "red counter-clockwise" in READING
 
 
 def test_curl_page_without_a_model_shows_the_exact_field_twice():

@@ -67,6 +67,17 @@ def open_page(browser, height: int):
     return page, errors
 
 
+def finish(page, errors, screenshot: str):
+    """Keep a screenshot of the page in test-artifacts/ (for a person to look at), check that
+    no error shows on it or in its console and that nothing was fetched from outside, and
+    leave it."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+    assert_no_error_shown(page)
+    assert not errors, errors   # console errors and offsite requests (offline: none)
+    leave(page)
+
+
 def leave(page):
     """Navigate away first, so the page's websocket closes cleanly (an abrupt close makes
     the server log a harmless but noisy WebSocketClosedError), then close."""
@@ -123,6 +134,34 @@ def info_line(page, pattern: str, log_path=None) -> str:
     return loc.inner_text()
 
 
+def set_training_steps(page, steps: int):
+    """Type a step count into the train page's first number box (training steps)."""
+    box = page.locator("input.bk-input").first
+    box.fill(str(steps))
+    box.press("Enter")
+    page.wait_for_timeout(500)
+
+
+def start_training(page) -> str:
+    """Press Train for 20,000 steps (so Stop always comes first, on any machine); return the
+    first progress line once it is drawn."""
+    page.get_by_role("button", name="Train").wait_for(timeout=60_000)
+    set_training_steps(page, 20_000)
+    page.get_by_role("button", name="Train").click()
+    status = page.get_by_text(re.compile(r"^step \d+ of 20000")).first
+    status.wait_for(timeout=60_000)
+    return status.inner_text()
+
+
+def stop_training(page) -> int:
+    """Press Stop after a moment; return the steps done."""
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Stop").click()
+    done = page.get_by_text(re.compile(r"^done: \d+ steps")).first
+    done.wait_for(timeout=60_000)
+    return int(re.search(r"done: (\d+) steps", done.inner_text()).group(1))
+
+
 def test_solver_page_renders_and_follows_the_solver(server, browser):
     url, _ = server
     page, errors = open_page(browser, 1000)
@@ -133,38 +172,22 @@ def test_solver_page_renders_and_follows_the_solver(server, browser):
     page.locator("select").first.select_option("ddim")
     page.get_by_text("Song, Meng & Ermon").first.wait_for(timeout=30_000)
     page.locator("select").nth(1).select_option("karras")        # the spacing
-    page.wait_for_timeout(2000)
+    info_line(page, r"karras spacing")
     page.locator("select").first.select_option("ode_heun")       # 2 evaluations a step
     page.get_by_text(re.compile(r"NFE 40")).first.wait_for(timeout=30_000)
     assert info_line(page, r"sliced W2 to the truth") != w2_before  # the numbers followed
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "solvers.png"), full_page=True)
-    assert_no_error_shown(page)
-    assert not errors, errors   # offline too: nothing but the lab's own server
-    leave(page)
+    finish(page, errors, "solvers.png")
 
 
 def test_train_page_trains_and_stops(server, browser):
     url, _ = server
     page, errors = open_page(browser, 1000)
     page.goto(f"{url}/train")
-    page.get_by_role("button", name="Train").wait_for(timeout=60_000)
+    first = start_training(page)                                 # progress is drawn
     assert page.locator("canvas").count() >= 2
-    page.get_by_role("button", name="Train").click()
-    status = page.get_by_text(re.compile(r"^step \d+ of \d+")).first
-    status.wait_for(timeout=60_000)                              # progress is drawn
-    first = status.inner_text()
-    page.wait_for_timeout(1500)
-    page.get_by_role("button", name="Stop").click()
-    done = page.get_by_text(re.compile(r"^done: \d+ steps"))
-    done.first.wait_for(timeout=60_000)
-    steps_done = int(re.search(r"done: (\d+) steps", done.first.inner_text()).group(1))
-    assert int(re.search(r"step (\d+)", first).group(1)) < steps_done < 2000  # advanced, then stopped
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "train.png"), full_page=True)
-    assert_no_error_shown(page)
-    assert not errors, errors
-    leave(page)
+    steps_done = stop_training(page)
+    assert int(re.search(r"step (\d+)", first).group(1)) < steps_done < 20_000  # advanced, then stopped
+    finish(page, errors, "train.png")
 
 
 def test_bad_input_shows_a_message_and_the_server_lives(server, browser, tmp_path):
@@ -203,11 +226,7 @@ def test_every_page_renders_plots_without_errors(server, browser, app):
     if app != "all":   # each page's numbers arrive from its worker
         info_line(page, {"train": r"Your own points", "solvers": r"NFE \d+", "curl": r"Helmholtz split",
                          "hallucinations": r"removed", "gap": r"ODE to SDE"}[app], log_path)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"page-{app}.png"), full_page=True)
-    assert_no_error_shown(page)
-    assert not errors, errors
-    leave(page)
+    finish(page, errors, f"page-{app}.png")
 
 
 def test_one_page_lab_shares_the_model_between_tabs(server, browser):
@@ -215,11 +234,8 @@ def test_one_page_lab_shares_the_model_between_tabs(server, browser):
     url, _ = server
     page, errors = open_page(browser, 1000)
     page.goto(f"{url}/all")
-    page.get_by_role("button", name="Train").wait_for(timeout=60_000)
-    page.get_by_role("button", name="Train").click()
-    page.wait_for_timeout(1500)
-    page.get_by_role("button", name="Stop").click()
-    page.get_by_text(re.compile(r"^done: \d+ steps")).first.wait_for(timeout=60_000)
+    start_training(page)
+    stop_training(page)
     page.get_by_text("Solvers", exact=True).click()
     page.get_by_text(re.compile(r"NFE \d+")).first.wait_for(timeout=60_000)
     page.get_by_text("Curl", exact=True).click()
@@ -227,11 +243,7 @@ def test_one_page_lab_shares_the_model_between_tabs(server, browser):
     page.get_by_text("ODE vs SDE", exact=True).click()
     page.get_by_text("this session's model").first.click()
     info_line(page, r"your model \(two_moons, vp\)")
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "lab-gap-tab.png"), full_page=True)
-    assert_no_error_shown(page)
-    assert not errors, errors
-    leave(page)
+    finish(page, errors, "lab-gap-tab.png")
 
 
 def test_a_link_opens_a_tab(server, browser):
@@ -247,13 +259,7 @@ def test_closing_the_page_stops_its_training(server, browser):
     url, log_path = server
     page, errors = open_page(browser, 1000)
     page.goto(f"{url}/train")
-    page.get_by_role("button", name="Train").wait_for(timeout=60_000)
-    steps = page.locator("input.bk-input").first          # training steps (the first text input)
-    steps.fill("20000")
-    steps.press("Enter")
-    page.wait_for_timeout(500)
-    page.get_by_role("button", name="Train").click()
-    page.get_by_text(re.compile(r"^step \d+ of 20000")).first.wait_for(timeout=60_000)
+    start_training(page)
     assert not errors, errors
     leave(page)                                            # the session ends; so must its thread
     deadline = time.time() + 60
@@ -262,7 +268,7 @@ def test_closing_the_page_stops_its_training(server, browser):
         time.sleep(0.5)
     stopped = re.search(r"training stopped at step (\d+) of 20000", log_path.read_text())
     assert stopped and int(stopped.group(1)) < 20000
-    assert "session closed; told" in log_path.read_text()
+    assert "session closed; stopped its" in log_path.read_text()
 
 
 def test_lab_serve_with_two_processes(browser, tmp_path):

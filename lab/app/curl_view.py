@@ -10,7 +10,7 @@ from bokeh.events import Tap
 
 from lab import plots
 from lab.app.figures import FieldFigure
-from lab.app.session import Session
+from lab.app.session import REDRAW_ON, Session
 from lab.app.worker import Worker
 from lab.curl import asymmetry, circulation, grid_points, helmholtz
 from lab.metrics import noised_samples
@@ -18,6 +18,11 @@ from lab.metrics import noised_samples
 __all__ = ["CurlView"]
 
 ASYM_POINTS = 1000  # points from p_t for the Jacobian asymmetry
+READING = ("**Reading the maps.** Arrows: the score (length grows with its size, capped). "
+           "Colours: its curl, red counter-clockwise, blue clockwise, white none. All three maps "
+           "share one colour range. The exact score is a gradient: its map is white and its "
+           "circulation zero. The bottom map shows where the network is wrong: arrows are the "
+           "score error, colours the curl the network added.")
 LOOP_BOUND = 2.5    # the loop's centre stays in [-LOOP_BOUND, LOOP_BOUND]^2
 
 
@@ -52,15 +57,9 @@ class CurlView(pn.viewable.Viewer):
             pn.Column("### Curl", widgets, "Click a map to move the loop.", self._worker.indicator, self._info,
                       self._alert, self.session.notice(), width=320),
             pn.Column(pn.Row(self._learned.pane, self._exact.pane),
-                      pn.Row(self._diff.pane, pn.pane.Markdown(
-                          "**Reading the maps.** Arrows: the score (length grows with its size, "
-                          "capped). Colours: its curl, red counter-clockwise, blue clockwise, white "
-                          "none. All three maps share one colour range. The exact score is a "
-                          "gradient: its map is white and its circulation zero. The bottom map shows "
-                          "where the network is wrong: arrows are the score error, colours the "
-                          "curl the network added.", width=300))))
+                      pn.Row(self._diff.pane, pn.pane.Markdown(READING, width=300))))
         self.param.watch(lambda *e: self.update(), ["t", "loop_x", "loop_y", "loop_r"])
-        self.session.param.watch(lambda *e: self.update(), ["model", "dataset", "schedule"])
+        self.session.param.watch(lambda *e: self.update(), REDRAW_ON)
         self.update()
 
     def _on_tap(self, event):
@@ -85,6 +84,9 @@ class CurlView(pn.viewable.Viewer):
             return out
 
         def draw(out):
+            if not maps and self._maps_key != key:
+                self.update()   # the maps drawn meanwhile are for another t: compute them anew
+                return
             if maps:
                 m = out["maps"]
                 self._maps, self._maps_key = m, key

@@ -8,7 +8,7 @@ import torch
 
 from lab import plots
 from lab.app.figures import CurvesFigure, ScatterFigure
-from lab.app.session import Session
+from lab.app.session import REDRAW_ON, Session
 from lab.app.worker import Worker
 from lab.data import dataset_mixture
 from lab.fields import MixtureField
@@ -55,7 +55,8 @@ class GapView(pn.viewable.Viewer):
                                                              "samples": "#9467bd"})
         names = self.param.model.objects
         self._residual = CurvesFigure("Fokker-Planck residual (the exact score's is 0)",
-                                      dict(zip(names, CURVE_COLORS)), "t", "mean |sigma^3 R|^2",
+                                      {n: CURVE_COLORS[i % len(CURVE_COLORS)] for i, n in enumerate(names)},
+                                      "t", "mean |sigma^3 R|^2",
                                       width=2 * plots.SIZE - 60, log_x=True, log_y=True)
         self._info = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._table = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -68,7 +69,7 @@ class GapView(pn.viewable.Viewer):
                 self._worker.indicator, self._info, self._alert, width=340),
             pn.Column(pn.Row(self._ode.pane, self._sde.pane), self._residual.pane, self._table))
         self.param.watch(lambda *e: self.update(), ["model", "steps", "n"])
-        self.session.param.watch(self._on_session, ["model", "dataset", "schedule"])
+        self.session.param.watch(self._on_session, REDRAW_ON)
         self.update()
 
     def _on_session(self, *events):

@@ -9,7 +9,7 @@ import param
 
 from lab import plots
 from lab.app.figures import HistogramFigure, ScatterFigure
-from lab.app.session import Session
+from lab.app.session import REDRAW_ON, Session
 from lab.app.worker import Worker
 from lab.hallucination import IN_SUPPORT, LABEL_NAMES, filter_report, support_labels, trajectory_variance
 from lab.solvers import SPACINGS, sample
@@ -66,7 +66,7 @@ class HallucinationView(pn.viewable.Viewer):
                       pn.Row(self._hist.pane, self._kept.pane)))
         self.param.watch(lambda *e: self.resample(), ["steps", "spacing", "n", "seed"])
         self.param.watch(lambda *e: self.refilter(), ["last_k", "keep", "k_std"])
-        self.session.param.watch(lambda *e: self.resample(), ["model", "dataset", "schedule"])
+        self.session.param.watch(lambda *e: self.resample(), REDRAW_ON)
         self.resample()
 
     def _end_mixture(self):

@@ -15,9 +15,10 @@ from lab.data import DATASETS, GaussianMixture, dataset_mixture, load_points, ma
 from lab.fields import MixtureField, ScoreField
 from lab.schedules import SCHEDULES
 
-__all__ = ["Session", "UPLOADED"]
+__all__ = ["Session", "UPLOADED", "REDRAW_ON"]
 
 UPLOADED = "your points"   # the data set name of points a user uploaded
+REDRAW_ON = ["model", "dataset", "schedule", "points_version"]   # session changes views redraw on
 log = logging.getLogger("lab.app")
 
 
@@ -28,6 +29,7 @@ class Session(param.Parameterized):
     schedule = param.Selector(default="vp", objects=list(SCHEDULES), doc="noise schedule")
     model = param.Parameter(default=None, doc="the learned ScoreField (None: none yet)")
     message = param.String(default="", doc="what the user should know about the session's model")
+    points_version = param.Integer(default=0, doc="counts uploads: views redraw when it moves")
 
     def __init__(self, pretrained: bool = True, **params):
         super().__init__(**params)
@@ -57,7 +59,7 @@ class Session(param.Parameterized):
                 fn()
             except Exception:  # one view's failure must not keep the others running
                 log.exception("score-lab: a view failed to close")
-        log.info("score-lab: session closed; told %d background workers to stop", len(self._closers))
+        log.info("score-lab: session closed; stopped its %d background tasks", len(self._closers))
 
     @param.depends("dataset", "schedule", watch=True)
     def _load_pretrained(self):
@@ -87,14 +89,15 @@ class Session(param.Parameterized):
         naming what is wrong with the points."""
         x = standardize(load_points(points))
         GaussianMixture.kde(x)          # refuses degenerate points before anything changes
-        self.points = x
         if UPLOADED not in self.param.dataset.objects:
             self.param.dataset.objects = [*self.param.dataset.objects, UPLOADED]
-        if self.dataset == UPLOADED:
-            self._exact = None
-            self._load_pretrained()
-        else:
-            self.dataset = UPLOADED
+        self.points = x
+        with param.parameterized.batch_call_watchers(self):   # one redraw, with the new points
+            if self.dataset == UPLOADED:
+                self._load_pretrained()     # a model of the old points no longer fits
+            else:
+                self.dataset = UPLOADED
+            self.points_version += 1
         return x
 
     @property
@@ -106,6 +109,11 @@ class Session(param.Parameterized):
             return GaussianMixture.kde(self.points)
         return dataset_mixture(self.dataset)
 
+    @property
+    def key(self) -> tuple:
+        """What the exact field depends on: (dataset, schedule, points_version)."""
+        return self.dataset, self.schedule, self.points_version
+
     def data(self, n: int, seed: int = 0) -> torch.Tensor:
         """Training points: n drawn from a built-in data set, or all the uploaded points."""
         return self.points if self.dataset == UPLOADED else make_dataset(self.dataset, n, seed=seed)
@@ -114,10 +122,10 @@ class Session(param.Parameterized):
     @property
     def exact(self) -> MixtureField:
         """The exact score of the data set under the schedule."""
-        key = (self.dataset, self.schedule, id(self.points))
-        if self._exact is None or self._exact[0] != key:
-            self._exact = (key, MixtureField(self.mixture, self.schedule))
-        return self._exact[1]
+        cached = self._exact         # one read: another thread may replace it meanwhile
+        if cached is None or cached[0] != self.key:
+            cached = self._exact = (self.key, MixtureField(self.mixture, self.schedule))
+        return cached[1]
 
     def field(self, source: str = "learned") -> ScoreField:
         """The field a view shows: "learned" (falls back to exact while there is no model)

@@ -9,7 +9,7 @@ import torch
 
 from lab import plots
 from lab.app.figures import FieldFigure, PathsFigure, ScatterFigure
-from lab.app.session import Session
+from lab.app.session import REDRAW_ON, Session
 from lab.app.worker import Worker
 from lab.metrics import noised_samples, sliced_w2
 from lab.solvers import SOLVERS, SPACINGS, sample
@@ -53,7 +53,8 @@ class SolverView(pn.viewable.Viewer):
         self._learned_field = FieldFigure("learned score")
         self._exact_field = FieldFigure("exact score")
         self._info = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self._alert = pn.pane.Alert("", alert_type="danger", visible=False)
+        self._alert = pn.pane.Alert("", alert_type="danger", visible=False)          # sampling
+        self._fields_alert = pn.pane.Alert("", alert_type="danger", visible=False)   # field maps
         widgets = pn.Param(
             self.param, parameters=["solver", "steps", "spacing", "eta", "source", "seed"],
             widgets={"steps": {"type": pn.widgets.IntSlider, "throttled": True},
@@ -61,14 +62,15 @@ class SolverView(pn.viewable.Viewer):
                      "source": pn.widgets.RadioButtonGroup},
             show_name=False)
         self._layout = pn.Row(
-            pn.Column("### Solver", widgets, self._worker.indicator, self._info, self._alert, self.session.notice(),
+            pn.Column("### Solver", widgets, self._worker.indicator, self._info, self._alert, self._fields_alert,
+                      self.session.notice(),
                       width=320),
             pn.Column(pn.Row(self._samples.pane, self._paths.pane),
                       pn.pane.Markdown(f"The learned score beside the exact one at t = {FIELD_T:g}: arrows "
                                        "show the score, colours its curl (zero for a true score)."),
                       pn.Row(self._learned_field.pane, self._exact_field.pane)))
         self.param.watch(self._on_change, ["solver", "steps", "spacing", "eta", "source", "seed"])
-        self.session.param.watch(lambda *e: self._on_session(), ["model", "dataset", "schedule"])
+        self.session.param.watch(lambda *e: self._on_session(), REDRAW_ON)
         self._on_session()
 
     def _on_change(self, *events):
@@ -94,17 +96,18 @@ class SolverView(pn.viewable.Viewer):
 
         def draw(result):
             maps, clim = result
+            self._fields_alert.visible = False
             self._learned_field.update(*maps["learned"], clim=clim, title=f"{name} at t = {t:g}")
             self._exact_field.update(*maps["exact"], clim=clim, title=f"exact score at t = {t:g}")
-        self._fields_worker.submit(compute, draw, lambda e: self._show_error(e, "Could not draw the fields"))
+        self._fields_worker.submit(compute, draw,
+                                   lambda e: self._show_error(e, "Could not draw the fields", self._fields_alert))
 
     # --- sampling (on every change) -------------------------------------------------------------
-    def _truth_samples(self):
-        """True samples at t_min (noised data), and the sliced W2 between two independent
-        draws of W2_POINTS: the floor below which no sampler can go at this sample size."""
-        key = (self.session.dataset, self.session.schedule, id(self.session.points))
+    def _truth_samples(self, exact, key):
+        """True samples at t_min (noised data) of ``exact`` (the session's field under
+        ``key``), and the sliced W2 between two independent draws of W2_POINTS: the floor
+        below which no sampler can go at this sample size."""
         if self._truth is None or self._truth[0] != key:
-            exact = self.session.exact
             g = torch.Generator().manual_seed(1)
             truth = noised_samples(exact, exact.schedule.t_min, N_SAMPLES, generator=g)
             other = noised_samples(exact, exact.schedule.t_min, W2_POINTS, generator=g)
@@ -118,11 +121,12 @@ class SolverView(pn.viewable.Viewer):
         eta = self.eta if spec.takes_eta else spec.eta_default
         field, source, settings = self.session.field(self.source), self.source, dict(
             solver=self.solver, steps=self.steps, spacing=self.spacing, eta=eta, seed=self.seed)
+        exact, key = self.session.exact, self.session.key     # read here, on the page's thread
 
         def compute():
             start = time.perf_counter()
             traj = sample(field, n=N_SAMPLES, **settings)
-            truth, floor = self._truth_samples()
+            truth, floor = self._truth_samples(exact, key)
             dist = sliced_w2(traj.samples[:W2_POINTS], truth[:W2_POINTS], n_projections=W2_DIRECTIONS)
             return traj, truth, dist, floor, start
 
@@ -139,17 +143,18 @@ class SolverView(pn.viewable.Viewer):
             self._alert.visible = False
             eta_note = "" if spec.takes_eta else f" (this solver has eta = {spec.eta_default:g})"
             self._info.object = (f"**{settings['solver']}** — {spec.doc}\n\n"
-                                 f"NFE **{traj.nfe}**, eta {eta:g}{eta_note}\n\n"
+                                 f"NFE **{traj.nfe}**, {settings['spacing']} spacing, eta {eta:g}{eta_note}\n\n"
                                  f"sliced W2 to the truth **{dist:.3f}** (floor at {W2_POINTS} points: "
                                  f"{floor:.3f})\n\n"
                                  f"server time {self.last_ms:.0f} ms")
         self._worker.submit(compute, draw, self._show_error)
 
-    def _show_error(self, e: Exception, what: str = "Could not sample"):
+    def _show_error(self, e: Exception, what: str = "Could not sample", alert=None):
         """Bad settings or a diverging solver: say so and keep the page (ValueError is the
         lab's way of naming a problem; anything else is a bug, shown rather than lost)."""
         text = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        self._alert.object, self._alert.visible = f"**{what}:** {text}", True
+        alert = alert or self._alert
+        alert.object, alert.visible = f"**{what}:** {text}", True
 
     def __panel__(self):
         return self._layout

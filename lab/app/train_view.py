@@ -18,7 +18,7 @@ import torch
 from lab import plots
 from lab.app.figures import CurvesFigure, ScatterFigure
 from lab.app.inputs import number_input
-from lab.app.session import Session, log
+from lab.app.session import REDRAW_ON, Session, log
 from lab.app.worker import Worker
 from lab.data import load_points
 from lab.fields import MixtureField
@@ -94,12 +94,13 @@ class TrainView(pn.viewable.Viewer):
         self._ckpt_in.param.watch(self._on_checkpoint, "value")
         self._download = pn.widgets.FileDownload(callback=self._checkpoint_bytes, filename="model.pt",
                                                  label="Download the model")
+        self._input_alert = pn.pane.Alert("", alert_type="warning", visible=False)  # refused numbers
         knobs = pn.Column(
             pn.Param(self.param, parameters=["model_kind"], show_name=False),
-            number_input(self, "steps", self._show_error, step=500),
-            number_input(self, "batch_size", self._show_error, step=256),
-            number_input(self, "lr", self._show_error, step=1e-3, format="0.[0000]"),
-            number_input(self, "fp_weight", self._show_error, step=0.1))
+            number_input(self, "steps", self._show_input_error, step=500),
+            number_input(self, "batch_size", self._show_input_error, step=256),
+            number_input(self, "lr", self._show_input_error, step=1e-3, format="0.[00000]"),
+            number_input(self, "fp_weight", self._show_input_error, step=0.1), self._input_alert)
         self._layout = pn.Row(
             pn.Column("### Train", pn.Param(self.session.param, parameters=["dataset", "schedule"],
                                             show_name=False),
@@ -110,7 +111,7 @@ class TrainView(pn.viewable.Viewer):
             pn.Column(self._loss.pane, self._preview.pane))
         self.param.watch(self._on_kind, "model_kind")
         self.session.param.watch(lambda *e: self._draw_preview(self.session.field("learned")),
-                                 ["model", "dataset", "schedule"])
+                                 REDRAW_ON)
         self._draw_preview(self.session.field("learned"))
 
     # --- training on a background thread ------------------------------------------------
@@ -143,6 +144,7 @@ class TrainView(pn.viewable.Viewer):
             return
         self._alert.visible = False
         self._cancel.clear()
+        self._run_key = self.session.key        # the setting this run trains for
         self._progress = progress = _Progress(cfg.steps)
         self._drawn = 0
         self._loss.clear()
@@ -235,8 +237,21 @@ class TrainView(pn.viewable.Viewer):
             self._status.object = (f"done: {summary['steps_done']} steps in {summary['train_s']:.1f} s "
                                    f"on {summary.get('device', 'cpu')}{loss}"
                                    f"{' (' + p.stopped + ')' if p.stopped else ''}")
-            self.session.model = p.result
+            self._install(p.result)
         self._progress = _Progress()
+
+    def _install(self, field):
+        """Make a finished run the session's model, in the setting it was trained for: if the
+        data set or schedule changed meanwhile (here or on another tab), go back to it."""
+        s, (dataset, schedule, version) = self.session, self._run_key
+        if version != s.points_version:
+            self._show_error("training finished, but the uploaded points were replaced while it ran: "
+                             "its model was not used; press Train again")
+            return
+        if s.key != self._run_key:
+            s.param.update(dataset=dataset, schedule=schedule)
+            self._status.object += f"; back to {dataset} with the {schedule} schedule, which it was trained for"
+        s.model = field
 
     def _draw_preview(self, field):
         """Samples of the session's field over the truth (on the worker: ~0.1 s)."""
@@ -257,6 +272,10 @@ class TrainView(pn.viewable.Viewer):
     def _show_error(self, message: str):
         """Show a problem on the page ("" hides the last one)."""
         self._alert.object, self._alert.visible = message, bool(message)
+
+    def _show_input_error(self, message: str):
+        """A refused number, beside the boxes ("" hides it)."""
+        self._input_alert.object, self._input_alert.visible = message, bool(message)
 
     # --- files ---------------------------------------------------------------------------------
     def _on_upload(self, event):

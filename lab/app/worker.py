@@ -52,7 +52,9 @@ class Worker:
         if served and schedule is None:
             from tornado.ioloop import IOLoop
 
-            self._ioloop = IOLoop.current()   # built on the server's event-loop thread
+            # Views are built while the app script runs, on the server's event-loop thread,
+            # so the current loop is the one that serves this document.
+            self._ioloop = IOLoop.current()
         self._schedule = schedule or (self._next_tick if served else None)
         self._cond = threading.Condition()
         self._pending = None          # the newest request not yet started
