@@ -118,16 +118,17 @@ def _pretrain(args) -> int:
 def _serve(args) -> int:
     import glob
 
-    apps = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                         "apps", "*.py")))
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps")
+    apps = sorted(glob.glob(os.path.join(folder, "*.py")))
     if not apps:
         raise ValueError("no apps/*.py found beside the lab package (serve from a checkout)")
     cmd = [sys.executable, "-m", "panel", "serve", *apps, "--port", str(args.port),
            "--address", args.address, "--num-procs", str(args.num_procs),
+           "--index", os.path.join(folder, "index.html"),
            "--allow-websocket-origin", f"{args.address}:{args.port}",
-           "--allow-websocket-origin", f"localhost:{args.port}"]
+           "--allow-websocket-origin", f"localhost:{args.port}", *args.panel_args]
     print(f"serving the lab: open http://{args.address}:{args.port}/all in a browser "
-          f"(every page as a tab; http://{args.address}:{args.port}/ lists the single pages)", flush=True)
+          f"(every page as a tab; http://{args.address}:{args.port}/ is the lab's index)", flush=True)
     os.execv(sys.executable, cmd)  # become the server: a signal to this process reaches it
 
 
@@ -176,11 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--out-dir", default=None, help="folder (default: lab/pretrained)")
     pt.set_defaults(func=_pretrain)
 
-    sv = sub.add_parser("serve", help="serve the dashboards (panel serve apps/*.py)")
+    sv = sub.add_parser("serve", help="serve the dashboards (panel serve apps/*.py); further "
+                                      "options go to panel serve")
     sv.add_argument("--port", type=int, default=5006)
     sv.add_argument("--address", default="127.0.0.1")
     sv.add_argument("--num-procs", type=int, default=1, help="server processes (forked)")
-    sv.set_defaults(func=_serve)
+    sv.set_defaults(func=_serve, panel_args=[])
 
     i = sub.add_parser("info", help="print a checkpoint's config and training summary")
     i.add_argument("checkpoint")
@@ -189,7 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "serve":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.panel_args = extra   # serve: further options go to panel serve (e.g. --num-threads 4)
     try:
         return args.func(args)
     except (ValueError, OSError) as e:

@@ -30,10 +30,9 @@ def server(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
     log = open(log_path, "w+")
     env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve",
-                             *map(str, sorted((ROOT / "apps").glob("*.py"))), "--port", str(port),
-                             "--address", "127.0.0.1",
-                             # a closed page's session ends within ~2 s (default: up to 30 s)
+    # README's first command ends in `python -m lab serve`; further options go to panel serve:
+    # here a closed page's session ends within ~2 s (by default: up to 30 s)
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", str(port),
                              "--check-unused-sessions", "500", "--unused-session-lifetime", "1000"],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 90
@@ -244,6 +243,21 @@ def test_one_page_lab_shares_the_model_between_tabs(server, browser):
     page.get_by_text("this session's model").first.click()
     info_line(page, r"your model \(two_moons, vp\)")
     finish(page, errors, "lab-gap-tab.png")
+
+
+def test_the_index_page_leads_into_the_lab(server, browser):
+    url, _ = server
+    page, errors = open_page(browser, 900)
+    page.goto(f"{url}/")
+    page.get_by_text("Open the lab").wait_for(timeout=30_000)
+    for name in ("train", "solvers", "curl", "hallucinations", "gap"):   # the single pages too
+        assert page.locator(f'a[href="./{name}"]').count() == 1
+    page.screenshot(path=str(ARTIFACTS / "index.png"), full_page=True)
+    page.get_by_role("link", name=re.compile("^Curl")).click()
+    page.get_by_text("Helmholtz split").first.wait_for(timeout=60_000)
+    assert page.url.endswith("/all?tab=curl")
+    assert not errors, errors   # the index too: nothing from outside
+    leave(page)
 
 
 def test_a_link_opens_a_tab(server, browser):
