@@ -11,6 +11,7 @@ noise prediction; everything else is derived here, once, from eps and the schedu
 """
 from __future__ import annotations
 
+import math
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -19,7 +20,8 @@ from torch import Tensor
 from lab.data import GaussianMixture
 from lab.schedules import Schedule, get_schedule
 
-__all__ = ["LAMBDA_FLOOR", "ScoreField", "MixtureField", "EmpiricalField", "NetworkField", "broadcast_t",
+__all__ = ["LAMBDA_FLOOR", "ScoreField", "MixtureField", "EmpiricalField", "NetworkField", "SwirlField",
+           "broadcast_t",
            "eps_to_score", "score_to_eps", "eps_to_x0", "x0_to_eps"]
 
 
@@ -198,3 +200,35 @@ class NetworkField(ScoreField):
 
     def __repr__(self) -> str:
         return f"NetworkField({type(self.model).__name__}, {self.schedule.name})"
+
+
+class SwirlField(ScoreField):
+    """Another field's score plus a rotation about the origin, c (-y, x): a field of known
+    curl (2c everywhere) and circulation (2 c pi r^2 around a circle of radius r), for
+    lessons and tests.
+
+    The rotation is tangent to circles about the origin and divergence-free, so where p_t is
+    radially symmetric div(p_t r) = 0 and the probability-flow ODE of this field moves
+    probability exactly as the base field's does: same samples' law, non-zero curl (Vuong
+    et al. 2025's point that curl alone does not mean wrong samples). Where p_t is not
+    symmetric, it does change the samples."""
+
+    def __init__(self, base: ScoreField, c: float):
+        if not math.isfinite(c):
+            raise ValueError(f"the swirl's strength must be finite, got {c}")
+        self.base, self.c, self.schedule = base, float(c), base.schedule
+
+    @property
+    def device(self):
+        return self.base.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base.dtype
+
+    def eps(self, x: Tensor, t) -> Tensor:
+        sigma = self.schedule.sigma(broadcast_t(t, x))
+        return self.base.eps(x, t) - sigma * self.c * torch.stack([-x[:, 1], x[:, 0]], 1)
+
+    def __repr__(self) -> str:
+        return f"SwirlField({self.base!r}, c={self.c:g})"

@@ -15,7 +15,7 @@ from bokeh.events import Tap
 from lab.app.session import UPLOADED, Session
 from lab.app.solver_view import N_SAMPLES, N_TRAJECTORIES, SolverView
 from lab.data import dataset_mixture
-from lab.fields import MixtureField, NetworkField, ScoreField, broadcast_t
+from lab.fields import MixtureField, NetworkField, SwirlField
 from lab.metrics import noised_samples, score_error, sliced_w2
 from lab.solvers import SOLVERS
 
@@ -312,22 +312,10 @@ def test_curl_page_loop_is_a_circle_that_follows_clicks_and_sliders():
     assert (view.loop_x, view.loop_y) == (2.5, -2.5)
 
 
-class Swirl(ScoreField):
-    """The exact score plus c (-y, x): curl 2c everywhere, circulation 2 c pi r^2 around a
-    circle of radius r (Stokes), whatever the mixture."""
-
-    def __init__(self, exact, c):
-        self.exact, self.c, self.schedule = exact, c, exact.schedule
-
-    def eps(self, x, t):
-        sigma = self.schedule.sigma(broadcast_t(t, x))
-        return self.exact.eps(x, t) - sigma * self.c * torch.stack([-x[:, 1], x[:, 0]], 1)
-
-
 def test_curl_page_against_a_field_of_known_curl():
     session = Session(dataset="ring")
     view = CurlView(session, loop_r=0.8)
-    session.model = Swirl(session.exact, c=0.5)
+    session.model = SwirlField(session.exact, c=0.5)   # curl 2c = 1, circulation 2c pi r^2
     learned = np.asarray(view._learned.image.data["image"][0])
     np.testing.assert_allclose(learned, 1.0, atol=1e-6)                   # 2c
     np.testing.assert_allclose(np.asarray(view._diff.image.data["image"][0]), 1.0, atol=1e-6)

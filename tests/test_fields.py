@@ -151,3 +151,30 @@ def test_point_masses_have_no_density_at_sigma_zero():
     mix = GaussianMixture(torch.zeros(3, 2), 0.0)
     with pytest.raises(ValueError, match="sigma > 0"):
         mix.log_prob(torch.zeros(2, 2))
+
+
+def test_swirl_field_has_known_curl_and_keeps_a_symmetric_law():
+    import math
+
+    from lab.curl import circulation, curl
+    from lab.fields import SwirlField
+    from lab.metrics import noised_samples, sliced_w2
+    from lab.solvers import sample
+
+    blob = MixtureField(GaussianMixture([[0.0, 0.0]], 0.5), "vp")    # radially symmetric p_t
+    swirl = SwirlField(blob, 2.0)
+    x = torch.randn(50, 2, dtype=torch.float64)
+    torch.testing.assert_close(curl(swirl, x, 0.3), torch.full((50,), 4.0, dtype=torch.float64))
+    assert float(circulation(swirl, 0.3, [0.2, -0.1], 0.6)) == pytest.approx(2 * 2.0 * math.pi * 0.36, rel=1e-9)
+    g = torch.Generator().manual_seed(0)
+    x_T = blob.schedule.prior_sample(4000, generator=g, dtype=torch.float64)
+    plain = sample(blob, x_T=x_T, solver="ode_heun", steps=100).samples
+    swirled = sample(swirl, x_T=x_T, solver="ode_heun", steps=100).samples
+    truth = noised_samples(blob, blob.schedule.t_min, 4000, generator=g)
+    floor = sliced_w2(plain, truth)
+    assert float((swirled - plain).norm(dim=1).mean()) > 0.3      # every point is moved...
+    assert sliced_w2(swirled, truth) < 2 * floor + 0.01           # ...the law is not
+    moons = MixtureField(dataset_mixture("two_moons"), "vp")       # not symmetric: the law changes
+    moved = sample(SwirlField(moons, 2.0), x_T=x_T, solver="ode_heun", steps=100).samples
+    kept = sample(moons, x_T=x_T, solver="ode_heun", steps=100).samples
+    assert sliced_w2(moved, kept) > 5 * floor

@@ -8,7 +8,8 @@ from lab.data import GaussianMixture, dataset_mixture
 from lab.fields import MixtureField, NetworkField
 from lab.metrics import noised_samples, w2
 from lab.schedules import SCHEDULES
-from lab.solvers import SOLVERS, SPACINGS, NonFiniteError, _first_order_step, _Run, sample, time_grid
+from lab.solvers import (SOLVERS, SPACINGS, NonFiniteError, _first_order_step, _Run, convergence_order, sample,
+                         time_grid)
 
 
 def smooth_field(schedule="vp"):
@@ -60,11 +61,15 @@ def test_ddpm_posterior_equals_ddim_eta_one(schedule):
 ])
 def test_measured_convergence_order(reference, solver, steps, low, high):
     field, x, ref = reference
-    errs = [float((sample(field, x_T=x, solver=solver, steps=k).samples - ref).norm(dim=1).mean())
-            for k in steps]
-    logk, loge = torch.log(torch.tensor(steps, dtype=torch.float64)), torch.log(torch.tensor(errs))
-    slope = -float(((logk - logk.mean()) * (loge - loge.mean())).sum() / ((logk - logk.mean()) ** 2).sum())
-    assert low < slope < high, (solver, errs, slope)
+    order, errs = convergence_order(field, solver, steps, x, ref)
+    assert low < order < high, (solver, errs, order)
+
+
+def test_convergence_order_refuses_what_has_no_order(reference):
+    field, x, ref = reference
+    for solver, steps in (("euler_maruyama", [10, 20]), ("ode_euler", [10]), ("ode_euler", [10, 10])):
+        with pytest.raises(ValueError):
+            convergence_order(field, solver, steps, x, ref)
 
 
 def test_adaptive_solver_agrees_with_the_fine_reference(reference):
