@@ -19,11 +19,9 @@ DEFAULT_DATASET = "gaussian_grid"
 
 
 def _train(args) -> int:
-    from tqdm import tqdm
-
     import lab
     from lab.data import DATASETS, load_points, make_dataset, standardize
-    from lab.train import TrainConfig, save, train
+    from lab.train import TrainConfig, progress_bar, save, train
 
     if args.data:
         x, source = load_points(args.data), os.path.basename(args.data)
@@ -41,10 +39,7 @@ def _train(args) -> int:
     device = cfg.device or lab.pick_device()
     print(f"training a {cfg.model} on {source} ({x.shape[0]:,} points), schedule {cfg.schedule}, "
           f"{cfg.steps} steps on {device}", flush=True)
-    with tqdm(total=cfg.steps, unit="step", disable=args.quiet) as bar:
-        def report(p):
-            bar.update(p.step - bar.n)
-            bar.set_postfix(loss=f"{p.loss:.4f}", samples_s=f"{p.samples_per_s:,.0f}")
+    with progress_bar(cfg.steps, disable=args.quiet) as report:
         field, history = train(x, cfg, callback=report)
     summary = history["summary"]
     if summary["stopped"]:

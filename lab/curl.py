@@ -20,7 +20,7 @@ from torch import Tensor
 from lab.fields import ScoreField
 
 __all__ = ["grid_points", "jacobian", "curl", "divergence", "asymmetry", "circulation",
-           "line_integral", "path_dependence", "helmholtz"]
+           "line_integral", "path_dependence", "helmholtz", "field_helmholtz"]
 
 
 def grid_points(extent: float = 3.0, size: int = 128, dtype=torch.float32, device=None):
@@ -179,3 +179,11 @@ def helmholtz(u, v, spacing: float) -> dict:
     return {"phi": phi, "grad": (gx, gy), "rest": (u - gx, v - gy),
             "grad_share": grad_energy / energy if energy else 0.0,
             "rest_share": rest_energy / energy if energy else 0.0}
+
+
+def field_helmholtz(field: ScoreField, t, extent: float = 3.0, size: int = 96) -> dict:
+    """``helmholtz`` of a field's score at time t on a size x size grid over
+    [-extent, extent]^2: how much of it is a gradient (``grad_share``) and how much is not."""
+    _, pts = grid_points(extent, size, dtype=torch.float64)
+    s = _score_at(field, pts, t).detach().cpu().numpy()
+    return helmholtz(s[:, 0].reshape(size, size), s[:, 1].reshape(size, size), 2 * extent / (size - 1))

@@ -16,6 +16,8 @@ and SDE samples agree.
 """
 from __future__ import annotations
 
+import contextlib
+
 import copy
 import dataclasses
 import math
@@ -38,7 +40,7 @@ from lab.metrics import fokker_planck_residual
 from lab.models import MODELS, build_model
 from lab.schedules import SCHEDULES, Schedule, get_schedule
 
-__all__ = ["TrainConfig", "Progress", "train", "save", "load", "resolve_device", "WEIGHTINGS",
+__all__ = ["TrainConfig", "progress_bar", "Progress", "train", "save", "load", "resolve_device", "WEIGHTINGS",
            "CHECKPOINT_FORMAT"]
 
 WEIGHTINGS = ("eps", "min_snr", "likelihood")
@@ -302,6 +304,23 @@ def train(data, config: TrainConfig | None = None,
 
 
 # --- checkpoints ---------------------------------------------------------------------
+@contextlib.contextmanager
+def progress_bar(total: int, disable: bool = False):
+    """A tqdm progress bar (a widget in Jupyter, text in a terminal) and the ``train``
+    callback that moves it, with the loss and samples/s::
+
+        with progress_bar(cfg.steps) as report:
+            field, history = train(x, cfg, callback=report)
+    """
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, unit="step", disable=disable) as bar:
+        def report(p: Progress):
+            bar.update(p.step - bar.n)
+            bar.set_postfix(loss=f"{p.loss:.4f}", samples_s=f"{p.samples_per_s:,.0f}")
+        yield report
+
+
 def save(field: NetworkField, path, meta: dict | None = None) -> str:
     """Write one file holding the model's config and weights (``torch.save`` of plain
     types and tensors only, so ``load`` can use ``weights_only=True``). The write is

@@ -12,7 +12,7 @@ from lab import plots
 from lab.app.figures import FieldFigure
 from lab.app.session import REDRAW_ON, Session
 from lab.app.worker import Worker
-from lab.curl import asymmetry, circulation, grid_points, helmholtz
+from lab.curl import asymmetry, circulation, field_helmholtz
 from lab.metrics import noised_samples
 
 __all__ = ["CurlView"]
@@ -108,11 +108,7 @@ class CurlView(pn.viewable.Viewer):
     def _compute_maps(learned, exact, t) -> dict:
         curl_l, curl_e = plots.curl_grid(learned, t), plots.curl_grid(exact, t)
         x = noised_samples(exact, t, ASYM_POINTS, generator=torch.Generator().manual_seed(0))
-        _, pts = grid_points(plots.EXTENT, plots.CURL_GRID, dtype=torch.float64)
-        with torch.no_grad():
-            s = plots.to_numpy(learned.score(learned.as_input(pts), t))
-        n = plots.CURL_GRID
-        split = helmholtz(s[:, 0].reshape(n, n), s[:, 1].reshape(n, n), 2 * plots.EXTENT / (n - 1))
+        split = field_helmholtz(learned, t, plots.EXTENT, plots.CURL_GRID)
         return {"curl_learned": curl_l, "curl_exact": curl_e, "clim": plots.clim_of(curl_l, curl_e),
                 "arrows_learned": plots.score_arrows(learned, t), "arrows_exact": plots.score_arrows(exact, t),
                 "arrows_diff": plots.score_arrows(learned, t, minus=exact),

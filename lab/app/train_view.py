@@ -39,6 +39,20 @@ POLL_MS = 300               # how often the page redraws the progress
 N_TRAIN_POINTS = 20_000     # points drawn from a built-in data set
 
 
+def _page_loop_running() -> bool:
+    """Whether a periodic callback will fire: on a served page, or in a Jupyter kernel
+    (a notebook cell). Elsewhere (tests, scripts) ``join`` draws the progress instead."""
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        return True
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
 class _Progress:
     """What the training thread shares with the page: appended to there, read here."""
 
@@ -154,7 +168,7 @@ class TrainView(pn.viewable.Viewer):
         self._thread.start()
         self._train_button.disabled, self._stop_button.disabled = True, False
         self._status.object = f"starting: {cfg.steps} steps of a {cfg.model}"
-        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None and self._poller is None:
+        if self._poller is None and _page_loop_running():
             self._poller = pn.state.add_periodic_callback(self.poll, period=POLL_MS)
 
     def _run(self, data, cfg, progress: _Progress):
