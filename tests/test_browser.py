@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -285,6 +286,14 @@ def test_closing_the_page_stops_its_training(server, browser):
     assert "session closed; stopped its" in log_path.read_text()
 
 
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def test_lab_serve_with_two_processes(browser, tmp_path):
     """`python -m lab serve --num-procs 2` forks two servers on one port: pages work."""
     with socket.socket() as sock:
@@ -294,7 +303,8 @@ def test_lab_serve_with_two_processes(browser, tmp_path):
     env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", str(port), "--num-procs", "2"],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                                start_new_session=True)   # its own process group: the forks end with it
     try:
         deadline = time.time() + 90
         while log_path.read_text().count("Starting Bokeh server with process id") < 2:
@@ -307,8 +317,77 @@ def test_lab_serve_with_two_processes(browser, tmp_path):
             assert not errors, errors
             leave(page)
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)    # the parent and both forked servers
         proc.wait(timeout=30)
+        deadline = time.time() + 30
+        while group_alive(proc.pid):           # no server is left behind
+            assert time.time() < deadline, "a forked server outlived the test"
+            time.sleep(0.2)
     text = log_path.read_text()
     pids = set(re.findall(r"Starting Bokeh server with process id: (\d+)", text))
     assert len(pids) == 2 and "Traceback" not in text, text
+
+
+def test_a_notebook_renders_its_plots_offline_in_jupyterlab(browser, tmp_path):
+    """JupyterLab opens the first lesson, runs it top to bottom, and its Bokeh plots and the
+    embedded Panel view draw, with nothing fetched from outside (issue 7: inline resources).
+    The notebook runs from a copy: JupyterLab autosaves, and the committed notebooks stay
+    without outputs."""
+    pytest.importorskip("jupyterlab")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    work = tmp_path / "notebooks"
+    work.mkdir()
+    shutil.copy(ROOT / "notebooks" / "00_start_here.ipynb", work)
+    home = tmp_path / "home"             # JupyterLab's settings and workspaces: not the user's
+    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "LAB_QUICK": "1",
+           "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+           "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces")}
+    log_path = tmp_path / "jupyter.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+                                 "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=",
+                                 "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
+                                 f"--ServerApp.root_dir={work}", "--LabApp.news_url=None",
+                                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                                 "--LabApp.extension_manager=readonly", "--allow-root"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work,
+                                start_new_session=True)   # the server and its kernel end together
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/lab", timeout=30)
+                break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, log_path.read_text()
+                time.sleep(0.5)
+        page, errors = open_page(browser, 1000)
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/00_start_here.ipynb")
+        page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
+        page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=120_000)
+        page.wait_for_timeout(1000)
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        # the last cell embeds the solver view: its plots draw once the whole notebook has run
+        last = page.locator(".jp-Cell").last
+        last.scroll_into_view_if_needed()
+        deadline = time.time() + 240
+        while page.locator(".jp-OutputArea canvas").count() < 4:
+            text = page.locator(".jp-Notebook").first.inner_text()
+            assert "Traceback" not in text and "Error" not in text, text[-3000:]
+            assert time.time() < deadline, f"no plots after 4 minutes:\n{text[-3000:]}"
+            page.wait_for_timeout(1000)
+        page.get_by_text(re.compile(r"NFE \d+")).first.wait_for(timeout=120_000)   # the view's worker answered
+        text = page.locator(".jp-Notebook").first.inner_text()
+        assert "Traceback" not in text and "Error" not in text, text[-3000:]
+        assert "two_moons" in text and "True" in text    # the printed checks ran
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-00.png"), full_page=False)
+        assert not errors, errors   # console errors and offsite requests (offline: none)
+        leave(page)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

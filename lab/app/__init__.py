@@ -2,7 +2,7 @@
 import Panel and HoloViews, so ``import lab`` stays fast and runs without them."""
 from __future__ import annotations
 
-__all__ = ["servable"]
+__all__ = ["notebook", "servable"]
 
 
 def servable(obj, title: str):
@@ -30,3 +30,43 @@ def servable(obj, title: str):
         for root in doc.roots:
             patch_model_css(root, dist_url=dist_url)
     return out
+
+
+def notebook(*extensions: str) -> None:
+    """Load Panel, Bokeh and HoloViews into a Jupyter notebook from this machine, so that
+    plots and views render without internet. The first cell of every lesson calls it.
+
+    ``pn.extension(inline=True)`` inlines Bokeh's and Panel's JavaScript, and Panel inlines
+    the stylesheets of the views it displays. Two gaps remain, both closed here:
+    ``hv.extension("bokeh")`` loads the JavaScript again from the CDN unless told
+    ``inline=True`` too, and a HoloViews plot shown directly (not inside a Panel view)
+    keeps its stylesheets' CDN addresses; those are inlined the way Panel inlines its own
+    (``panel.io.notebook.patch_inline_stylesheets``, from the installed package's files).
+    """
+    import functools
+
+    import holoviews as hv
+    import holoviews.plotting.renderer as hv_renderer
+    import panel as pn
+    from bokeh.models import UIElement
+    from panel.io.notebook import patch_inline_stylesheets
+
+    pn.extension(*extensions, inline=True)
+    hv.extension("bokeh", inline=True)
+
+    def inline_css(render):
+        if getattr(render, "_lab_inline_css", False):
+            return render                # already wrapped (the cell ran twice)
+
+        @functools.wraps(render)
+        def wrapped(model, *args, **kwargs):
+            for submodel in model.select({"type": UIElement}):
+                patch_inline_stylesheets(submodel)
+            return render(model, *args, **kwargs)
+
+        wrapped._lab_inline_css = True
+        return wrapped
+
+    # HoloViews' renderer shows a plot through one of these two (static or live)
+    for name in ("render_model", "render_mimebundle"):
+        setattr(hv_renderer, name, inline_css(getattr(hv_renderer, name)))

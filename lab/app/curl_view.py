@@ -53,7 +53,7 @@ class CurlView(pn.viewable.Viewer):
         widgets = pn.Param(self.param, parameters=["t", "loop_x", "loop_y", "loop_r"], show_name=False,
                            widgets={name: {"type": pn.widgets.FloatSlider, "throttled": True}
                                     for name in ("t", "loop_x", "loop_y", "loop_r")})
-        self._layout = pn.Row(
+        self._layout = pn.FlexBox(   # the figures wrap below the controls on a narrow screen
             pn.Column("### Curl", widgets, "Click a map to move the loop.", self._worker.indicator, self._info,
                       self._alert, self.session.notice(), width=320),
             pn.Column(pn.Row(self._learned.pane, self._exact.pane),

@@ -61,7 +61,7 @@ class GapView(pn.viewable.Viewer):
         self._info = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._table = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._alert = pn.pane.Alert("", alert_type="danger", visible=False)
-        self._layout = pn.Row(
+        self._layout = pn.FlexBox(   # the figures wrap below the controls on a narrow screen
             pn.Column("### ODE vs SDE", pn.Param(
                 self.param, parameters=["model", "steps", "n"], show_name=False,
                 widgets={"model": pn.widgets.RadioBoxGroup} |

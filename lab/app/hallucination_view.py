@@ -57,7 +57,7 @@ class HallucinationView(pn.viewable.Viewer):
                            show_name=False,
                            widgets={k: {"type": pn.widgets.IntSlider, "throttled": True} for k in ("steps", "n", "last_k")}
                            | {k: {"type": pn.widgets.FloatSlider, "throttled": True} for k in ("keep", "k_std")})
-        self._layout = pn.Row(
+        self._layout = pn.FlexBox(   # the figures wrap below the controls on a narrow screen
             pn.Column("### Mode interpolation", pn.Param(self.session.param, parameters=["dataset"],
                                                          show_name=False),
                       widgets, pn.Row(self._button, self._worker.indicator), self._info, self._alert,

@@ -61,7 +61,7 @@ class SolverView(pn.viewable.Viewer):
                      "eta": {"type": pn.widgets.FloatSlider, "throttled": True},
                      "source": pn.widgets.RadioButtonGroup},
             show_name=False)
-        self._layout = pn.Row(
+        self._layout = pn.FlexBox(   # the figures wrap below the controls on a narrow screen
             pn.Column("### Solver", widgets, self._worker.indicator, self._info, self._alert, self._fields_alert,
                       self.session.notice(),
                       width=320),

@@ -115,7 +115,7 @@ class TrainView(pn.viewable.Viewer):
             number_input(self, "batch_size", self._show_input_error, step=256),
             number_input(self, "lr", self._show_input_error, step=1e-3, format="0.[00000]"),
             number_input(self, "fp_weight", self._show_input_error, step=0.1), self._input_alert)
-        self._layout = pn.Row(
+        self._layout = pn.FlexBox(   # the figures wrap below the controls on a narrow screen
             pn.Column("### Train", pn.Param(self.session.param, parameters=["dataset", "schedule"],
                                             show_name=False),
                       knobs, pn.Row(self._train_button, self._stop_button), self._bar, self._status,
