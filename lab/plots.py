@@ -131,8 +131,9 @@ def field_plot(field, t: float, extent: float = EXTENT, arrows: int = ARROWS, gr
                title: str | None = None, clim: float | None = None):
     """The score of a field at time t: arrows (see ``score_arrows``) over its curl."""
     a = score_arrows(field, t, extent, arrows)
-    arrows_el = hv.VectorField((a["x"], a["y"], a["angle"], a["length"])).opts(
-        magnitude="Magnitude", rescale_lengths=False, color="black", pivot="tail", line_width=1)
+    arrows_el = hv.VectorField((a["x"], a["y"], a["angle"], a["length"])).opts(   # lengths in data units
+        magnitude="Magnitude", rescale_lengths=False, normalize_lengths=False, color="black", pivot="tail",
+        line_width=1)
     c = curl_grid(field, t, extent, grid)
     return curl_image(c, extent, title or f"score and its curl at t = {t:g}", clim) * arrows_el
 

@@ -81,3 +81,20 @@ def test_errors_reach_the_page_and_the_worker_lives_on():
     w.close()
     w.join(5)
     assert not w.alive
+
+
+def test_on_page_handlers_run_at_once_off_a_served_page_and_fit_bokeh():
+    """Off a served page (a notebook, a script) the handler runs at once; Bokeh accepts it
+    as an event callback (it checks for exactly one argument)."""
+    from bokeh.events import ButtonClick, Tap
+    from bokeh.models import Button
+    from bokeh.plotting import figure
+
+    from lab.app.worker import on_page
+
+    got = []
+    handler = on_page(got.append)
+    handler("event")
+    assert got == ["event"]
+    Button().on_event(ButtonClick, handler)
+    figure().on_event(Tap, handler)

@@ -11,7 +11,7 @@ from bokeh.events import Tap
 from lab import plots
 from lab.app.figures import FieldFigure
 from lab.app.session import REDRAW_ON, Session
-from lab.app.worker import Worker
+from lab.app.worker import Worker, on_page
 from lab.curl import asymmetry, circulation, field_helmholtz
 from lab.metrics import noised_samples
 
@@ -47,7 +47,7 @@ class CurlView(pn.viewable.Viewer):
         self._exact = FieldFigure("exact score", loop=True)
         self._diff = FieldFigure("learned - exact", label="curl difference")
         for fig in (self._learned, self._exact):
-            fig.fig.on_event(Tap, self._on_tap)
+            fig.fig.on_event(Tap, on_page(self._on_tap))
         self._info = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._alert = pn.pane.Alert("", alert_type="danger", visible=False)
         widgets = pn.Param(self.param, parameters=["t", "loop_x", "loop_y", "loop_r"], show_name=False,

@@ -92,7 +92,7 @@ class ScatterFigure(_Live):
         self.fig = _square_figure(title, extent)
         self.sources = {}
         for name, color in layers.items():
-            self.sources[name] = ColumnDataSource(_xy(None))
+            self.sources[name] = ColumnDataSource(_xy(None), name=name)   # findable by a client
             self.fig.scatter("x", "y", source=self.sources[name], color=color, size=size, alpha=0.6,
                              legend_label=name)
         _place_legend(self.fig, legend)

@@ -10,7 +10,7 @@ import param
 from lab import plots
 from lab.app.figures import HistogramFigure, ScatterFigure
 from lab.app.session import REDRAW_ON, Session
-from lab.app.worker import Worker
+from lab.app.worker import Worker, on_page
 from lab.hallucination import IN_SUPPORT, LABEL_NAMES, filter_report, support_labels, trajectory_variance
 from lab.solvers import SPACINGS, sample
 
@@ -52,7 +52,7 @@ class HallucinationView(pn.viewable.Viewer):
         self._info = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._alert = pn.pane.Alert("", alert_type="danger", visible=False)
         self._button = pn.widgets.Button(label="Sample again", color="primary")
-        self._button.on_click(lambda event: setattr(self, "seed", self.seed + 1))
+        self._button.on_click(on_page(lambda event: setattr(self, "seed", self.seed + 1)))
         widgets = pn.Param(self.param, parameters=["steps", "spacing", "n", "last_k", "keep", "k_std"],
                            show_name=False,
                            widgets={k: {"type": pn.widgets.IntSlider, "throttled": True} for k in ("steps", "n", "last_k")}

@@ -143,7 +143,8 @@ class SolverView(pn.viewable.Viewer):
             self._alert.visible = False
             eta_note = "" if spec.takes_eta else f" (this solver has eta = {spec.eta_default:g})"
             self._info.object = (f"**{settings['solver']}** — {spec.doc}\n\n"
-                                 f"NFE **{traj.nfe}**, {settings['spacing']} spacing, eta {eta:g}{eta_note}\n\n"
+                                 f"NFE **{traj.nfe}**, {settings['spacing']} spacing, eta {eta:g}{eta_note}, "
+                                 f"seed {settings['seed']}\n\n"
                                  f"sliced W2 to the truth **{dist:.3f}** (floor at {W2_POINTS} points: "
                                  f"{floor:.3f})\n\n"
                                  f"server time {self.last_ms:.0f} ms")

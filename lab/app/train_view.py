@@ -19,7 +19,7 @@ from lab import plots
 from lab.app.figures import CurvesFigure, ScatterFigure
 from lab.app.inputs import number_input
 from lab.app.session import REDRAW_ON, Session, log
-from lab.app.worker import Worker
+from lab.app.worker import Worker, on_page
 from lab.data import load_points
 from lab.fields import MixtureField
 from lab.models import MODELS
@@ -93,8 +93,8 @@ class TrainView(pn.viewable.Viewer):
         self._train_button = pn.widgets.Button(label=self._train_label(self.model_kind), color="primary",
                                                width=140)
         self._stop_button = pn.widgets.Button(label="Stop", color="warning", disabled=True, width=140)
-        self._train_button.on_click(lambda event: self.start())
-        self._stop_button.on_click(lambda event: self.stop())
+        self._train_button.on_click(on_page(lambda event: self.start()))
+        self._stop_button.on_click(on_page(lambda event: self.stop()))
         self._bar = pn.indicators.Progress(value=0, max=100, width=280)
         self._status = pn.pane.Markdown("")
         self._alert = pn.pane.Alert("", alert_type="danger", visible=False)

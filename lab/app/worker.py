@@ -31,9 +31,29 @@ from typing import Any, Callable
 import panel as pn
 from panel.io.state import set_curdoc
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "on_page"]
 
 log = logging.getLogger("lab.app")
+
+
+def on_page(fn: Callable[[Any], Any]) -> Callable[[Any], None]:
+    """``fn`` as a handler of Bokeh events (a button's click, a tap on a plot) that may
+    change Bokeh models directly.
+
+    Panel runs such a handler at once when the event arrives with the page's document
+    locked, but *outside* the lock when a widget change of the same page is still pending
+    (say the steps box was edited and Train clicked before the edit was processed); a Bokeh
+    model changed there makes the server raise ("_pending_writes should be non-None ...")
+    and the click is lost. Found by the load test (benchmarks/load.py). So without the lock
+    ``fn`` runs on the page's next tick, which has it; in a notebook or a script, at once.
+    """
+    def handler(event) -> None:        # Bokeh checks a handler's signature: one argument
+        doc = pn.state.curdoc
+        if doc is None or doc.session_context is None or pn.state._unblocked(doc):
+            fn(event)
+        else:
+            doc.add_next_tick_callback(lambda: fn(event))
+    return handler
 
 
 class Worker:

@@ -1,0 +1,364 @@
+"""Load test (issue 8): many browser-like sessions against one ``python -m lab serve``.
+
+Each virtual user is a Bokeh client session (``bokeh.client.pull_session``, its own thread
+and IOLoop): it gets the page's document over the websocket as a browser does and sends
+widget changes and button clicks the way BokehJS does, so the server runs exactly what a
+browser would make it run. It draws nothing.
+
+- Solver users open ``/solvers`` and change their seed, solver and steps, one change at a
+  time; the *update latency* is the time from sending a change until the page shows it:
+  its text (solver, NFE and seed) and its new samples.
+- One trainer opens ``/train``, trains 20,000 steps and presses Stop after a while.
+
+No cross-talk, checked after the run: every user's settings differ (its seed is its own), and
+the 4,000 samples each solver user received after each change are, to float rounding,
+those that its own settings and the pretrained model give when recomputed here; no solver
+page ever showed the trainer's progress; the trainer's steps only went up. Threads and
+memory of the server are read from /proc before, during and after (sessions closed: their
+threads must end).
+
+Baseline, measured in the same run: the same script by one solver user alone.
+
+    python benchmarks/load.py [--users 20] [--changes 3] [--train-seconds 20]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# the solvers the users walk through, each from its own place
+SOLVER_CYCLE = ["ddim", "ode_heun", "dpm2", "deis", "euler_maruyama", "dpm3", "ode_euler"]   # not the default
+
+
+# --- the server ----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(log_path: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """``python -m lab serve`` on loopback (closed pages' sessions end within ~2 s)."""
+    port = port or free_port()
+    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", str(port),
+                             "--check-unused-sessions", "500", "--unused-session-lifetime", "1000"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    import urllib.request
+    while True:
+        try:
+            urllib.request.urlopen(url + "/", timeout=30)
+            return proc, url
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("the server did not start:\n" + log_path.read_text())
+            time.sleep(0.5)
+
+
+def server_usage(pid: int) -> dict:
+    """Threads and resident memory (MiB) of a process, from /proc (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    threads = int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))
+    rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024
+    return {"threads": threads, "rss_mib": rss}
+
+
+# --- virtual users -------------------------------------------------------------------------
+def texts(doc) -> list[str]:
+    """The page's rendered texts (Panel's Markdown panes arrive HTML-escaped)."""
+    return [html.unescape(html.unescape(str(m.text))) for m in doc.models
+            if type(m).__name__ == "HTML" and "text" in m.properties()]
+
+
+class User(threading.Thread):
+    """A browser-like session on one page, run on its own thread and IOLoop."""
+
+    def __init__(self, url: str, label: str, timeout: float = 300.0):
+        super().__init__(name=label, daemon=True)
+        self.url, self.label, self.timeout = url, label, timeout
+        self.error: BaseException | None = None
+        self.seen: list[str] = []          # every text the page showed
+
+    def run(self):
+        from bokeh.client import pull_session
+        from tornado.ioloop import IOLoop
+
+        import panel  # noqa: F401  (registers Panel's models, so the document can be read)
+
+        loop = IOLoop()
+        try:
+            self.session = pull_session(url=self.url, io_loop=loop)
+            self.doc = self.session.document
+            from bokeh.events import DocumentReady
+            self.doc.callbacks.send_event(DocumentReady())   # as BokehJS, once the page is drawn
+            loop.add_callback(self._main)
+            self.session._loop_until_closed()
+        except BaseException as e:   # noqa: BLE001 (reported by the caller)
+            self.error = e
+
+    async def _main(self):
+        try:
+            await self.script()
+        except BaseException as e:   # noqa: BLE001
+            self.error = e
+        finally:
+            self.session.close()
+
+    async def until(self, predicate, what: str) -> float:
+        """Wait (polling every 5 ms, the session's messages flowing meanwhile) until
+        ``predicate()`` holds; the seconds it took."""
+        start = time.perf_counter()
+        while True:
+            self.seen.extend(t for t in texts(self.doc) if t not in self.seen[-50:])
+            if predicate():
+                return time.perf_counter() - start
+            if time.perf_counter() - start > self.timeout:
+                raise TimeoutError(f"{self.label}: no {what} within {self.timeout:.0f} s; "
+                                   f"page shows: {texts(self.doc)}")
+            await asyncio.sleep(0.005)
+
+    def model(self, kind: str, **match):
+        for m in self.doc.models:
+            if type(m).__name__ == kind and all(str(getattr(m, k, None)) == str(v) for k, v in match.items()):
+                return m
+        raise LookupError(f"{self.label}: no {kind} {match} on the page")
+
+    def click(self, button):
+        from bokeh.events import ButtonClick
+        self.doc.callbacks.send_event(ButtonClick(button))   # as BokehJS sends a click
+
+
+class SolverUser(User):
+    """On /solvers: seed, then solver and steps changes; records each update's latency and
+    the samples it brought."""
+
+    def __init__(self, url: str, label: str, seed: int, changes: list, timeout: float = 300.0):
+        super().__init__(url, label, timeout)
+        self.seed, self.changes = seed, changes      # changes: [(parameter, value)]
+        self.latencies: list[float] = []            # seconds, one per change
+        self.received: list = []                    # [(settings, samples (n, 2))]
+
+    def info(self):
+        """(solver, NFE, seed) as the page's text shows them, or None before the first."""
+        for t in texts(self.doc):
+            m = re.search(r"<strong>([\w+]+)</strong> — .*?NFE <strong>(\d+)</strong>.*?seed (\d+)", t, re.S)
+            if m:
+                return m.group(1), int(m.group(2)), int(m.group(3))
+        return None
+
+    async def script(self):
+        from lab.solvers import sample
+        from lab.fields import MixtureField
+        from lab.data import dataset_mixture
+
+        exact = MixtureField(dataset_mixture("two_moons"), "vp")
+        settings = {"solver": "dpm++2m", "steps": 20, "spacing": "logsnr", "eta": 0.0, "seed": 0}
+        samples = lambda: self.doc.select_one({"name": "samples"}).data["x"]   # noqa: E731
+        await self.until(lambda: self.info() is not None and len(samples()), "first samples")
+        for parameter, value in [("seed", self.seed)] + self.changes:
+            shown = samples()
+            settings[parameter] = value
+            nfe = sample(exact, n=1, **settings).nfe            # what the page must show
+            want = (settings["solver"], nfe, settings["seed"])
+            if parameter == "solver":
+                self.model("CustomSelect", title="Solver").value = value
+            else:
+                slider = self.model("Slider", title=parameter.capitalize())
+                slider.value = value
+                if parameter == "steps":    # throttled: the server listens to the release
+                    slider.set_from_json("value_throttled", value)   # (read-only but for BokehJS)
+            # the text and the new points may arrive in either order: wait for both
+            self.latencies.append(await self.until(lambda: self.info() == want and samples() is not shown,
+                                                   f"update to {want}"))
+            src = self.doc.select_one({"name": "samples"})
+            self.received.append((dict(settings), np.stack([np.asarray(src.data["x"]),
+                                                            np.asarray(src.data["y"])], 1)))
+
+
+class Trainer(User):
+    """On /train: 20,000 steps, then Stop (or leave) after ``seconds``; records the
+    progress it saw."""
+
+    def __init__(self, url: str, label: str, seconds: float, stop: bool = True, timeout: float = 300.0):
+        """stop: press Stop after ``seconds`` (else leave the page mid-training)."""
+        super().__init__(url, label, timeout)
+        self.seconds, self.stop = seconds, stop
+        self.progress: list[int] = []     # steps shown, in order
+        self.done: int | None = None
+
+    def status(self):
+        for t in texts(self.doc):
+            m = re.search(r"step (\d+) of 20000", t)
+            if m:
+                return int(m.group(1))
+        return None
+
+    async def script(self):
+        await self.until(lambda: any("training steps" in str(getattr(m, "title", ""))
+                                     for m in self.doc.models), "the train page")
+        self.model("Spinner", title="training steps").value = 20_000
+        await asyncio.sleep(0.5)
+        self.click(self.model("Button", label="Train"))
+        start = time.perf_counter()
+        while time.perf_counter() - start < self.seconds:
+            await self.until(lambda: self.status() is not None, "training progress")
+            step = self.status()
+            if not self.progress or step != self.progress[-1]:
+                self.progress.append(step)
+            await asyncio.sleep(0.1)
+        if not self.stop:
+            return                     # the page closes mid-training: the server must end the run
+        self.click(self.model("Button", label="Stop"))
+
+        def finished():
+            for t in texts(self.doc):
+                m = re.search(r"done: (\d+) steps", t)
+                if m:
+                    self.done = int(m.group(1))
+                    return True
+            return False
+        await self.until(finished, "the end of training")
+
+
+# --- a run ---------------------------------------------------------------------------------
+def solver_users(url: str, n: int, changes: int, first: int = 0) -> list[SolverUser]:
+    """``n`` solver users with settings all different: user k has seed 100 + k and walks the
+    solver cycle from its own place, with its own step count."""
+    users = []
+    for k in range(first, first + n):
+        script = []
+        for j in range(changes):
+            script.append(("solver", SOLVER_CYCLE[(k + j) % len(SOLVER_CYCLE)]))
+            if j % 2 == 1:
+                script.append(("steps", 10 + (k + j) % 15))
+        users.append(SolverUser(url + "/solvers", f"solver-user-{k}", seed=100 + k, changes=script))
+    return users
+
+
+def check_no_cross_talk(users: list[SolverUser], trainer: Trainer | None) -> list[str]:
+    """Problems found: samples that are not the user's own, a solver page showing training,
+    training progress that went back. Empty: no cross-talk."""
+    from lab.app.session import Session
+    from lab.solvers import SOLVERS, sample
+
+    learned = Session().field("learned")        # the pretrained model every solver page starts with
+    problems = []
+    for u in users:
+        for settings, got in u.received:
+            spec = SOLVERS[settings["solver"]]    # as the page: a solver without eta uses its own
+            eta = settings["eta"] if spec.takes_eta else spec.eta_default
+            want = sample(learned, n=got.shape[0], **{**settings, "eta": eta}).samples.double().numpy()
+            err = float(np.abs(want - got).max())
+            if not err < 1e-4:
+                problems.append(f"{u.label}: samples for {settings} differ from its own by {err:.2e}")
+        if any(re.search(r"step \d+ of \d+", t) for t in u.seen):
+            problems.append(f"{u.label}: a solver page showed training progress")
+    if trainer is not None:
+        if trainer.progress != sorted(trainer.progress) or not trainer.progress:
+            problems.append(f"trainer: progress {trainer.progress} did not only go up")
+    return problems
+
+
+def run(url: str, n_users: int, changes: int, train_seconds: float | None, pid: int | None = None,
+        timeout: float = 300.0, trainer_stops: bool = True) -> dict:
+    """Start every user at once (the last one trains, unless ``train_seconds`` is None),
+    wait for all; their results and the server's usage (``pid``: the server's process)."""
+    users = solver_users(url, n_users - (train_seconds is not None), changes)
+    trainer = (Trainer(url + "/train", "trainer", seconds=train_seconds, stop=trainer_stops)
+               if train_seconds is not None else None)
+    everyone = users + ([trainer] if trainer else [])
+    for u in everyone:
+        u.timeout = timeout
+    usage = {"before": server_usage(pid)} if pid else {}
+    start = time.perf_counter()
+    for u in everyone:
+        u.start()
+    peak = dict(usage.get("before", {}))
+    while any(u.is_alive() for u in everyone):
+        if pid:
+            now = server_usage(pid)
+            peak = {k: max(peak[k], now[k]) for k in now}
+        time.sleep(0.2)
+    wall = time.perf_counter() - start
+    if pid:
+        usage["peak"] = peak
+    errors = [f"{u.label}: {type(u.error).__name__}: {u.error}" for u in everyone if u.error is not None]
+    return {"users": users, "trainer": trainer, "errors": errors, "wall_s": wall, "usage": usage}
+
+
+def summary(latencies: list[float]) -> str:
+    ms = sorted(1e3 * x for x in latencies)
+    q = lambda p: ms[min(len(ms) - 1, int(p * len(ms)))]   # noqa: E731
+    return (f"n {len(ms)}, median {statistics.median(ms):.0f} ms, p90 {q(0.9):.0f} ms, "
+            f"max {ms[-1]:.0f} ms")
+
+
+def wait_for_threads(pid: int, threads: int, seconds: float = 30.0) -> dict:
+    """The server's usage once its thread count is back to ``threads`` (or after ``seconds``)."""
+    deadline = time.time() + seconds
+    while True:
+        now = server_usage(pid)
+        if now["threads"] <= threads or time.time() > deadline:
+            return now
+        time.sleep(0.5)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=20)
+    ap.add_argument("--changes", type=int, default=3, help="solver changes per user (steps change every 2nd)")
+    ap.add_argument("--train-seconds", type=float, default=20.0)
+    args = ap.parse_args()
+    import tempfile
+    log = Path(tempfile.mkdtemp()) / "server.log"
+    proc, url = start_server(log)
+    try:
+        # warm up (the first session loads the pretrained models), then the baseline: one user alone
+        warm = run(url, 1, 1, None, proc.pid)
+        idle = wait_for_threads(proc.pid, warm["usage"]["before"]["threads"])
+        alone = run(url, 1, args.changes, None, proc.pid)
+        base = [x for u in alone["users"] for x in u.latencies]
+        idle = wait_for_threads(proc.pid, idle["threads"])
+        print(f"server idle: {idle['threads']} threads, {idle['rss_mib']:.0f} MiB")
+        print(f"one user alone:        {summary(base)}")
+        res = run(url, args.users, args.changes, args.train_seconds, proc.pid)
+        lat = [x for u in res["users"] for x in u.latencies]
+        print(f"{args.users} users at once ({args.users - 1} solver users, 1 training): {summary(lat)}; "
+              f"median x{statistics.median(lat) / statistics.median(base):.1f} the lone user's")
+        print("per user, median ms: " + " ".join(f"{1e3 * statistics.median(u.latencies):.0f}"
+                                                for u in res["users"] if u.latencies))
+        t = res["trainer"]
+        print(f"trainer: {len(t.progress)} progress updates, stopped at step {t.done}")
+        print(f"server at peak: {res['usage']['peak']['threads']} threads, "
+              f"{res['usage']['peak']['rss_mib']:.0f} MiB")
+        after = wait_for_threads(proc.pid, idle["threads"])
+        print(f"server after every page closed: {after['threads']} threads, {after['rss_mib']:.0f} MiB")
+        print("errors:", res["errors"] or "none")
+        problems = check_no_cross_talk(res["users"], t)
+        print("cross-talk:", problems or "none (every page got its own samples, from its own settings)")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    print("server log:", "no errors" if "Traceback" not in text else text[-3000:])
+
+
+if __name__ == "__main__":
+    main()
