@@ -16,6 +16,9 @@ import sys
 __all__ = ["main"]
 
 DEFAULT_DATASET = "gaussian_grid"
+# the largest websocket message the served lab accepts: a CSV upload just over
+# lab.data.MAX_CSV_BYTES (64 MiB), base64-encoded (x 4/3), still arrives to be refused
+WEBSOCKET_MAX_BYTES = 96 << 20
 
 
 def _train(args) -> int:
@@ -121,7 +124,10 @@ def _serve(args) -> int:
            "--address", args.address, "--num-procs", str(args.num_procs),
            "--index", os.path.join(folder, "index.html"),
            "--allow-websocket-origin", f"{args.address}:{args.port}",
-           "--allow-websocket-origin", f"localhost:{args.port}", *args.panel_args]
+           "--allow-websocket-origin", f"localhost:{args.port}",
+           # an uploaded file travels in one websocket message (base64): Bokeh's 20 MiB default
+           # would drop the page's connection before a 64 MiB CSV could be refused with a message
+           "--websocket-max-message-size", str(WEBSOCKET_MAX_BYTES), *args.panel_args]
     print(f"serving the lab: open http://{args.address}:{args.port}/all in a browser "
           f"(every page as a tab; http://{args.address}:{args.port}/ is the lab's index)", flush=True)
     os.execv(sys.executable, cmd)  # become the server: a signal to this process reaches it

@@ -396,3 +396,32 @@ def test_gap_page_on_the_exact_score_has_no_residual_and_a_small_gap():
     # between two independent true draws (measured 0.8-1.5x at 2000 points, 200 steps)
     assert view.numbers["ode_sde"] < 3 * view.numbers["floor"]
     assert "two independent true draws" in view._info.object
+
+
+def test_a_full_disk_on_upload_gives_a_message_and_changes_nothing(monkeypatch):
+    import errno
+
+    import lab.app.train_view as train_view
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    view = TrainView(Session(dataset="ring"))
+    monkeypatch.setattr(train_view.tempfile, "NamedTemporaryFile", full)
+    view._upload.value = b"x,y\n" + b"1,2\n3,4\n" * 20
+    assert view._alert.visible and "No space left on device" in view._alert.object
+    assert view.session.dataset == "ring"
+    model = view.session.model
+    view._ckpt_in.value = b"whatever"
+    assert view._alert.visible and "No space left on device" in view._alert.object
+    assert view.session.model is model
+
+
+def test_an_upload_over_the_size_cap_is_refused_before_it_is_read(monkeypatch):
+    import lab.app.train_view as train_view
+
+    monkeypatch.setattr(train_view, "MAX_CSV_BYTES", 1000)
+    view = TrainView(Session(dataset="ring"))
+    view._upload.value = b"x,y\n" + b"1,2\n" * 300               # 1,204 bytes
+    assert view._alert.visible and "MiB a CSV of points may hold" in view._alert.object
+    assert view.session.dataset == "ring"

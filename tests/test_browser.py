@@ -391,3 +391,32 @@ def test_a_notebook_renders_its_plots_offline_in_jupyterlab(browser, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_hostile_uploads_are_refused_with_a_message(server, browser, tmp_path):
+    """A CSV over the size cap, one with more points than the cap, one with infinities: each
+    refused with a message that names the problem; the page and the server live on."""
+    url, _ = server
+    page, errors = open_page(browser, 1000)
+    page.goto(f"{url}/train")
+    page.get_by_role("button", name="Train").wait_for(timeout=60_000)
+    upload = page.locator("input[type=file]").first
+    huge = tmp_path / "huge.csv"
+    with open(huge, "wb") as fh:                       # 65 MiB: over lab.data.MAX_CSV_BYTES
+        fh.write(b"x,y\n" + b"1.0,2.0\n" * (65 * 2**20 // 8))
+    upload.set_input_files(str(huge))
+    page.get_by_text(re.compile(r"more than the 64 MiB")).first.wait_for(timeout=120_000)
+    many = tmp_path / "many.csv"
+    many.write_text("x,y\n" + "1,2\n" * 2_000_001)    # one point over lab.data.MAX_POINTS
+    upload.set_input_files(str(many))
+    page.get_by_text(re.compile(r"more than 2,000,000 points")).first.wait_for(timeout=120_000)
+    infinite = tmp_path / "inf.csv"
+    infinite.write_text("x,y\n" + "1,2\n" * 20 + "inf,3\n")
+    upload.set_input_files(str(infinite))
+    page.get_by_text(re.compile(r"finite")).first.wait_for(timeout=60_000)
+    good = tmp_path / "good.csv"                       # and the page still works
+    good.write_text("x,y\n" + "".join(f"{i % 7},{(i * 3) % 11}\n" for i in range(200)))
+    upload.set_input_files(str(good))
+    page.get_by_text(re.compile(r"using your 200 points")).first.wait_for(timeout=60_000)
+    assert not errors, errors
+    leave(page)

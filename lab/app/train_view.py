@@ -20,7 +20,7 @@ from lab.app.figures import CurvesFigure, ScatterFigure
 from lab.app.inputs import number_input
 from lab.app.session import REDRAW_ON, Session, log
 from lab.app.worker import Worker, on_page
-from lab.data import load_points
+from lab.data import MAX_CSV_BYTES, load_points
 from lab.fields import MixtureField
 from lab.models import MODELS
 from lab.schedules import SCHEDULES
@@ -295,6 +295,11 @@ class TrainView(pn.viewable.Viewer):
     def _on_upload(self, event):
         if event.new is None:
             return
+        if len(event.new) > MAX_CSV_BYTES:          # refused before anything is written or parsed
+            self._show_error(f"could not use the uploaded file: it holds {len(event.new) / 2**20:.0f} MiB, "
+                             f"more than the {MAX_CSV_BYTES >> 20} MiB a CSV of points may hold")
+            return
+        fh = None
         try:
             with tempfile.NamedTemporaryFile("wb", suffix=".csv", delete=False) as fh:
                 fh.write(event.new)
@@ -307,6 +312,11 @@ class TrainView(pn.viewable.Viewer):
             why = str(e).replace(f"{fh.name}: ", "").replace(fh.name, "the file")
             self._show_error(f"could not use the uploaded file: {why}")
             return
+        except OSError as e:                        # a full disk or an unwritable temp folder
+            if fh is not None and os.path.exists(fh.name):
+                os.unlink(fh.name)
+            self._show_error(f"could not store the uploaded file on the server: {e.strerror or e}")
+            return
         self._alert.visible = False
         self._status.object = (f"using your {x.shape[0]:,} points (centred and scaled to unit variance); "
                                "press Train")
@@ -314,15 +324,20 @@ class TrainView(pn.viewable.Viewer):
     def _on_checkpoint(self, event):
         if event.new is None:
             return
-        with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as fh:
-            fh.write(event.new)
+        fh = None
         try:
+            with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as fh:
+                fh.write(event.new)
             field = load(fh.name, device="cpu")
         except ValueError as e:
             self._show_error(str(e).replace(fh.name, "the uploaded file"))
             return
+        except OSError as e:                        # a full disk or an unwritable temp folder
+            self._show_error(f"could not store the uploaded checkpoint on the server: {e.strerror or e}")
+            return
         finally:
-            os.unlink(fh.name)
+            if fh is not None and os.path.exists(fh.name):
+                os.unlink(fh.name)
         self._alert.visible = False
         dataset = field.meta.get("dataset")
         if dataset in self.session.param.dataset.objects:
