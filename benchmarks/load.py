@@ -243,11 +243,13 @@ def solver_users(url: str, n: int, changes: int, first: int = 0) -> list[SolverU
     solver cycle from its own place, with its own step count."""
     users = []
     for k in range(first, first + n):
-        script = []
+        script, steps = [], 20                      # the page's default steps
         for j in range(changes):
             script.append(("solver", SOLVER_CYCLE[(k + j) % len(SOLVER_CYCLE)]))
             if j % 2 == 1:
-                script.append(("steps", 10 + (k + j) % 15))
+                new = 10 + (k + j) % 15
+                steps = new if new != steps else new + 1   # a change, never a no-op
+                script.append(("steps", steps))
         users.append(SolverUser(url + "/solvers", f"solver-user-{k}", seed=100 + k, changes=script))
     return users
 
