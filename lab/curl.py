@@ -17,20 +17,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lab import _check
 from lab.fields import ScoreField
 
 __all__ = ["grid_points", "jacobian", "curl", "divergence", "asymmetry", "circulation",
-           "line_integral", "path_dependence", "helmholtz", "field_helmholtz"]
+           "line_integral", "path_dependence", "helmholtz", "field_helmholtz", "MAX_EXTENT"]
+
+MAX_EXTENT = 1e6  # circulation refuses centres and radii beyond this (far out, scores overflow)
 
 
 def grid_points(extent: float = 3.0, size: int = 128, dtype=torch.float32, device=None):
     """A size x size grid on [-extent, extent]^2: returns (xs (size,), points (size^2, 2)),
     points in row-major order (y rows, x columns), so ``values.reshape(size, size)`` is an
     image with y along axis 0."""
-    if not 2 <= size <= 4096:
-        raise ValueError(f"grid size must be between 2 and 4096, got {size}")
-    if not (math.isfinite(extent) and extent > 0):
-        raise ValueError(f"grid extent must be a positive number, got {extent}")
+    size = _check.integer(size, "grid size", 2, 4096, numpy_ok=True)
+    extent = _check.real(extent, "grid extent", 0.0, MAX_EXTENT, low_open=True, numpy_ok=True)
     xs = torch.linspace(-extent, extent, size, dtype=dtype, device=device)
     gy, gx = torch.meshgrid(xs, xs, indexing="ij")
     return xs, torch.stack([gx.flatten(), gy.flatten()], 1)
@@ -45,7 +46,10 @@ def _points(field, x):
 
 def jacobian(field: ScoreField, x: Tensor, t) -> Tensor:
     """Jacobian of the score at points x (n, 2): J[:, i, j] = d s_i / d x_j, shape (n, 2, 2)."""
-    x = _points(field, x).detach().requires_grad_(True)
+    x = _points(field, x)
+    if not torch.isfinite(x).all():
+        raise ValueError("x holds NaN or infinite values: the points must be finite")
+    x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         s = field.score(x, t)
         rows = [torch.autograd.grad(s[:, i].sum(), x, retain_graph=i == 0)[0] for i in range(2)]
@@ -78,26 +82,42 @@ def circulation(field: ScoreField, t, centers, radii, n_points: int = 256) -> Te
     centers (m, 2) or (2,); radii (m,) or a float. The periodic trapezoid rule with the exact
     tangent converges faster than any power of 1/n_points for a smooth field, so Stokes'
     theorem (circulation = integral of the curl over the disc) holds to quadrature accuracy.
+    Centres and radii must lie within ``MAX_EXTENT``; no centres give an empty result.
     """
-    centers = torch.as_tensor(centers, dtype=torch.float64)
+    centers = _numbers(centers, "centres")
     if centers.shape[-1:] != (2,) or centers.ndim > 2:
         raise ValueError(f"centres must have shape (m, 2) or (2,), got {tuple(centers.shape)}")
     centers = centers.reshape(-1, 2)
-    radii = torch.as_tensor(radii, dtype=torch.float64).reshape(-1)
+    if not (torch.isfinite(centers).all() and (centers.abs() <= MAX_EXTENT).all()):
+        raise ValueError(f"centres must be finite and lie within {MAX_EXTENT:g} of the origin")
+    if isinstance(radii, (int, float, np.number, bool, str)) or radii is None:
+        radii = torch.tensor([_check.real(radii, "radius", 0, MAX_EXTENT, low_open=True, numpy_ok=True)],
+                             dtype=torch.float64)
+    radii = _numbers(radii, "radii").reshape(-1)
     if radii.numel() == 1:
         radii = radii.expand(centers.shape[0])
-    if radii.shape[0] != centers.shape[0] or not torch.all(torch.isfinite(radii) & (radii > 0)):
-        raise ValueError("need one positive, finite radius per centre")
-    if not torch.isfinite(centers).all():
-        raise ValueError("centres must be finite")
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or not 3 <= n_points <= 1_000_000:
-        raise ValueError(f"n_points must be an integer between 3 and 1000000, got {n_points!r}")
+    if radii.shape[0] != centers.shape[0] or not torch.all((radii > 0) & (radii <= MAX_EXTENT)):
+        raise ValueError(f"need one radius per centre, each in (0, {MAX_EXTENT:g}]")
+    n_points = _check.integer(n_points, "n_points", 3, 1_000_000)
     theta = torch.arange(n_points, dtype=torch.float64) * (2 * math.pi / n_points)
     ring = torch.stack([theta.cos(), theta.sin()], 1)                   # (k, 2)
     tangent = torch.stack([-theta.sin(), theta.cos()], 1)
     pts = centers[:, None, :] + radii[:, None, None] * ring              # (m, k, 2)
     s = _score_at(field, pts.reshape(-1, 2), t).reshape(pts.shape)
-    return (s * tangent).sum(-1).sum(1) * radii * (2 * math.pi / n_points)
+    circ = (s * tangent).sum(-1).sum(1) * radii * (2 * math.pi / n_points)
+    if not torch.isfinite(circ).all():
+        i = int(torch.nonzero(~torch.isfinite(circ))[0])
+        raise ValueError(f"the score is not finite on the circle of centre {centers[i].tolist()} and "
+                         f"radius {float(radii[i]):g} at t={_check.show(t)}")
+    return circ
+
+
+def _numbers(v, name: str) -> Tensor:
+    """v as a float64 tensor, or a ValueError naming it."""
+    try:
+        return torch.as_tensor(v, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise ValueError(f"{name} must be numbers, got {_check.show(v)}") from None
 
 
 def _score_at(field, pts64: Tensor, t) -> Tensor:

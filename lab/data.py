@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lab import _check
+
 __all__ = ["GaussianMixture", "DATASETS", "make_dataset", "dataset_mixture", "load_points", "standardize",
            "MIN_POINTS", "MAX_POINTS"]
 
@@ -27,6 +29,8 @@ MIN_POINTS = 8             # fewer user points than this cannot make a data set
 MAX_POINTS = 2_000_000     # more than this is refused (memory; a served lab's safety)
 MAX_CSV_BYTES = 64 << 20   # a CSV file larger than 64 MiB is refused before reading
 KDE_COMPONENTS = 1000      # kernels of GaussianMixture.kde (cost of its exact score ~ n x this)
+MAX_GRID_K = 1000          # GaussianMixture.grid: at most a 1000 x 1000 grid of components
+MAX_STD = 1e150            # a component's std beyond this has a variance that overflows
 _LOG_2PI = math.log(2 * math.pi)
 _CHUNK = 1 << 22           # points x components evaluated at once (memory bound)
 
@@ -81,14 +85,26 @@ class GaussianMixture:
     # --- constructors -------------------------------------------------------------
     @classmethod
     def grid(cls, k: int = 5, spacing: float = 1.0, std: float = 0.05) -> "GaussianMixture":
-        """A k x k grid of equal isotropic components, centred at 0: spacing*{-(k-1)/2..}^2."""
+        """A k x k grid of equal isotropic components, centred at 0: spacing*{-(k-1)/2..}^2.
+
+        k: an int in [1, MAX_GRID_K]; spacing: any finite number (0 stacks the components,
+        a negative one mirrors the grid); std: a finite number in [0, MAX_STD]."""
+        k = _check.integer(k, "k", 1, MAX_GRID_K, numpy_ok=True)
+        spacing = _check.real(spacing, "spacing", numpy_ok=True)
+        std = _check.real(std, "std", 0.0, MAX_STD, numpy_ok=True)
         c = (torch.arange(k, dtype=torch.float64) - (k - 1) / 2) * spacing
+        if not torch.isfinite(c).all():
+            raise ValueError(f"spacing={spacing:g} is too large for a {k} x {k} grid: "
+                             "its means overflow")
         gx, gy = torch.meshgrid(c, c, indexing="xy")
         return cls(torch.stack([gx.flatten(), gy.flatten()], 1), std)
 
     @classmethod
     def ring(cls, k: int = 8, radius: float = 1.0, std: float = 0.05) -> "GaussianMixture":
         """k equal isotropic components evenly spaced on a circle of the given radius."""
+        k = _check.integer(k, "k", 1, MAX_POINTS, numpy_ok=True)
+        radius = _check.real(radius, "radius", numpy_ok=True)
+        std = _check.real(std, "std", 0.0, MAX_STD, numpy_ok=True)
         a = torch.arange(k, dtype=torch.float64) * 2 * math.pi / k
         return cls(radius * torch.stack([a.cos(), a.sin()], 1), std)
 
@@ -104,6 +120,7 @@ class GaussianMixture:
         """
         x = load_points(points).double()
         m = _check_count(max_components, "max_components", 1, MAX_POINTS)
+        seed = _check.seed(seed, numpy_ok=True)
         if x.shape[0] > m:
             x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:m]]
         if bandwidth is None:
@@ -111,9 +128,7 @@ class GaussianMixture:
             if not std > 0:
                 raise ValueError("cannot estimate a density of points that are all equal")
             bandwidth = 0.5 * std * x.shape[0] ** (-1 / 6)
-        if not (isinstance(bandwidth, (int, float)) and math.isfinite(bandwidth) and bandwidth > 0):
-            raise ValueError(f"bandwidth must be a positive number, got {bandwidth!r}")
-        return cls(x, float(bandwidth))
+        return cls(x, _check.real(bandwidth, "bandwidth", 0.0, MAX_STD, low_open=True, numpy_ok=True))
 
     # --- moments and transforms ----------------------------------------------------
     @property
@@ -192,7 +207,7 @@ class GaussianMixture:
         n = x.shape[0]
         step = max(1, _CHUNK // self.n_components)
         alpha, sigma = (_as_column(v, x) for v in (alpha, sigma))
-        for i in range(0, n, step):
+        for i in range(0, max(n, 1), step):  # no points: one empty chunk
             j = slice(i, i + step)
             yield self._noised_terms(x[j], _rows(alpha, j), _rows(sigma, j))
 
@@ -207,7 +222,39 @@ class GaussianMixture:
         for logp, px, py in self._chunks(x, alpha, sigma):
             r = torch.softmax(logp, dim=1)
             out.append(-torch.stack([(r * px).sum(1), (r * py).sum(1)], 1))
-        return torch.cat(out)
+        score = torch.cat(out)
+        if not _check.all_finite(score):
+            score = self._score_far_away(x, alpha, sigma, score)
+        return score
+
+    def _score_far_away(self, x: Tensor, alpha, sigma, score: Tensor) -> Tensor:
+        """The score where the softmax over components failed: at points so far from the
+        data (|x| ~ 1e17 in float32, 1e150 in float64) that every component's log-density
+        overflows. There the posterior sits on the components nearest in Mahalanobis
+        distance, which the distances divided by |x - alpha m_k| still rank."""
+        if not torch.isfinite(x).all():
+            raise ValueError("x holds NaN or infinite values")
+        bad = ~torch.isfinite(score).all(1)
+        if not bad.any():  # the check's sum overflowed, not a value
+            return score
+        alpha, sigma = (_as_column(v, x) for v in (alpha, sigma))
+        a, s = _rows_where(alpha, bad), _rows_where(sigma, bad)
+        means, covs, _ = self._params(x)
+        A = a**2 * covs[:, 0, 0] + s**2
+        B = a**2 * covs[:, 0, 1]
+        C = a**2 * covs[:, 1, 1] + s**2
+        dx = x[bad, :1] - a * means[:, 0]
+        dy = x[bad, 1:] - a * means[:, 1]
+        det = A * C - B * B
+        px, py = (C * dx - B * dy) / det, (A * dy - B * dx) / det
+        scale = torch.maximum(dx.abs(), dy.abs()).amax(1, keepdim=True)
+        ux, uy = dx / scale, dy / scale
+        q = (ux * (C * ux - B * uy) + uy * (A * uy - B * ux)) / det  # Mahalanobis^2 / scale^2
+        r = (q == q.amin(1, keepdim=True)).to(x.dtype)
+        r = r / r.sum(1, keepdim=True)
+        score = score.clone()
+        score[bad] = -torch.stack([(r * px).sum(1), (r * py).sum(1)], 1)
+        return score
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log density (n,) of the mixture at x (n, 2)."""
@@ -230,12 +277,12 @@ def _rows(v: Tensor, j: slice) -> Tensor:
     return v[j] if v.ndim >= 1 and v.shape[0] > 1 else v
 
 
+def _rows_where(v: Tensor, mask: Tensor) -> Tensor:
+    return v[mask] if v.ndim >= 1 and v.shape[0] > 1 else v
+
+
 def _check_count(n, name: str, low: int = 1, high: int = MAX_POINTS) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {n!r}")
-    if not low <= n <= high:
-        raise ValueError(f"{name} must be between {low} and {high:,}, got {n}")
-    return int(n)
+    return _check.integer(n, name, low, high, numpy_ok=True)
 
 
 # --- the data sets, as mixtures ----------------------------------------------------
@@ -334,10 +381,10 @@ def dataset_mixture(name: str) -> GaussianMixture:
 
 def make_dataset(name: str, n: int = 10_000, seed: int = 0) -> Tensor:
     """n points (n, 2), float32, drawn from data set ``name``; the same seed gives the
-    same points."""
-    mix = dataset_mixture(name)
-    g = torch.Generator().manual_seed(int(seed))
-    return mix.sample(_check_count(n, "n"), generator=g)
+    same points. seed: an integer in [-2**63, 2**64), as torch.Generator takes."""
+    n = _check_count(n, "n")
+    g = torch.Generator().manual_seed(_check.seed(seed, numpy_ok=True))
+    return dataset_mixture(name).sample(n, generator=g)
 
 
 def load_points(source) -> Tensor:
@@ -347,14 +394,7 @@ def load_points(source) -> Tensor:
     header line. Raises ValueError naming the problem: wrong shape, non-numeric or
     non-finite values, fewer than ``MIN_POINTS`` or more than ``MAX_POINTS`` points.
     """
-    if isinstance(source, (str, os.PathLike)):
-        arr = _read_csv(os.fspath(source))
-    else:
-        try:
-            arr = np.asarray(source.detach().cpu() if isinstance(source, Tensor) else source,
-                             dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"points must be numeric: {e}") from None
+    arr = _read_csv(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else _as_array(source)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(f"points must have shape (n, 2): two columns x, y; got shape {arr.shape}")
     if arr.shape[0] < MIN_POINTS:
@@ -368,6 +408,27 @@ def load_points(source) -> Tensor:
                          "values beyond float32's range, "
                          f"the first is row {int(np.argmax(bad))}")
     return torch.as_tensor(arr, dtype=torch.float32)
+
+
+def _as_array(source) -> np.ndarray:
+    """An array-like (tensor of any real dtype, array, nested lists) as float64; complex
+    values are refused, not cut to their real part."""
+    if isinstance(source, Tensor):
+        if source.is_complex():
+            raise ValueError(f"points must be real numbers, got a {source.dtype} tensor")
+        return source.detach().cpu().to(torch.float64).numpy()
+    try:
+        arr = np.asarray(source)
+    except (TypeError, ValueError) as e:  # ragged nested lists
+        raise ValueError(f"points must be numeric: {e}") from None
+    if arr.dtype.kind == "c":
+        raise ValueError(f"points must be real numbers, got complex values ({arr.dtype})")
+    try:
+        return arr.astype(np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"points must be numeric: {e}") from None
+    except OverflowError:  # a Python int beyond float64's range
+        raise ValueError("points must be finite: some value is an integer too large for a float") from None
 
 
 def standardize(x: Tensor) -> Tensor:

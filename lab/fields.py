@@ -11,12 +11,12 @@ noise prediction; everything else is derived here, once, from eps and the schedu
 """
 from __future__ import annotations
 
-import math
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from lab import _check
 from lab.data import GaussianMixture
 from lab.schedules import Schedule, get_schedule
 
@@ -64,7 +64,9 @@ def x0_to_eps(x: Tensor, x0: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
 class ScoreField(Protocol):
     """A score source: implement ``eps(x, t)``; score, x0 and velocity come from here.
 
-    ``x``: (n, 2); ``t``: a float or (n,) tensor in [schedule.t_min, schedule.t_max].
+    ``x``: (n, 2); ``t``: a float or (n,) tensor in [schedule.t_min, schedule.t_max]. score,
+    x0, velocity (and the fields' own eps) refuse a t outside [0, t_max], NaN included, with
+    a ValueError (``Schedule.check_t``).
     """
 
     schedule: Schedule
@@ -88,7 +90,7 @@ class ScoreField(Protocol):
         return torch.as_tensor(x, dtype=self.dtype, device=self.device)
 
     def _coeffs(self, x: Tensor, t):
-        tt = broadcast_t(t, x)
+        tt = broadcast_t(self.schedule.check_t(t), x)
         return tt, self.schedule.alpha(tt), self.schedule.sigma(tt)
 
     def score(self, x: Tensor, t) -> Tensor:
@@ -214,9 +216,7 @@ class SwirlField(ScoreField):
     symmetric, it does change the samples."""
 
     def __init__(self, base: ScoreField, c: float):
-        if not math.isfinite(c):
-            raise ValueError(f"the swirl's strength must be finite, got {c}")
-        self.base, self.c, self.schedule = base, float(c), base.schedule
+        self.base, self.c, self.schedule = base, _check.real(c, "c (the swirl's strength)"), base.schedule
 
     @property
     def device(self):

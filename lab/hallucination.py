@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lab import _check
 from lab.data import GaussianMixture
 
 __all__ = ["IN_SUPPORT", "BETWEEN_MODES", "OUTSIDE", "LABEL_NAMES", "support_labels",
@@ -42,8 +43,7 @@ def support_labels(samples, mixture: GaussianMixture, k: float = 3.0) -> Tensor:
     (2). Returns an int64 tensor (n,)."""
     if mixture.singular:
         raise ValueError("support needs components with positive-definite covariances")
-    if not k > 0:
-        raise ValueError(f"k must be positive, got {k}")
+    k = _check.real(k, "k", 0.0, low_open=True, numpy_ok=True)
     x = torch.as_tensor(samples, dtype=torch.float64).detach().cpu().reshape(-1, 2)
     inside = _mahalanobis(x, mixture).min(1).values <= k
     labels = torch.full((x.shape[0],), OUTSIDE, dtype=torch.int64)
@@ -124,11 +124,10 @@ def filter_report(scores, labels, keep: int | None = None, threshold: float | No
         raise ValueError("scores hold NaN or infinite values")
     if (keep is None) == (threshold is None):
         raise ValueError("give exactly one of keep and threshold")
-    if threshold is not None and not np.isfinite(threshold):
-        raise ValueError(f"threshold must be finite, got {threshold}")
+    if threshold is not None:
+        threshold = _check.real(threshold, "threshold", numpy_ok=True)
     if keep is not None:
-        if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or not 1 <= keep <= len(scores):
-            raise ValueError(f"keep must be between 1 and {len(scores)}, got {keep}")
+        keep = _check.integer(keep, "keep", 1, len(scores), numpy_ok=True)
         threshold = float(torch.sort(scores).values[keep - 1])
     kept = scores <= threshold
     bad = labels != IN_SUPPORT
@@ -170,6 +169,9 @@ def recursive_training(data, mixture: GaussianMixture, generations: int = 3, n_s
     from lab.solvers import sample
     from lab.train import TrainConfig, train
 
+    generations = _check.integer(generations, "generations", 1, 1000)
+    extra = _check.real(extra, "extra", 0.0, 100.0)
+    seed = _check.seed(seed)
     config = config or TrainConfig()
     train_on = torch.as_tensor(data, dtype=torch.float32)
     out = []

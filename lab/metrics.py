@@ -15,9 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lab import _check
 from lab.fields import MixtureField, ScoreField
 
 MMD_MEDIAN_POINTS = 1000  # points the median heuristic looks at (its cost is quadratic)
+MAX_COORD = 1e150         # sample sets beyond this are refused: squared distances would overflow
+MMD_BANDWIDTH = (1e-150, 1e150)  # mmd's bandwidth range: its square must be a positive float
 
 __all__ = ["score_error", "noised_samples", "w2", "sliced_w2", "mmd", "nll", "fokker_planck_residual",
            "ode_sde_gap", "w2_binned"]
@@ -37,7 +40,7 @@ def score_error(field: ScoreField, reference: MixtureField, ts=(0.05, 0.1, 0.25,
                 n: int = 4000, seed: int = 0) -> dict[float, float]:
     """Relative L2(p_t) error of ``field``'s eps (equivalently, its score) to the exact
     ``reference`` at each t in ``ts``, on ``n`` points drawn from p_t. Returns {t: err}."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(_check.seed(seed))
     device = field.device
     out = {}
     for t in ts:
@@ -54,12 +57,25 @@ def _same_dim(a, b):
 
 
 def _as_points(x, name: str):
-    arr = (x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor)
-           else np.asarray(x, dtype=np.float64))
+    try:
+        if isinstance(x, torch.Tensor):
+            if x.is_complex():
+                raise TypeError(f"complex dtype {x.dtype}")
+            arr = x.detach().cpu().double().numpy()
+        else:
+            arr = np.asarray(x)
+            if arr.dtype.kind == "c":
+                raise TypeError(f"complex dtype {arr.dtype}")
+            arr = arr.astype(np.float64)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"{name} must be an array of real numbers (n, d): {e}") from None
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty array of points (n, d), got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} holds NaN or infinite values")
+    if np.abs(arr).max(initial=0.0) > MAX_COORD:
+        raise ValueError(f"{name} holds points beyond {MAX_COORD:g} from the origin, where "
+                         "squared distances overflow")
     return arr
 
 
@@ -88,8 +104,8 @@ def w2_binned(a, b, bins: int = 64, extent: float = 3.5) -> float:
     a, b = _as_points(a, "a"), _as_points(b, "b")
     if a.shape[1] != 2 or b.shape[1] != 2:
         raise ValueError("w2_binned works on 2-D points")
-    if not (2 <= bins <= 256 and extent > 0):
-        raise ValueError(f"need 2 <= bins <= 256 and extent > 0, got {bins} and {extent}")
+    bins = _check.integer(bins, "bins", 2, 256, numpy_ok=True)
+    extent = _check.real(extent, "extent", 0.0, MAX_COORD, low_open=True, numpy_ok=True)
     edges = np.linspace(-extent, extent, bins + 1)
     centres = (edges[1:] + edges[:-1]) / 2
     grid = np.stack(np.meshgrid(centres, centres, indexing="ij"), -1).reshape(-1, 2)
@@ -110,9 +126,8 @@ def sliced_w2(a, b, n_projections: int = 256, seed: int = 0) -> float:
     unequal sizes are compared through their quantile functions on a common grid)."""
     a, b = _as_points(a, "a"), _as_points(b, "b")
     _same_dim(a, b)
-    if not 1 <= n_projections <= 100_000:
-        raise ValueError(f"n_projections must be between 1 and 100000, got {n_projections}")
-    rng = np.random.default_rng(seed)
+    n_projections = _check.integer(n_projections, "n_projections", 1, 100_000, numpy_ok=True)
+    rng = np.random.default_rng(_check.seed(seed, low=0, numpy_ok=True))
     dirs = rng.normal(size=(n_projections, a.shape[1]))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     pa, pb = np.sort(a @ dirs.T, axis=0), np.sort(b @ dirs.T, axis=0)
@@ -128,24 +143,28 @@ def mmd(a, b, bandwidth: float | None = None, max_points: int = 10_000) -> float
     (Gretton et al. 2012), unbiased U-statistic of MMD^2, returned as sqrt(max(., 0)).
     Bandwidth rule when ``bandwidth`` is None: h = median pairwise distance of the pooled
     sets (the median heuristic), taken over at most 1000 pooled points spread evenly over both sets.
-    Memory grows as (n + m)^2: sets beyond ``max_points`` points are refused."""
+    Memory grows as (n + m)^2: sets beyond ``max_points`` points are refused. A given
+    bandwidth must lie in MMD_BANDWIDTH."""
     a, b = _as_points(a, "a"), _as_points(b, "b")
     _same_dim(a, b)
-    if max(len(a), len(b)) > max_points:
+    n, m = len(a), len(b)
+    if n < 2 or m < 2:
+        raise ValueError(f"mmd needs at least two points in each set, got {n} in a and {m} in b")
+    if max(n, m) > max_points:
         raise ValueError(f"mmd on more than {max_points:,} points per set is too costly; subsample")
+    if bandwidth is not None:
+        bandwidth = _check.real(bandwidth, "bandwidth", *MMD_BANDWIDTH, numpy_ok=True)
     x = torch.as_tensor(np.concatenate([a, b]))
     d2 = torch.cdist(x, x) ** 2
     if bandwidth is None:
-        m = min(len(x), MMD_MEDIAN_POINTS)
-        pick = torch.linspace(0, len(x) - 1, m).long()  # evenly over both sets
-        sub = d2[pick][:, pick][torch.triu_indices(m, m, 1).unbind()]
+        p = min(len(x), MMD_MEDIAN_POINTS)
+        pick = torch.linspace(0, len(x) - 1, p).long()  # evenly over both sets
+        sub = d2[pick][:, pick][torch.triu_indices(p, p, 1).unbind()]
         bandwidth = float(sub.sqrt().median())
-    if not bandwidth > 0:
-        raise ValueError(f"bandwidth must be positive, got {bandwidth}")
+        if not bandwidth > 0:
+            raise ValueError("the median heuristic gives bandwidth 0 (most of the points are equal); "
+                             "give a bandwidth")
     k = torch.exp(-d2 / (2 * bandwidth**2))
-    n, m = len(a), len(b)
-    if n < 2 or m < 2:
-        raise ValueError("mmd needs at least two points in each set")
     kaa, kbb, kab = k[:n, :n], k[n:, n:], k[:n, n:]
     val = ((kaa.sum() - kaa.diagonal().sum()) / (n * (n - 1))
            + (kbb.sum() - kbb.diagonal().sum()) / (m * (m - 1)) - 2 * kab.mean())
@@ -176,7 +195,8 @@ def nll(field: ScoreField, x, rtol: float = 1e-5, atol: float = 1e-5, t_start: f
     from torchdiffeq import odeint
 
     s = field.schedule
-    t0 = s.t_min if t_start is None else float(t_start)
+    t0 = s.t_min if t_start is None else _check.real(t_start, "t_start", 0.0, s.t_max, high_open=True,
+                                                     numpy_ok=True)
     x = field.as_input(_as_points(x, "x"))
 
     def rhs(t, state):

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from lab import _check
+
 __all__ = ["ScoreMLP", "PotentialMLP", "TimeEmbedding", "MODELS", "build_model"]
 
 
@@ -22,7 +24,8 @@ class TimeEmbedding(nn.Module):
 
     def __init__(self, dim: int = 32):
         super().__init__()
-        if dim < 2 or dim % 2:
+        dim = _check.integer(dim, "t_dim", 2, 4096)
+        if dim % 2:
             raise ValueError(f"the time embedding needs an even dimension >= 2, got {dim}")
         half = dim // 2
         freqs = torch.exp(-math.log(10_000.0) * torch.arange(half) / half)
@@ -39,6 +42,7 @@ class _MLP(nn.Module):
 
     def __init__(self, out: int, hidden: int, depth: int, t_dim: int):
         super().__init__()
+        hidden, depth = _check.integer(hidden, "hidden", 1, 4096), _check.integer(depth, "depth", 1, 64)
         self.embed = TimeEmbedding(t_dim)
         self.inp = nn.Linear(2, hidden)
         self.t_proj = nn.Linear(t_dim, hidden * depth)

@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from lab import _check
 from lab.fields import ScoreField, eps_to_score, eps_to_x0
 
 __all__ = ["Trajectory", "Solver", "SOLVERS", "SPACINGS", "sample", "time_grid",
@@ -80,11 +81,13 @@ def _grid_logsnr(schedule, steps):
 
 
 def _grid_karras(schedule, steps):
-    # Karras et al. 2022 eq. 5 on their sigma, which is sigma/alpha = e^-lambda here.
-    hi, lo = math.exp(-float(schedule.lambda_(schedule.t_max))), math.exp(-float(schedule.lambda_(schedule.t_min)))
+    # Karras et al. 2022 eq. 5 on their sigma, which is sigma/alpha = e^-lambda here, in logs
+    # (sigma^(1/rho) = e^u): sigma itself overflows where lambda(t_max) < -709.
+    u_hi = -float(schedule.lambda_(schedule.t_max)) / KARRAS_RHO
+    u_lo = -float(schedule.lambda_(schedule.t_min)) / KARRAS_RHO
     ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-    sig = (hi ** (1 / KARRAS_RHO) + ramp * (lo ** (1 / KARRAS_RHO) - hi ** (1 / KARRAS_RHO))) ** KARRAS_RHO
-    return _pin_ends(schedule.t_of_lambda(-torch.log(sig)), schedule)
+    log_sig = KARRAS_RHO * (u_hi + torch.log1p(ramp * math.expm1(u_lo - u_hi)))
+    return _pin_ends(schedule.t_of_lambda(-log_sig), schedule)
 
 
 def _pin_ends(ts, schedule):
@@ -129,10 +132,25 @@ class _Run:
             self._coefs[t] = float(self.s.alpha(t)), float(self.s.sigma(t)), float(self.s.lambda_(t))
         return self._coefs[t]
 
+    def check_grid(self):
+        """Refuse a grid on which the schedule is not finite or lambda does not increase
+        step by step (it rounds to the same value: too many steps for a schedule of so
+        narrow a range), before any step divides by a step in lambda. Fills the cache."""
+        ts = self.ts.tolist()
+        coefs = [self.coef(t) for t in ts]
+        for i, (t, (a, sg, lam)) in enumerate(zip(ts, coefs)):
+            if not (0 < a < math.inf and 0 < sg < math.inf and math.isfinite(lam)):
+                raise ValueError(f"the {self.s.name} schedule has alpha = {a:g}, sigma = {sg:g} at "
+                                 f"t = {t:.6g} of the time grid: not usable for sampling")
+            if i and not lam > coefs[i - 1][2]:
+                raise ValueError(f"steps={len(self.ts) - 1} is too many for this {self.s.name} schedule: "
+                                 f"lambda = log(alpha/sigma) does not increase from t = "
+                                 f"{ts[i - 1]:.17g} to t = {t:.17g} (step {i}); use fewer steps")
+
     def eps(self, x, t) -> Tensor:
         self.nfe += 1
         out = self.field.eps(x, float(t))
-        if not torch.isfinite(out).all():
+        if not _check.all_finite(out):
             raise NonFiniteError(f"the field returned non-finite values at t={float(t):.4g} "
                                  f"(step {self.step + 1} of solver {self.solver!r})")
         return out
@@ -145,7 +163,7 @@ class _Run:
         return torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=x.device)
 
     def record(self, i, x_new, x0_pred):
-        if not torch.isfinite(x_new).all():
+        if not _check.all_finite(x_new):
             raise NonFiniteError(f"the solver {self.solver!r} produced non-finite values at step "
                                  f"{i + 1} (t={float(self.ts[i + 1]):.4g}); try more steps")
         self.xs.append(x_new)
@@ -486,15 +504,11 @@ SOLVERS: dict[str, Solver] = {
 
 
 def _check_option(v, name, low, high):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
-        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {v!r}")
-    return v
+    return _check.real(v, name, low, high)
 
 
 def _check_int(v, name, low, high):
-    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-        raise ValueError(f"{name} must be an integer between {low} and {high:,}, got {v!r}")
-    return v
+    return _check.integer(v, name, low, high)
 
 
 @torch.no_grad()
@@ -514,14 +528,17 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
         eta: the ODE-SDE knob (module doc); None takes the solver's own default (1 for
             euler_maruyama, ddpm, dpm++2m_sde, pc; 0 for the rest). Solvers of the ODE only
             refuse eta != 0.
-        seed: seeds the prior draw and the solver's noise (an int); None: fresh randomness.
+        seed: seeds the prior draw and the solver's noise (an int in [-2**63, 2**64));
+            None: fresh randomness.
         callback: called after every step with {"i", "t", "x", "x0", "nfe"}.
         options: solver options: ``rtol``/``atol`` (ode_adaptive), ``snr`` and
             ``corrector_steps`` (pc), ``order`` (deis).
 
     Raises:
         ValueError: an unknown solver or spacing (the message lists the valid ones), a bad
-            step count, NaN in x_T, or a non-finite field output (``NonFiniteError``).
+            step count, NaN in x_T, a time grid on which the schedule's lambda does not
+            increase (too many steps for its range), or a non-finite field output
+            (``NonFiniteError``).
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
@@ -529,15 +546,14 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
     steps = _check_int(steps, "steps", 1, MAX_STEPS)
     if eta is None:
         eta = spec.eta_default
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or not 0 <= eta <= 10:
-        raise ValueError(f"eta must be a number in [0, 10], got {eta!r}")
+    eta = _check.real(eta, "eta", 0.0, 10.0)
     if not spec.takes_eta and eta != spec.eta_default:
         kind = "integrates the probability-flow ODE (eta = 0)" if spec.eta_default == 0 else \
             "is the ancestral sampler (eta = 1)"
         raise ValueError(f"solver {solver!r} {kind}; for another eta use euler_maruyama, "
                          "ddim, dpm++2m_sde or pc")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ValueError(f"seed must be an int or None, got {seed!r}")
+    if seed is not None:
+        seed = _check.seed(seed)
     device = field.device
     if x_T is None:
         if n is None:
@@ -557,7 +573,8 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
         gen = torch.Generator(device=x_T.device)
         gen.manual_seed(seed) if seed is not None else gen.seed()
     ts = time_grid(field.schedule, steps, spacing)
-    run = _Run(field, ts, float(eta), gen, callback, solver)
+    run = _Run(field, ts, eta, gen, callback, solver)
+    run.check_grid()
     run.xs.append(x_T)
     try:
         x = spec.fn(run, x_T, **options)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 import lab
+from lab import _check
 from lab.data import load_points
 from lab.fields import LAMBDA_FLOOR, NetworkField
 from lab.metrics import fokker_planck_residual
@@ -75,7 +76,7 @@ class TrainConfig:
     fp_region: float = 3.5          # collocation x uniform in [-fp_region, fp_region]^2
     fp_points: int = 256            # collocation points per step
     log_every: int = 50             # call back (and check the loss is finite) every k steps
-    seed: int = 0                   # seeds the weights, batches, times and noise
+    seed: int = 0                   # seeds the weights, batches, times and noise; in [-2**63, 2**64)
     device: str | None = None       # None: lab.pick_device() (cuda, then mps, then cpu)
 
     def __post_init__(self):
@@ -89,21 +90,17 @@ class TrainConfig:
         for name, low, high in (("hidden", 1, 4096), ("depth", 1, 64), ("steps", 1, 10_000_000),
                                 ("batch_size", 1, 1_000_000), ("warmup", 0, 10_000_000),
                                 ("log_every", 1, 10_000_000), ("fp_points", 1, 1_000_000)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-                raise ValueError(f"TrainConfig.{name} must be an integer in [{low}, {high}], got {v!r}")
-        for name, low, high in (("lr", 0, 10), ("lr_final", 0, 1), ("ema", 0, 1),
-                                ("fp_weight", 0, 1e6), ("fp_region", 1e-3, 1e3)):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
-                raise ValueError(f"TrainConfig.{name} must be a number in [{low}, {high}], got {v!r}")
-        if self.lr <= 0 or self.ema >= 1:
-            raise ValueError("TrainConfig.lr must be > 0 and TrainConfig.ema < 1")
-        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float))
-                                               and math.isfinite(self.grad_clip) and self.grad_clip > 0):
-            raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip!r}")
-        if self.t_min is not None and not (isinstance(self.t_min, (int, float)) and self.t_min > 0):
-            raise ValueError(f"TrainConfig.t_min must be a positive number or None, got {self.t_min!r}")
+            _check.integer(getattr(self, name), f"TrainConfig.{name}", low, high)
+        for name, low, high, low_open, high_open in (
+                ("lr", 0, 10, True, False), ("lr_final", 0, 1, False, False), ("ema", 0, 1, False, True),
+                ("fp_weight", 0, 1e6, False, False), ("fp_region", 1e-3, 1e3, False, False)):
+            _check.real(getattr(self, name), f"TrainConfig.{name}", low, high,
+                        low_open=low_open, high_open=high_open)
+        if self.grad_clip is not None:
+            _check.real(self.grad_clip, "TrainConfig.grad_clip (a positive number or None)", 0, low_open=True)
+        if self.t_min is not None:
+            _check.real(self.t_min, "TrainConfig.t_min (a positive number or None)", 0, low_open=True)
+        _check.seed(self.seed, "TrainConfig.seed")
         if self.device is not None:
             resolve_device(self.device)
 
