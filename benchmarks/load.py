@@ -217,7 +217,12 @@ class Trainer(User):
         await asyncio.sleep(0.5)
         self.click(self.model("Button", label="Train"))
         start = time.perf_counter()
-        while time.perf_counter() - start < self.seconds:
+        # at least ``seconds``, and until the page has shown training move (a busy server
+        # may take longer than ``seconds`` to draw its second progress line)
+        while time.perf_counter() - start < self.seconds or len(self.progress) < 2:
+            if time.perf_counter() - start > self.timeout:
+                raise TimeoutError(f"{self.label}: training shown at steps {self.progress} only, "
+                                   f"after {self.timeout:.0f} s")
             await self.until(lambda: self.status() is not None, "training progress")
             step = self.status()
             if not self.progress or step != self.progress[-1]:

@@ -85,4 +85,5 @@ def all_finite(v: torch.Tensor) -> bool:
     about a third of the cost of isfinite().all() on small tensors (the solvers ask it
     thousands of times): NaN and inf reach the sum, and a sum that only overflows is looked
     at again."""
+    v = v.detach()
     return math.isfinite(float(v.sum())) or bool(torch.isfinite(v).all())

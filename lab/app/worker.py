@@ -44,12 +44,14 @@ def on_page(fn: Callable[[Any], Any]) -> Callable[[Any], None]:
     locked, but *outside* the lock when a widget change of the same page is still pending
     (say the steps box was edited and Train clicked before the edit was processed); a Bokeh
     model changed there makes the server raise ("_pending_writes should be non-None ...")
-    and the click is lost. Found by the load test (benchmarks/load.py). So without the lock
-    ``fn`` runs on the page's next tick, which has it; in a notebook or a script, at once.
+    and the click is lost. Found by the load test (benchmarks/load.py). Whether the lock is
+    held cannot be asked (Panel's ``state._unblocked`` says yes in that case too), so on a
+    served page ``fn`` always runs on the page's next tick, which holds the lock; in a
+    notebook or a script, at once.
     """
     def handler(event) -> None:        # Bokeh checks a handler's signature: one argument
         doc = pn.state.curdoc
-        if doc is None or doc.session_context is None or pn.state._unblocked(doc):
+        if doc is None or doc.session_context is None:
             fn(event)
         else:
             doc.add_next_tick_callback(lambda: fn(event))
