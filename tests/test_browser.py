@@ -23,6 +23,21 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
                                 "(test.sh installs it when run as root)")
 
 
+def wait_for_server(url: str, proc: subprocess.Popen, log_path: Path, seconds: float):
+    """Until ``url`` answers; if the server dies or ``seconds`` pass first, kill it and fail
+    with its log."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=30)
+            return
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"the server at {url} did not start:\n" + Path(log_path).read_text())
+            time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with socket.socket() as sock:
@@ -36,16 +51,7 @@ def server(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", str(port),
                              "--check-unused-sessions", "500", "--unused-session-lifetime", "1000"],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30)
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("panel serve did not start:\n" + log_path.read_text())
-            time.sleep(0.5)
+    wait_for_server(f"http://127.0.0.1:{port}/", proc, log_path, 90)
     yield f"http://127.0.0.1:{port}", log_path
     proc.terminate()
     proc.wait(timeout=30)
@@ -356,14 +362,7 @@ def test_a_notebook_renders_its_plots_offline_in_jupyterlab(browser, tmp_path):
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work,
                                 start_new_session=True)   # the server and its kernel end together
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/lab", timeout=30)
-                break
-            except OSError:
-                assert time.time() < deadline and proc.poll() is None, log_path.read_text()
-                time.sleep(0.5)
+        wait_for_server(f"http://127.0.0.1:{port}/lab", proc, log_path, 120)
         page, errors = open_page(browser, 1000)
         page.goto(f"http://127.0.0.1:{port}/lab/tree/00_start_here.ipynb")
         page.locator(".jp-Notebook").first.wait_for(timeout=120_000)

@@ -66,22 +66,18 @@ def test_first_code_cell_loads_the_plotting_libraries_offline(name):
 
 
 @pytest.mark.parametrize("name", LESSONS)
-def test_committed_without_outputs_but_the_checks_answers(name):
-    """nbval compares a marked cell's output with the stored one only when the stored cell
-    has run; so each check keeps its answer (and an execution count), and nothing else
-    keeps any output."""
+def test_committed_clean_with_checks_that_can_fail(name):
+    """No cell keeps an output or an execution count. nbval compares a marked cell's output
+    only with a stored one, so with none stored a check cell must fail by itself: each
+    asserts the claims it prints."""
     checks = 0
     for cell in cells(name):
         if cell["cell_type"] != "code":
             continue
+        assert cell["outputs"] == [] and cell["execution_count"] is None, source(cell)[:200]
         if source(cell).startswith("# NBVAL_CHECK_OUTPUT"):
             checks += 1
-            assert cell["execution_count"] is not None
-            (out,) = cell["outputs"]
-            assert out["output_type"] == "stream" and out["name"] == "stdout"
-            assert re.fullmatch(r"[\w\s\[\]{}()',.:<>=-]+\n", "".join(out["text"]))
-        else:
-            assert cell["outputs"] == [] and cell["execution_count"] is None, source(cell)[:200]
+            assert re.search(r"^assert all\(", source(cell), re.M), source(cell)
     assert checks >= 1
 
 
@@ -93,7 +89,7 @@ def test_cells_are_short(name):
             assert len(source(cell).splitlines()) <= 20, source(cell)[:300]
 
 
-def test_the_strip_script_keeps_only_the_checks_answers(tmp_path):
+def test_the_strip_script_clears_every_output(tmp_path):
     import subprocess
     import sys
 
@@ -102,16 +98,10 @@ def test_the_strip_script_keeps_only_the_checks_answers(tmp_path):
     shown = {"output_type": "display_data", "data": {"text/plain": ["<plot>"]}, "metadata": {}}
     nb = {"cells": [{"cell_type": "code", "source": ["# NBVAL_CHECK_OUTPUT\n", "print(a, b)"], "metadata": {},
                      "outputs": [stream, shown], "execution_count": 7},
-                    {"cell_type": "code", "source": ["plot()"], "metadata": {}, "outputs": [shown, stream],
-                     "execution_count": 8}],
+                    {"cell_type": "markdown", "source": ["text"], "metadata": {}}],
           "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     path = tmp_path / "lesson.ipynb"
     path.write_text(json.dumps(nb))
     subprocess.run([sys.executable, str(script), str(path)], check=True, capture_output=True)
-    check, plot = json.loads(path.read_text())["cells"]
-    assert check["outputs"] == [stream] and check["execution_count"] is not None
-    assert plot["outputs"] == [] and plot["execution_count"] is None
-    nb["cells"][0]["outputs"] = []                        # a check that never ran: refused
-    path.write_text(json.dumps(nb))
-    done = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True)
-    assert done.returncode != 0 and "no printed answer" in done.stderr
+    check, text = json.loads(path.read_text())["cells"]
+    assert check["outputs"] == [] and check["execution_count"] is None and text["source"] == ["text"]
