@@ -464,16 +464,20 @@ def _read_csv(path: str) -> np.ndarray:
             return False
     if not any(is_number(v) for v in fields(rows[0][1])):
         rows = rows[1:]  # a header line: no field of it is a number
+    if len(rows) > MAX_POINTS:  # counted before any parsing: a huge file is refused at once
+        raise ValueError(f"{path}: {len(rows):,} rows, more than {MAX_POINTS:,} points")
+    tokens = [fields(line) for _, line in rows]
+    if all(len(vals) == 2 for vals in tokens):
+        try:
+            return np.array(tokens, dtype=np.float64).reshape(-1, 2)
+        except ValueError:
+            pass  # some field is not a number: the loop below names its line
     data = []
-    for lineno, line in rows:
-        vals = fields(line)
+    for (lineno, line), vals in zip(rows, tokens):
         if not all(is_number(v) for v in vals):
             raise ValueError(f"{path}: line {lineno} is not numeric: {line[:60]!r}")
         if len(vals) != 2:
             raise ValueError(f"{path}: line {lineno} has {len(vals)} values, "
                              "expected two columns x, y")
-        vals = [float(v) for v in vals]
-        data.append(vals)
-        if len(data) > MAX_POINTS:
-            raise ValueError(f"{path}: more than {MAX_POINTS:,} points")
+        data.append([float(v) for v in vals])
     return np.asarray(data, dtype=np.float64).reshape(-1, 2)

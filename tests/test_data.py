@@ -112,6 +112,24 @@ def test_csv_header_and_line_numbers(tmp_path):
         load_points(f)
 
 
+def test_csv_rows_are_counted_before_parsing(tmp_path):
+    """A file over the row cap is refused for its count, before any row is parsed: the last
+    row is not even a number, and the message is about the count, not that line."""
+    from lab.data import MAX_POINTS
+    f = tmp_path / "huge.csv"
+    f.write_text("x,y\n" + "0,0\n" * MAX_POINTS + "not,numbers\n")
+    with pytest.raises(ValueError, match=f"{MAX_POINTS + 1:,} rows, more than {MAX_POINTS:,}"):
+        load_points(f)
+
+
+def test_csv_separators_and_values(tmp_path):
+    f = tmp_path / "mixed.csv"
+    f.write_text("1.5, -2\n3;4e-1\n  5\t6  \n\n# comment\n-0.25 1e2\n" * 2)
+    x = load_points(f)
+    want = torch.tensor([[1.5, -2.0], [3.0, 0.4], [5.0, 6.0], [-0.25, 100.0]] * 2)
+    torch.testing.assert_close(x, want)
+
+
 def test_float32_overflow_is_not_finite():
     with pytest.raises(ValueError, match="finite"):
         load_points(np.array([[0.0, 1.0]] * 9 + [[1e300, 0.0]]))
