@@ -19,7 +19,11 @@ threads must end).
 
 Baseline, measured in the same run: the same script by one solver user alone.
 
-    python benchmarks/load.py [--users 20] [--changes 3] [--train-seconds 20]
+    python benchmarks/load.py [--users 20] [--changes 3] [--train-seconds 20] [--torch-threads N]
+    python benchmarks/load.py --compare-threads   # torch's default threads, then one
+
+The server runs as served (torch on its default intra-op threads) unless told otherwise. The
+virtual users run in this process, on the same machine: the CPU each side used is printed.
 """
 from __future__ import annotations
 
@@ -50,10 +54,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(log_path: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """``python -m lab serve`` on loopback (closed pages' sessions end within ~2 s)."""
+def start_server(log_path: Path, port: int | None = None,
+                 torch_threads: int | None = None) -> tuple[subprocess.Popen, str]:
+    """``python -m lab serve`` on loopback (closed pages' sessions end within ~2 s), with
+    ``torch_threads`` intra-op threads (None: torch's default, as served)."""
     port = port or free_port()
-    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "LAB_DEVICE": "cpu"}
+    env.pop("OMP_NUM_THREADS", None)
+    if torch_threads is not None:
+        env["OMP_NUM_THREADS"] = str(torch_threads)
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", str(port),
                              "--check-unused-sessions", "500", "--unused-session-lifetime", "1000"],
@@ -78,6 +87,12 @@ def server_usage(pid: int) -> dict:
     threads = int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))
     rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024
     return {"threads": threads, "rss_mib": rss}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- virtual users -------------------------------------------------------------------------
@@ -294,20 +309,28 @@ def run(url: str, n_users: int, changes: int, train_seconds: float | None, pid: 
     for u in everyone:
         u.timeout = timeout
     usage = {"before": server_usage(pid)} if pid else {}
+    cpu0 = (cpu_seconds(pid) if pid else 0.0, sum(os.times()[:2]))
     start = time.perf_counter()
     for u in everyone:
         u.start()
     peak = dict(usage.get("before", {}))
+    solvers_s = None
     while any(u.is_alive() for u in everyone):
         if pid:
             now = server_usage(pid)
             peak = {k: max(peak[k], now[k]) for k in now}
+        if solvers_s is None and not any(u.is_alive() for u in users):
+            solvers_s = time.perf_counter() - start
         time.sleep(0.2)
     wall = time.perf_counter() - start
+    solvers_s = solvers_s or wall
+    cpu = {"server_s": cpu_seconds(pid) - cpu0[0] if pid else None,
+           "clients_s": sum(os.times()[:2]) - cpu0[1]}   # this process: every virtual user
     if pid:
         usage["peak"] = peak
     errors = [f"{u.label}: {type(u.error).__name__}: {u.error}" for u in everyone if u.error is not None]
-    return {"users": users, "trainer": trainer, "errors": errors, "wall_s": wall, "usage": usage}
+    return {"users": users, "trainer": trainer, "errors": errors, "wall_s": wall,
+            "solvers_s": solvers_s, "cpu": cpu, "usage": usage}
 
 
 def summary(latencies: list[float]) -> str:
@@ -327,15 +350,14 @@ def wait_for_threads(pid: int, threads: int, seconds: float = 30.0) -> dict:
         time.sleep(0.5)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--users", type=int, default=20)
-    ap.add_argument("--changes", type=int, default=3, help="solver changes per user (steps change every 2nd)")
-    ap.add_argument("--train-seconds", type=float, default=20.0)
-    args = ap.parse_args()
+def bench(args, torch_threads: int | None) -> dict:
+    """One server, warmed up; one user alone, then everyone at once. Prints and returns the
+    figures."""
     import tempfile
     log = Path(tempfile.mkdtemp()) / "server.log"
-    proc, url = start_server(log)
+    proc, url = start_server(log, torch_threads=torch_threads)
+    print(f"--- server with torch on {torch_threads or 'its default'} intra-op thread(s) "
+          f"({os.cpu_count()} cores here) ---", flush=True)
     try:
         # warm up (the first session loads the pretrained models), then the baseline: one user alone
         warm = run(url, 1, 1, None, proc.pid)
@@ -349,6 +371,10 @@ def main():
         lat = [x for u in res["users"] for x in u.latencies]
         print(f"{args.users} users at once ({args.users - 1} solver users, 1 training): {summary(lat)}; "
               f"median x{statistics.median(lat) / statistics.median(base):.1f} the lone user's")
+        cpu = res["cpu"]
+        print(f"all solver users done in {res['solvers_s']:.1f} s ({len(lat) / res['solvers_s']:.1f} "
+              f"updates/s); CPU used over the {res['wall_s']:.1f} s: server {cpu['server_s']:.1f} s, "
+              f"the virtual users (this process) {cpu['clients_s']:.1f} s")
         print("per user, median ms: " + " ".join(f"{1e3 * statistics.median(u.latencies):.0f}"
                                                 for u in res["users"] if u.latencies))
         t = res["trainer"]
@@ -364,7 +390,28 @@ def main():
         proc.terminate()
         proc.wait(timeout=30)
     text = log.read_text()
-    print("server log:", "no errors" if "Traceback" not in text else text[-3000:])
+    print("server log:", "no errors" if "Traceback" not in text else text[-3000:], flush=True)
+    return {"alone": base, "all": lat, "solvers_s": res["solvers_s"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=20)
+    ap.add_argument("--changes", type=int, default=3, help="solver changes per user (steps change every 2nd)")
+    ap.add_argument("--train-seconds", type=float, default=20.0)
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="the server's torch intra-op threads (default: torch's default, as served)")
+    ap.add_argument("--compare-threads", action="store_true",
+                    help="run twice: torch's default threads, then one thread (OMP_NUM_THREADS=1)")
+    args = ap.parse_args()
+    if not args.compare_threads:
+        bench(args, args.torch_threads)
+        return
+    d, one = bench(args, None), bench(args, 1)
+    print(f"--- torch's default threads vs one thread, {args.users} users: median "
+          f"{1e3 * statistics.median(d['all']):.0f} vs {1e3 * statistics.median(one['all']):.0f} ms, "
+          f"all solver users done in {d['solvers_s']:.1f} vs {one['solvers_s']:.1f} s; "
+          f"alone {1e3 * statistics.median(d['alone']):.0f} vs {1e3 * statistics.median(one['alone']):.0f} ms")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def load():
 @pytest.fixture(scope="module")
 def server(load, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("load") / "server.log"
-    proc, url = load.start_server(log_path)
+    proc, url = load.start_server(log_path, torch_threads=1)   # the guide: one torch thread in tests
     yield proc, url, log_path
     proc.terminate()
     proc.wait(timeout=30)
