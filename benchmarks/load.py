@@ -127,6 +127,8 @@ class User(threading.Thread):
             self.session._loop_until_closed()
         except BaseException as e:   # noqa: BLE001 (reported by the caller)
             self.error = e
+        finally:
+            loop.close(all_fds=True)    # and its executor's thread (name lookups)
 
     async def _main(self):
         try:

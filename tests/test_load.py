@@ -1,10 +1,15 @@
 """The load test, short (issue 8): browser-like sessions at once against one `python -m lab
 serve` (benchmarks/load.py has the full run and the latency figures). Asserted: every
 change reaches its own page, no page sees another's samples or training, the server's
-threads end with the pages that started them (also when a page leaves mid-training), and
-its log stays clean. No timing is asserted."""
+threads end with the pages that started them (also when a page leaves mid-training), its
+log stays clean, and closed sessions leave none of their objects in memory. No timing is
+asserted."""
 import importlib.util
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +63,28 @@ def test_a_page_left_mid_training_ends_its_run_and_threads(load, server):
     assert after["threads"] <= idle["threads"]
     stopped = re.findall(r"training stopped at step (\d+) of 20000", log_path.read_text())
     assert stopped and int(stopped[-1]) < 20000
+
+
+def test_closed_sessions_free_their_objects():
+    """benchmarks/session_memory.py serves the pages in its own process, where their objects
+    can be counted: two rounds of three sessions (a trainer leaving mid-training among them).
+    While open they hold Sessions and threads; once closed, a full collection finds no
+    Session, view, worker or thread of theirs, and nothing of the lab's or Bokeh's that
+    grows from round to round."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "session_memory.py"), "--rounds", "2",
+                        "--users", "3", "--train-seconds", "2", "--json"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT,
+                       env={**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-5000:]
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    _, first, second = rows
+    for row in (first, second):
+        assert row["trainer_left_mid_training"]
+        assert row["during"]["Session"] == 3 and row["during"]["score-lab threads"] >= 3
+        left = {k: v for k, v in row["objects"].items() if k != "bokeh Document" and v}
+        assert left == {}, left                  # no session, view, worker or lab thread
+    # Bokeh documents and models, param objects, tensors, threads: the first round may leave
+    # caches (the pretrained models), the second must add nothing
+    assert second["objects"]["bokeh Document"] <= first["objects"]["bokeh Document"]
+    for key in ("bokeh models", "param objects", "torch tensors", "threads"):
+        assert second["totals"][key] <= first["totals"][key], (key, first["totals"], second["totals"])
