@@ -80,6 +80,27 @@ def seed(v, name: str = "seed", low: int = SEED_MIN, *, numpy_ok: bool = False) 
     return int(v)
 
 
+def real_array(v, name: str) -> np.ndarray:
+    """v (a tensor of any real dtype, an array, nested lists) as a float64 NumPy array, or a
+    ValueError naming it: complex values are refused, not cut to their real part."""
+    if isinstance(v, torch.Tensor):
+        if v.is_complex():
+            raise ValueError(f"{name} must be real numbers, got a {v.dtype} tensor")
+        return v.detach().cpu().to(torch.float64).numpy()
+    try:
+        arr = np.asarray(v)
+    except (TypeError, ValueError) as e:  # ragged nested lists
+        raise ValueError(f"{name} must be numeric: {e}") from None
+    if arr.dtype.kind == "c":
+        raise ValueError(f"{name} must be real numbers, got complex values ({arr.dtype})")
+    try:
+        return arr.astype(np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be numeric: {e}") from None
+    except OverflowError:  # a Python int beyond float64's range
+        raise ValueError(f"{name} must be finite: some value is an integer too large for a float") from None
+
+
 def all_finite(v: torch.Tensor) -> bool:
     """Whether v holds no NaN or infinity. One reduction and one sync in the common case,
     about a third of the cost of isfinite().all() on small tensors (the solvers ask it

@@ -238,7 +238,7 @@ class GaussianMixture:
         if not bad.any():  # the check's sum overflowed, not a value
             return score
         alpha, sigma = (_as_column(v, x) for v in (alpha, sigma))
-        a, s = _rows_where(alpha, bad), _rows_where(sigma, bad)
+        a, s = _rows(alpha, bad), _rows(sigma, bad)
         means, covs, _ = self._params(x)
         A = a**2 * covs[:, 0, 0] + s**2
         B = a**2 * covs[:, 0, 1]
@@ -275,10 +275,6 @@ def _as_column(v, x: Tensor) -> Tensor:
 
 def _rows(v: Tensor, j: slice) -> Tensor:
     return v[j] if v.ndim >= 1 and v.shape[0] > 1 else v
-
-
-def _rows_where(v: Tensor, mask: Tensor) -> Tensor:
-    return v[mask] if v.ndim >= 1 and v.shape[0] > 1 else v
 
 
 def _check_count(n, name: str, low: int = 1, high: int = MAX_POINTS) -> int:
@@ -394,7 +390,10 @@ def load_points(source) -> Tensor:
     header line. Raises ValueError naming the problem: wrong shape, non-numeric or
     non-finite values, fewer than ``MIN_POINTS`` or more than ``MAX_POINTS`` points.
     """
-    arr = _read_csv(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else _as_array(source)
+    if isinstance(source, (str, os.PathLike)):
+        arr = _read_csv(os.fspath(source))
+    else:
+        arr = _check.real_array(source, "points")
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(f"points must have shape (n, 2): two columns x, y; got shape {arr.shape}")
     if arr.shape[0] < MIN_POINTS:
@@ -408,27 +407,6 @@ def load_points(source) -> Tensor:
                          "values beyond float32's range, "
                          f"the first is row {int(np.argmax(bad))}")
     return torch.as_tensor(arr, dtype=torch.float32)
-
-
-def _as_array(source) -> np.ndarray:
-    """An array-like (tensor of any real dtype, array, nested lists) as float64; complex
-    values are refused, not cut to their real part."""
-    if isinstance(source, Tensor):
-        if source.is_complex():
-            raise ValueError(f"points must be real numbers, got a {source.dtype} tensor")
-        return source.detach().cpu().to(torch.float64).numpy()
-    try:
-        arr = np.asarray(source)
-    except (TypeError, ValueError) as e:  # ragged nested lists
-        raise ValueError(f"points must be numeric: {e}") from None
-    if arr.dtype.kind == "c":
-        raise ValueError(f"points must be real numbers, got complex values ({arr.dtype})")
-    try:
-        return arr.astype(np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"points must be numeric: {e}") from None
-    except OverflowError:  # a Python int beyond float64's range
-        raise ValueError("points must be finite: some value is an integer too large for a float") from None
 
 
 def standardize(x: Tensor) -> Tensor:

@@ -57,18 +57,7 @@ def _same_dim(a, b):
 
 
 def _as_points(x, name: str):
-    try:
-        if isinstance(x, torch.Tensor):
-            if x.is_complex():
-                raise TypeError(f"complex dtype {x.dtype}")
-            arr = x.detach().cpu().double().numpy()
-        else:
-            arr = np.asarray(x)
-            if arr.dtype.kind == "c":
-                raise TypeError(f"complex dtype {arr.dtype}")
-            arr = arr.astype(np.float64)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise ValueError(f"{name} must be an array of real numbers (n, d): {e}") from None
+    arr = _check.real_array(x, name)
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty array of points (n, d), got shape {arr.shape}")
     if not np.isfinite(arr).all():

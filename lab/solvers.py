@@ -284,8 +284,8 @@ def ode_adaptive(run: _Run, x: Tensor, rtol: float = ADAPTIVE_RTOL, atol: float 
 
     As Song et al. 2021 sample and compute likelihoods; the grid only says where states are
     kept (x0 predictions there are for display and not counted in the NFE)."""
-    _check_option(rtol, "rtol", 1e-12, 1.0)
-    _check_option(atol, "atol", 1e-12, 1.0)
+    _check.real(rtol, "rtol", 1e-12, 1.0)
+    _check.real(atol, "atol", 1e-12, 1.0)
     from torchdiffeq import odeint
 
     def rhs(t, y):
@@ -452,8 +452,8 @@ def deis(run: _Run, x: Tensor, order: int = 3) -> Tensor:
 def pc(run: _Run, x: Tensor, snr: float = PC_SNR, corrector_steps: int = 1) -> Tensor:
     """Predictor-corrector (Song et al. 2021, Alg. 2-3): per step, Langevin corrector with
     step 2 a (snr |z|/|score|)^2, then an Euler-Maruyama predictor on the eta family."""
-    _check_option(snr, "snr", 1e-6, 10.0)
-    _check_int(corrector_steps, "corrector_steps", 0, 100)
+    _check.real(snr, "snr", 1e-6, 10.0)
+    _check.integer(corrector_steps, "corrector_steps", 0, 100)
     for i in range(len(run.ts) - 1):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
         _, sg, _ = run.coef(s)
@@ -503,14 +503,6 @@ SOLVERS: dict[str, Solver] = {
 }
 
 
-def _check_option(v, name, low, high):
-    return _check.real(v, name, low, high)
-
-
-def _check_int(v, name, low, high):
-    return _check.integer(v, name, low, high)
-
-
 @torch.no_grad()
 def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
            solver: str = "dpm++2m", steps: int = 20, spacing: str = "logsnr",
@@ -543,7 +535,7 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     spec = SOLVERS[solver]
-    steps = _check_int(steps, "steps", 1, MAX_STEPS)
+    steps = _check.integer(steps, "steps", 1, MAX_STEPS)
     if eta is None:
         eta = spec.eta_default
     eta = _check.real(eta, "eta", 0.0, 10.0)
@@ -558,7 +550,7 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
     if x_T is None:
         if n is None:
             raise ValueError("give n (number of samples) or x_T (starting points)")
-        n = _check_int(n, "n", 1, 10_000_000)
+        n = _check.integer(n, "n", 1, 10_000_000)
         gen = torch.Generator(device=device or "cpu")
         gen.manual_seed(seed) if seed is not None else gen.seed()
         x_T = field.schedule.prior_sample(n, generator=gen)

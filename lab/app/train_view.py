@@ -89,6 +89,8 @@ class TrainView(pn.viewable.Viewer):
         self._poller = None
         self._worker = Worker("score-lab-train-preview", label="sampling…")
         self.session.on_close(self._worker.close)
+        self._reader = Worker("score-lab-upload", label="reading your points…")   # off the page's thread
+        self.session.on_close(self._reader.close)
         self.session.on_close(self._on_session_closed)
         self._train_button = pn.widgets.Button(label=self._train_label(self.model_kind), color="primary",
                                                width=140)
@@ -299,27 +301,35 @@ class TrainView(pn.viewable.Viewer):
             self._show_error(f"could not use the uploaded file: it holds {len(event.new) / 2**20:.0f} MiB, "
                              f"more than the {MAX_CSV_BYTES >> 20} MiB a CSV of points may hold")
             return
-        fh = None
-        try:
-            with tempfile.NamedTemporaryFile("wb", suffix=".csv", delete=False) as fh:
-                fh.write(event.new)
+        data = event.new
+
+        def read():                                 # on the worker: parsing 1M rows takes seconds
+            fh = None
             try:
-                points = load_points(fh.name)
+                with tempfile.NamedTemporaryFile("wb", suffix=".csv", delete=False) as fh:
+                    fh.write(data)
+                return load_points(fh.name)
+            except ValueError as e:
+                raise ValueError(str(e).replace(f"{fh.name}: ", "").replace(fh.name, "the file")) from None
+            except OSError as e:                    # a full disk or an unwritable temp folder
+                raise OSError(f"could not store the uploaded file on the server: {e.strerror or e}") from None
             finally:
-                os.unlink(fh.name)
-            x = self.session.use_points(points)
-        except ValueError as e:
-            why = str(e).replace(f"{fh.name}: ", "").replace(fh.name, "the file")
-            self._show_error(f"could not use the uploaded file: {why}")
-            return
-        except OSError as e:                        # a full disk or an unwritable temp folder
-            if fh is not None and os.path.exists(fh.name):
-                os.unlink(fh.name)
-            self._show_error(f"could not store the uploaded file on the server: {e.strerror or e}")
-            return
-        self._alert.visible = False
-        self._status.object = (f"using your {x.shape[0]:,} points (centred and scaled to unit variance); "
-                               "press Train")
+                if fh is not None and os.path.exists(fh.name):
+                    os.unlink(fh.name)
+
+        def use(points):                            # on the page
+            try:
+                x = self.session.use_points(points)
+            except ValueError as e:
+                failed(e)
+                return
+            self._alert.visible = False
+            self._status.object = (f"using your {x.shape[0]:,} points (centred and scaled to unit variance); "
+                                   "press Train")
+
+        def failed(e):
+            self._show_error(str(e) if isinstance(e, OSError) else f"could not use the uploaded file: {e}")
+        self._reader.submit(read, use, failed)
 
     def _on_checkpoint(self, event):
         if event.new is None:
