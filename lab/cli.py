@@ -107,7 +107,8 @@ def _sample(args) -> int:
 def _pretrain(args) -> int:
     from lab.pretrained import pretrain, pretrain_gap
 
-    pretrain(args.datasets or None, steps=args.steps, out_dir=args.out_dir)
+    pretrain(args.datasets or None, steps=args.steps, out_dir=args.out_dir, resume=args.resume,
+             state_dir=args.state_dir)
     if not args.datasets:
         pretrain_gap(out_dir=args.out_dir)
     return 0
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("datasets", nargs="*", help="data sets (default: all)")
     pt.add_argument("--steps", type=int, default=None, help="training steps (default: TrainConfig's)")
     pt.add_argument("--out-dir", default=None, help="folder (default: lab/pretrained)")
+    pt.add_argument("--resume", action="store_true",
+                    help="continue each run from its saved state (written every few minutes)")
+    pt.add_argument("--state-dir", default=None, help="resumable states and snapshots (default: runs/pretrain)")
     pt.set_defaults(func=_pretrain)
 
     sv = sub.add_parser("serve", help="serve the dashboards (panel serve apps/*.py); further "

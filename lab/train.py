@@ -42,7 +42,7 @@ from lab.models import MODELS, build_model
 from lab.schedules import SCHEDULES, Schedule, get_schedule
 
 __all__ = ["TrainConfig", "progress_bar", "Progress", "train", "save", "load", "resolve_device", "WEIGHTINGS",
-           "CHECKPOINT_FORMAT"]
+           "CHECKPOINT_FORMAT", "STATE_EVERY_S", "read_state"]
 
 WEIGHTINGS = ("eps", "min_snr", "likelihood")
 T_SAMPLINGS = ("uniform", "logsnr")
@@ -51,6 +51,8 @@ EMA_WARMUP = 10           # EMA decay is min(ema, (1 + step) / (EMA_WARMUP + ste
 LIKELIHOOD_GRID = 512     # times used to normalise the "likelihood" weight
 CHECKPOINT_FORMAT = "score-lab-checkpoint"
 CHECKPOINT_VERSION = 1
+STATE_FORMAT = "score-lab-train-state"   # a resumable run's state file (not a checkpoint)
+STATE_EVERY_S = 180.0     # a run with a state file writes it this often (seconds), and when it stops
 
 
 @dataclass
@@ -134,6 +136,7 @@ class Progress:
     seconds: float          # training time so far (the callbacks' own time left out)
     lr: float               # current learning rate
     field: NetworkField     # the EMA model as it is now; read it inside the callback only
+    raw_field: NetworkField | None = None  # the optimiser's own (not averaged) weights, likewise
 
 
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -186,7 +189,8 @@ def _fp_penalty(field: NetworkField, cfg: TrainConfig, to_time, gen, device) -> 
 
 def train(data, config: TrainConfig | None = None,
           callback: Callable[[Progress], bool | None] | None = None,
-          cancel: threading.Event | None = None) -> tuple[NetworkField, dict]:
+          cancel: threading.Event | None = None, state=None, resume: bool = False,
+          state_every: float = STATE_EVERY_S) -> tuple[NetworkField, dict]:
     """Train a score model on 2-D points by denoising score matching.
 
     Args:
@@ -195,6 +199,13 @@ def train(data, config: TrainConfig | None = None,
         callback: called with a :class:`Progress` every ``config.log_every`` steps; return
             True to stop training early (the model trained so far is returned).
         cancel: a ``threading.Event``; setting it (from another thread) stops training.
+        state: path of a resumable state file (weights, average, optimiser, random
+            generator, history), written every ``state_every`` seconds and when training
+            stops or ends; long runs survive being killed (at most ``state_every`` seconds
+            of work is lost).
+        resume: continue from ``state`` when that file exists: the same data and config
+            (``steps`` may grow) give the same weights, bit for bit on one device and thread
+            count, as one uninterrupted run. A finished state returns its model at once.
 
     Returns:
         ``(field, history)``: a :class:`NetworkField` holding the EMA weights (eval mode, on
@@ -217,6 +228,7 @@ def train(data, config: TrainConfig | None = None,
     if not 0.1 < data_std < 10:
         warnings.warn(f"the data's scale (std {data_std:.3g}) is far from 1, which the schedules "
                       "assume; lab.data.standardize(x) centres and scales points", stacklevel=2)
+    state_every = _check.real(state_every, "state_every", 0.0)
 
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
         torch.manual_seed(cfg.seed)
@@ -229,15 +241,19 @@ def train(data, config: TrainConfig | None = None,
     to_time = _time_sampler(schedule, cfg.t_sampling, t_lo, device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     params, ema_params = list(model.parameters()), list(ema_model.parameters())
-    good = [p.detach().clone() for p in params], [p.clone() for p in ema_params], 0
-
     history = {"step": [], "loss": [], "samples_per_s": [], "seconds": [], "lr": []}
-    stopped, step = None, 0
     loss_sum = torch.zeros((), device=device)
-    start = last = time.perf_counter()
+    run = _RunState(model, ema_model, opt, gen, history, loss_sum, _fingerprint(x), cfg)
+    if state is not None and resume and os.path.isfile(os.fspath(state)):
+        run.restore(os.fspath(state))
+    else:
+        run.remember_good(0)
+
+    stopped, step = None, run.step
+    start = last = last_save = time.perf_counter()
     callback_s = 0.0
     model.train()
-    for step in range(1, cfg.steps + 1):
+    for step in range(run.step + 1, cfg.steps + 1):
         lr = cfg.lr * _lr_factor(step - 1, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -261,26 +277,30 @@ def train(data, config: TrainConfig | None = None,
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
         loss_sum += loss.detach()
+        run.step = step
 
         if step % cfg.log_every == 0 or step == cfg.steps:
             k = step - (history["step"][-1] if history["step"] else 0)
+            rate = (step - max(run.first_step, history["step"][-1] if history["step"] else 0)) * cfg.batch_size
             mean_loss = float(loss_sum) / k
             loss_sum.zero_()
             now = time.perf_counter()
             if not math.isfinite(mean_loss):
-                with torch.no_grad():
-                    for p, q in zip(params + ema_params, good[0] + good[1]):
-                        p.copy_(q)
-                stopped = (f"the loss became non-finite between steps {good[2]} and {step}; "
-                           f"kept the model from step {good[2]}")
-                step = good[2]
+                step = run.restore_good()
+                stopped = (f"the loss became non-finite between steps {step} and {run.step}; "
+                           f"kept the model from step {step}")
+                state = None   # the file keeps the last good state
                 break
-            good = [p.detach().clone() for p in params], [p.clone() for p in ema_params], step
-            prog = Progress(step, cfg.steps, mean_loss, k * cfg.batch_size / (now - last),
-                            now - start - callback_s, lr, ema_field)
+            run.remember_good(step)
+            prog = Progress(step, cfg.steps, mean_loss, rate / (now - last),
+                            run.seconds + now - start - callback_s, lr, ema_field, field)
             for key in history:
                 history[key].append(getattr(prog, key))
             asked_to_stop = callback(prog) if callback is not None else False
+            if state is not None and time.perf_counter() - last_save >= state_every:
+                run.seconds_now = run.seconds + time.perf_counter() - start - callback_s
+                run.save(state)
+                last_save = time.perf_counter()
             last = time.perf_counter()
             callback_s += last - now
             if asked_to_stop:
@@ -290,7 +310,11 @@ def train(data, config: TrainConfig | None = None,
             stopped = f"cancelled at step {step}"
             break
 
-    wall = time.perf_counter() - start - callback_s
+    wall = run.seconds + time.perf_counter() - start - callback_s
+    if state is not None:
+        run.seconds_now = wall
+        run.save(state)
+    model.eval()
     history["summary"] = {
         "steps_done": step, "steps": cfg.steps, "train_s": round(wall, 3), "device": str(device),
         "final_loss": history["loss"][-1] if history["loss"] else None, "stopped": stopped,
@@ -298,6 +322,108 @@ def train(data, config: TrainConfig | None = None,
     }
     ema_field.config, ema_field.summary = cfg, history["summary"]
     return ema_field, history
+
+
+def _fingerprint(x: Tensor) -> list[float]:
+    """A cheap identity of a data set (n, sums of coordinates and their squares): a state
+    must be resumed on the data it was trained on."""
+    x = x.double()
+    return [float(x.shape[0]), *x.sum(0).tolist(), *(x ** 2).sum(0).tolist()]
+
+
+class _RunState:
+    """What a training run carries from step to step, as one resumable state: the model,
+    its average, the optimiser, the random generator, the history, the loss summed since
+    the last log, and the last weights whose loss was finite."""
+
+    _IGNORED = ("steps", "device", "log_every")   # may change between a state and its resumption
+
+    def __init__(self, model, ema_model, opt, gen, history, loss_sum, fingerprint, cfg):
+        self.model, self.ema_model, self.opt, self.gen = model, ema_model, opt, gen
+        self.history, self.loss_sum, self.fingerprint, self.cfg = history, loss_sum, fingerprint, cfg
+        self.step = self.first_step = 0   # steps done; the step this process started after
+        self.seconds = self.seconds_now = 0.0   # training time before this process; up to now
+        self.good = None
+
+    def remember_good(self, step: int) -> None:
+        self.good = ([p.detach().clone() for p in self.model.parameters()],
+                     [p.detach().clone() for p in self.ema_model.parameters()], step)
+
+    def restore_good(self) -> int:
+        with torch.no_grad():
+            for p, q in zip([*self.model.parameters(), *self.ema_model.parameters()],
+                            self.good[0] + self.good[1]):
+                p.copy_(q)
+        return self.good[2]
+
+    def save(self, path) -> None:
+        """Write the state atomically (a run killed mid-write keeps the previous one)."""
+        blob = {
+            "format": STATE_FORMAT, "version": CHECKPOINT_VERSION, "step": self.step,
+            "config": dataclasses.asdict(self.cfg), "fingerprint": self.fingerprint,
+            "model": _cpu(self.model.state_dict()), "ema": _cpu(self.ema_model.state_dict()),
+            "opt": self.opt.state_dict(), "generator": self.gen.get_state(),
+            "history": self.history, "loss_sum": float(self.loss_sum),
+            "good": ([q.cpu() for q in self.good[0]], [q.cpu() for q in self.good[1]], self.good[2]),
+            "seconds": self.seconds_now,
+        }
+        _atomic_write(blob, os.fspath(path), "training state")
+
+    def restore(self, path: str) -> None:
+        blob = read_state(path)
+        mine, theirs = dataclasses.asdict(self.cfg), blob["config"]
+        differ = sorted(k for k in mine if k not in self._IGNORED and mine[k] != theirs.get(k))
+        if differ:
+            raise ValueError(f"{path} was trained with another config ({', '.join(differ)} differ): "
+                             "resume with the same settings, or start afresh without resume")
+        if blob["fingerprint"] != self.fingerprint:
+            raise ValueError(f"{path} was trained on other data: resume on the same points")
+        device = next(self.model.parameters()).device
+        self.model.load_state_dict(blob["model"])
+        self.ema_model.load_state_dict(blob["ema"])
+        self.opt.load_state_dict(blob["opt"])
+        self.gen.set_state(blob["generator"])
+        for key in self.history:
+            self.history[key].extend(blob["history"][key])
+        self.loss_sum.fill_(blob["loss_sum"])
+        good = blob["good"]
+        self.good = ([q.to(device) for q in good[0]], [q.to(device) for q in good[1]], good[2])
+        self.step = self.first_step = blob["step"]
+        self.seconds = self.seconds_now = float(blob["seconds"])
+
+
+def read_state(path) -> dict:
+    """A training state file written by ``train(..., state=path)`` (``weights_only``)."""
+    path = os.fspath(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a score-lab training state ({type(e).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a score-lab training state (no '{STATE_FORMAT}' marker)")
+    return blob
+
+
+def _cpu(state_dict: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state_dict.items()}
+
+
+def _atomic_write(obj, path: str, what: str) -> None:
+    """torch.save ``obj`` to ``path`` through a temporary file in the same folder, so a
+    failed or killed write leaves any earlier file intact."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a checkpoint is shared data
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OSError(f"could not save the {what} to {path}: {e.strerror or e}") from None
 
 
 # --- checkpoints ---------------------------------------------------------------------
@@ -340,18 +466,7 @@ def save(field: NetworkField, path, meta: dict | None = None) -> str:
         "meta": _plain(meta if meta is not None else field.meta),
     }
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(ckpt, fh)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a checkpoint is shared data
-        os.replace(tmp, path)
-    except OSError as e:
-        if "tmp" in locals() and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise OSError(f"could not save the checkpoint to {path}: {e.strerror or e}") from None
+    _atomic_write(ckpt, path, "checkpoint")
     return path
 
 

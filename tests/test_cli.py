@@ -75,3 +75,20 @@ def test_sample_checkpoint_and_bad_solver(tmp_path):
     assert r.returncode == 2 and "eta" in r.stderr and "Traceback" not in r.stderr
     r = run("sample", "exact:nope")
     assert r.returncode == 2 and "unknown data set" in r.stderr
+
+
+def test_pretrain_the_grid_resumes_from_its_state(tmp_path):
+    """The grid's paper-setting run (width 128, batch 10k) for a few steps, then resumed
+    further: the state file carries it on, and the checkpoint holds the paper's setting."""
+    out, states = tmp_path / "out", tmp_path / "states"
+    args = ("pretrain", "gaussian_grid", "--out-dir", str(out), "--state-dir", str(states))
+    r = run(*args, "--steps", "3")
+    assert r.returncode == 0, r.stderr
+    assert (states / "gaussian_grid.state.pt").is_file()
+    r = run(*args, "--steps", "5", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "gaussian_grid: 5 steps" in r.stdout
+    info = json.loads(run("info", str(out / "gaussian_grid.pt")).stdout)
+    assert info["config"]["hidden"] == 128 and info["config"]["batch_size"] == 10_000
+    assert info["config"]["schedule_args"] == {"beta0": 1.0, "beta1": 200.0, "t_min": 1e-5}
+    assert info["summary"]["n_data"] == 100_000

@@ -6,8 +6,9 @@ import torch
 
 from lab.data import GaussianMixture, dataset_mixture, make_dataset
 from lab.fields import MixtureField
-from lab.hallucination import (BETWEEN_MODES, IN_SUPPORT, OUTSIDE, filter_report, recursive_training,
-                               roc_auc, support_labels, trajectory_variance)
+from lab.hallucination import (BETWEEN_MODES, IN_SUPPORT, OUTSIDE, end_law, filter_report, operating_points,
+                               recursive_training, roc_auc, roc_curve, score_samples, support_labels,
+                               trajectory_variance)
 from lab.schedules import get_schedule
 from lab.solvers import Trajectory, sample
 from lab.train import TrainConfig, train
@@ -30,6 +31,78 @@ def test_roc_auc_closed_cases():
     assert roc_auc(torch.tensor([1.0, 2.0, 3.0, 4.0]), pos) == 0.0
     assert roc_auc(torch.ones(4), pos) == 0.5
     assert roc_auc(torch.tensor([1.0, 4.0, 2.0, 3.0]), pos) == 0.5
+
+
+def test_operating_points_closed_case():
+    """Positives (out of support) score 5, 7, 8, 9; negatives 0, 1, 2, 3, 4, 6."""
+    scores = torch.arange(10.0)
+    labels = torch.tensor([0, 0, 0, 0, 0, 1, 0, 1, 1, 1])
+    op = operating_points(scores, labels, detection=0.75, retention=0.8)
+    # removing >= 3 of 4 positives: remove scores >= 7, which keeps all 6 negatives
+    assert op.threshold_at_detection == 7.0 and op.retention_at_detection == 1.0
+    # keeping >= ceil(0.8 * 6) = 5 negatives: keep scores <= 4, which removes all 4 positives
+    assert op.threshold_at_retention == pytest.approx(4.0) and op.detection_at_retention == 1.0
+    op = operating_points(scores, labels, detection=1.0, retention=1.0)
+    assert op.retention_at_detection == pytest.approx(5 / 6)   # remove >= 5: loses the negative 6
+    assert op.detection_at_retention == pytest.approx(0.75)    # keep <= 6: removes 7, 8, 9, not 5
+    assert op.auc == pytest.approx(23 / 24) and op.rate == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_operating_points_of_a_detector_with_known_score_laws(seed):
+    """In-support scores U(0, 1), hallucinations' U(0.5, 1.5): removing 95 % of the
+    hallucinations needs the cut at 0.55, which keeps 55 % of in-support samples; keeping
+    96 % of them puts the cut at 0.96, which removes 54 % of hallucinations; AUC 7/8."""
+    g = torch.Generator().manual_seed(seed)
+    n = 200_000
+    scores = torch.cat([torch.rand(n, generator=g, dtype=torch.float64),
+                        0.5 + torch.rand(n, generator=g, dtype=torch.float64)])
+    labels = torch.cat([torch.full((n,), IN_SUPPORT), torch.full((n,), BETWEEN_MODES)])
+    op = operating_points(scores, labels)
+    tol = 4 * (0.25 / n) ** 0.5 * 2   # a few binomial standard errors, threshold's included
+    assert op.retention_at_detection == pytest.approx(0.55, abs=tol)
+    assert op.threshold_at_detection == pytest.approx(0.55, abs=tol)
+    assert op.detection_at_retention == pytest.approx(0.54, abs=tol)
+    assert op.auc == pytest.approx(0.875, abs=tol)
+
+
+def test_roc_curve_runs_corner_to_corner_and_its_area_is_the_auc():
+    g = torch.Generator().manual_seed(3)
+    pos = torch.rand(500, generator=g) < 0.3
+    scores = torch.randn(500, generator=g).double() + pos * 1.2
+    scores[:50] = scores[:50].round()          # ties, counted half by both
+    fpr, tpr, thr = roc_curve(scores, pos, max_points=None)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0) and np.all(np.diff(thr) < 0)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc(scores, pos), abs=1e-12)
+    # a threshold flags every score at or above it: the shares are those of the labels
+    i = len(thr) // 2
+    assert tpr[i] == pytest.approx(float((scores[pos] >= thr[i]).double().mean()))
+    assert fpr[i] == pytest.approx(float((scores[~pos] >= thr[i]).double().mean()))
+    assert len(roc_curve(scores, pos, max_points=50)[0]) <= 51
+
+
+def test_operating_points_refuse_what_they_cannot_score():
+    with pytest.raises(ValueError, match="both in and out"):
+        operating_points(torch.rand(5), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="detection"):
+        operating_points(torch.rand(4), torch.tensor([0, 1, 0, 1]), detection=1.5)
+    with pytest.raises(ValueError, match="NaN"):
+        operating_points(torch.tensor([0.1, float("nan")]), torch.tensor([0, 1]))
+
+
+def test_scored_chunks_of_the_exact_score_stay_in_support():
+    """The paper's protocol (1000 ancestral steps) in chunks, on the exact score: every
+    sample is where the noised law at t_min puts it (6 std hold all but e^-18 of a 2-D
+    Gaussian), and the chunks are seeded apart (no two chunks draw the same samples)."""
+    schedule = get_schedule("vp", **PAPER_SCHEDULE)
+    mix = dataset_mixture("gaussian_grid")
+    scored = score_samples(MixtureField(mix, schedule), 600, chunk=200, seed=5)
+    assert scored.samples.shape == (600, 2) and scored.scores.shape == (600,)
+    assert (support_labels(scored.samples, end_law(mix, schedule), 6.0) == IN_SUPPORT).all()
+    assert len(torch.unique(scored.samples[:, 0])) == 600
+    again = score_samples(MixtureField(mix, schedule), 600, chunk=200, seed=5)
+    assert torch.equal(again.scores, scored.scores)
 
 
 def test_trajectory_variance_is_the_population_variance():

@@ -254,3 +254,52 @@ def test_fokker_planck_regulariser_closes_the_ode_sde_gap():
         field, _ = train(x, TrainConfig(schedule="ou", steps=2000, fp_weight=w, device="cpu"))
         gaps[w] = ode_sde_gap(field, truth, n=10_000, distance=w2_binned)["ode_sde"]
     assert gaps[1.0] < 0.75 * gaps[0.0], gaps
+
+
+def _weights(field):
+    return [p.detach().clone() for p in field.model.state_dict().values()]
+
+
+@pytest.mark.parametrize("stop_at", [50, 75])
+def test_resume_gives_the_weights_of_one_uninterrupted_run(tmp_path, stop_at):
+    """A run stopped at ``stop_at`` (by its callback, or by a cancel event) and resumed from
+    its state file ends with the very weights, average and loss history of a run that was
+    never stopped: optimiser, random generator and loss sums travel in the state."""
+    x = make_dataset("ring", 2000, seed=0)
+    cfg = TrainConfig(steps=120, batch_size=64, log_every=25, device="cpu", lr=3e-3)
+    whole, whole_hist = train(x, cfg)
+    state = tmp_path / "run.state.pt"
+    cancel = threading.Event()
+
+    def stop(p):
+        if p.step >= stop_at:
+            cancel.set()
+    first, hist = train(x, cfg, callback=stop, cancel=cancel, state=state)
+    assert hist["summary"]["steps_done"] == stop_at and "cancelled" in hist["summary"]["stopped"]
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(first), _weights(whole)))
+    resumed, resumed_hist = train(x, cfg, state=state, resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(resumed), _weights(whole)))
+    assert resumed_hist["loss"] == whole_hist["loss"] and resumed_hist["step"] == whole_hist["step"]
+    assert resumed_hist["summary"]["steps_done"] == 120
+    # a finished state gives its model at once; steps may grow, and go on from there
+    again, _ = train(x, cfg, state=state, resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(again), _weights(whole)))
+    longer, longer_hist = train(x, TrainConfig(**{**cfg.__dict__, "steps": 150}), state=state, resume=True)
+    assert longer_hist["step"][-1] == 150 and longer_hist["step"][:5] == whole_hist["step"]
+
+
+def test_resume_refuses_another_config_or_other_data(tmp_path):
+    x = make_dataset("ring", 500, seed=0)
+    cfg = TrainConfig(steps=10, batch_size=32, log_every=5, device="cpu")
+    state = tmp_path / "s.pt"
+    train(x, cfg, state=state)
+    with pytest.raises(ValueError, match="lr differ"):
+        train(x, TrainConfig(**{**cfg.__dict__, "lr": 0.5}), state=state, resume=True)
+    with pytest.raises(ValueError, match="other data"):
+        train(make_dataset("ring", 500, seed=1), cfg, state=state, resume=True)
+    (tmp_path / "junk.pt").write_bytes(b"not a state")
+    with pytest.raises(ValueError, match="not a score-lab training state"):
+        train(x, cfg, state=tmp_path / "junk.pt", resume=True)
+    # without resume, the state is written afresh
+    field, hist = train(x, TrainConfig(**{**cfg.__dict__, "lr": 0.5}), state=state)
+    assert hist["summary"]["steps_done"] == 10
