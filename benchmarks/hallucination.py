@@ -96,11 +96,11 @@ def table(n, seed, models):
     return scored_all
 
 
-def curve(n, seed, folder: Path):
+def curve(n, seed, folder: Path, pattern: str = "step-*.pt"):
     """The out-of-support rate and the operating points at each snapshot of the pretrain run."""
     mix = dataset_mixture("gaussian_grid")
     law = end_law(mix, get_schedule("vp", **GRID_SCHEDULE))
-    snaps = sorted(folder.glob("step-*.pt"))
+    snaps = sorted(folder.glob(pattern))
     if not snaps:
         sys.exit(f"no snapshots in {folder}: run `python -m lab pretrain gaussian_grid` first")
     print(f"training curve ({n:,} samples each, paper protocol; labels at 6 std; ± bootstrap std)")
@@ -143,6 +143,7 @@ def main():
     ap.add_argument("--n", type=int, default=None, help="samples per model (default 20k; --full 100k)")
     ap.add_argument("--curve", action="store_true", help="evaluate the pretrain run's snapshots")
     ap.add_argument("--snapshots", default=str(STATE_DIR / "gaussian_grid"), help="their folder")
+    ap.add_argument("--pattern", default="step-*.pt", help="which snapshots (a glob)")
     ap.add_argument("--recursive", action="store_true", help="recursive training, plain vs filtered")
     ap.add_argument("--generations", type=int, default=4)
     ap.add_argument("--train-steps", type=int, default=5000, help="training steps per generation")
@@ -152,7 +153,7 @@ def main():
     torch.set_num_threads(args.threads)
     n = args.n or (100_000 if args.full else 20_000)
     if args.curve:
-        curve(n, args.seed, Path(args.snapshots))
+        curve(n, args.seed, Path(args.snapshots), args.pattern)
     elif args.recursive:
         recursive(args.seed, args.generations, min(n, 20_000), args.train_steps)
     else:

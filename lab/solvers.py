@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from lab import _check
-from lab.fields import ScoreField, eps_to_score, eps_to_x0
+from lab.fields import LAMBDA_FLOOR, ScoreField, eps_to_score, eps_to_x0
 
 __all__ = ["Trajectory", "Solver", "SOLVERS", "SPACINGS", "sample", "time_grid",
            "NonFiniteError", "MAX_STEPS", "convergence_order"]
@@ -74,16 +74,24 @@ def _grid_time_quadratic(schedule, steps):
     return _pin_ends(r**2, schedule)
 
 
+def _lambda_start(schedule) -> float:
+    """Where noise-level grids start: lambda(t_max), or LAMBDA_FLOOR when the schedule
+    reaches further into pure noise (e.g. VP with beta up to 200: lambda(1) = -50), where
+    x_t holds no trace of the data and a step would be wasted. The grid still begins at
+    t_max: its first step crosses that stretch at once."""
+    return max(float(schedule.lambda_(schedule.t_max)), LAMBDA_FLOOR)
+
+
 def _grid_logsnr(schedule, steps):
-    lam = torch.linspace(float(schedule.lambda_(schedule.t_max)),
-                         float(schedule.lambda_(schedule.t_min)), steps + 1, dtype=torch.float64)
+    lam = torch.linspace(_lambda_start(schedule), float(schedule.lambda_(schedule.t_min)), steps + 1,
+                         dtype=torch.float64)
     return _pin_ends(schedule.t_of_lambda(lam), schedule)
 
 
 def _grid_karras(schedule, steps):
     # Karras et al. 2022 eq. 5 on their sigma, which is sigma/alpha = e^-lambda here, in logs
     # (sigma^(1/rho) = e^u): sigma itself overflows where lambda(t_max) < -709.
-    u_hi = -float(schedule.lambda_(schedule.t_max)) / KARRAS_RHO
+    u_hi = -_lambda_start(schedule) / KARRAS_RHO
     u_lo = -float(schedule.lambda_(schedule.t_min)) / KARRAS_RHO
     ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
     log_sig = KARRAS_RHO * (u_hi + torch.log1p(ramp * math.expm1(u_lo - u_hi)))

@@ -335,26 +335,61 @@ def test_curl_page_without_a_model_shows_the_exact_field_twice():
 
 
 # --- the hallucinations page ---------------------------------------------------------------
-from lab.app.hallucination_view import HallucinationView  # noqa: E402
+from lab.app.hallucination_view import (AT_DETECTION, SESSION_MODEL as HALLUCINATION_SESSION,  # noqa: E402
+                                        UNDERTRAINED_MODEL, WELL_TRAINED, HallucinationView)
+from lab.hallucination import (IN_SUPPORT, end_law, operating_points, support_labels,  # noqa: E402
+                               trajectory_variance)
+from lab.schedules import get_schedule  # noqa: E402
+from lab.pretrained import GRID_SCHEDULE  # noqa: E402
 
 
-def test_hallucination_page_exact_stays_in_support_learned_does_not():
-    view = HallucinationView(Session(dataset="gaussian_grid"), n=2000)
-    # 3 std holds all but exp(-4.5) = 1.1% of each (noised) mode; the pretrained model
-    # interpolates (measured 13-15%)
-    assert view.rates["exact"] < 0.02 and view.rates["learned"] > 0.05
-    assert view.report.auc > 0.6                 # better than chance (0.5); measured 0.79
-    before = view.report
-    view.keep = 0.6                              # keep fewer: detection rises, retention falls
-    r = view.report
-    assert r.detection >= before.detection and r.retention <= before.retention
-    assert "removed" in view._info.object
+def test_hallucination_page_shows_the_papers_operating_points():
+    """The page opens on the grid model trained at the paper's setting, with the paper's
+    protocol (1000 ancestral steps, last 10, labels at 6 std)."""
+    view = HallucinationView(Session(dataset="two_moons"), n=2000)
+    assert (view.model, view.steps, view.last_k, view.k_std) == (WELL_TRAINED, 1000, 10, 6.0)
+    # 6 std hold all but exp(-18) of each noised mode: the exact score never leaves them
+    assert view.numbers["rate_exact"] == 0.0 and view.numbers["rate_learned"] > 0
+    # the numbers are those of the samples shown, scored again here
+    law = end_law(dataset_mixture("gaussian_grid"), get_schedule("vp", **GRID_SCHEDULE))
+    labels = support_labels(view._runs["learned"].samples, law, 6.0)
+    scores = trajectory_variance(view._runs["learned"], 10)
+    op = operating_points(scores, labels)
+    assert view.points == op and view.numbers["rate_learned"] == op.rate
+    assert f"{op.retention_at_detection:.1%}" in view.message and "paper" in view.message
+    assert all(0 < f < 0.2 for f in view.numbers["floor"].values())
     # the pictures hold what the numbers say
     shown = {name: len(src.data["x"]) for name, src in view._scatter.sources.items()}
-    assert sum(shown.values()) == 2000 and shown["in support"] == round((1 - view.rates["learned"]) * 2000)
-    assert sum(len(src.data["x"]) for src in view._kept.sources.values()) == r.n_kept == 1200
+    assert sum(shown.values()) == 2000 and shown["in support"] == (labels == IN_SUPPORT).sum()
+    kept = sum(len(src.data["x"]) for src in view._kept.sources.values())
+    assert kept == int((scores < op.threshold_at_detection).sum())
+    assert int(((scores < op.threshold_at_detection) & (labels == IN_SUPPORT)).sum()) == round(
+        op.retention_at_detection * int((labels == IN_SUPPORT).sum()))
+    assert view._roc.sources[AT_DETECTION].data["y"][0] == 0.95
     counts = sum(np.asarray(src.data["top"]).sum() for src in view._hist.sources.values())
-    assert counts == 2000 and view._hist.cut.location == pytest.approx(math.log10(r.threshold + 1e-12))
+    assert counts == 2000
+    assert view._hist.cut.location == pytest.approx(math.log10(op.threshold_at_detection + 1e-12))
+    view.cut = "96% retention"
+    assert view._kept.title.startswith("after the cut at 96% retention")
+    assert view._hist.cut.location == pytest.approx(math.log10(op.threshold_at_retention + 1e-12))
+
+
+def test_hallucination_page_switches_to_the_undertrained_run_which_blurs():
+    view = HallucinationView(Session(dataset="gaussian_grid"), n=2000)
+    trained = dict(view.numbers)
+    view.model = UNDERTRAINED_MODEL
+    under = view.numbers
+    # stopped at 2,000 steps the model leaves the modes far more often, and the detector
+    # tells those samples apart less well (blur settles early, as good samples do)
+    assert under["rate_learned"] > 3 * trained["rate_learned"]
+    assert under["auc"] < trained["auc"] and "blur" in view.message
+
+
+def test_hallucination_page_with_nothing_to_detect_says_so():
+    session = Session(dataset="ring", pretrained=False)   # learned = the exact score
+    view = HallucinationView(session, model=HALLUCINATION_SESSION, n=500, steps=100)
+    assert view.numbers["rate_learned"] == 0.0 and view.points is None
+    assert "nothing for the detector" in view.message
 
 
 def test_sample_again_draws_anew():

@@ -231,7 +231,7 @@ def test_every_page_renders_plots_without_errors(server, browser, app):
     assert page.locator("canvas").count() >= 2
     if app != "all":   # each page's numbers arrive from its worker
         info_line(page, {"train": r"Your own points", "solvers": r"NFE \d+", "curl": r"Helmholtz split",
-                         "hallucinations": r"removed", "gap": r"ODE to SDE"}[app], log_path)
+                         "hallucinations": r"retention at 95% detection", "gap": r"ODE to SDE"}[app], log_path)
     finish(page, errors, f"page-{app}.png")
 
 

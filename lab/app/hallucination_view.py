@@ -1,50 +1,101 @@
 """Mode interpolation, seen: samples coloured in support / between modes, the trajectory
-variance of each, and what filtering on it removes (Aithal et al. 2024)."""
+variance of each, its ROC curve and the filter's two operating points (Aithal et al. 2024),
+for the grid model trained at the paper's setting, the same run stopped early, or the
+session's own model."""
 from __future__ import annotations
 
 import math
+import threading
+from types import SimpleNamespace
 
+import numpy as np
 import panel as pn
 import param
+import torch
 
 from lab import plots
-from lab.app.figures import HistogramFigure, ScatterFigure
+from lab.app.figures import CurvesFigure, HistogramFigure, ScatterFigure
 from lab.app.session import REDRAW_ON, Session
 from lab.app.worker import Worker, on_page
-from lab.hallucination import IN_SUPPORT, LABEL_NAMES, filter_report, support_labels, trajectory_variance
+from lab.data import dataset_mixture
+from lab.fields import MixtureField
+from lab.hallucination import (IN_SUPPORT, LABEL_NAMES, PAPER_DETECTION, PAPER_RETENTION, end_law,
+                               operating_points, roc_curve, support_labels, trajectory_variance)
+from lab.pretrained import GRID_SCHEDULE, UNDERTRAINED, load_pretrained
+from lab.schedules import get_schedule
 from lab.solvers import SPACINGS, sample
 
-__all__ = ["HallucinationView"]
+__all__ = ["HallucinationView", "WELL_TRAINED", "UNDERTRAINED_MODEL", "SESSION_MODEL"]
 
 LABEL_COLORS = {0: "#2ca02c", 1: "#d62728", 2: "#ff7f0e"}
 LAYERS = {LABEL_NAMES[k]: c for k, c in LABEL_COLORS.items()}
 EXTENT = 2.5       # the lab's data sets are standardised: nearly all mass within +-2.5
+WELL_TRAINED = "grid, trained at the paper's setting"
+UNDERTRAINED_MODEL = f"grid, the same run at {UNDERTRAINED:,} steps"
+SESSION_MODEL = "this session's model"
+PRETRAINED = {WELL_TRAINED: "gaussian_grid", UNDERTRAINED_MODEL: f"gaussian_grid-{UNDERTRAINED // 1000}k"}
+AT_DETECTION = f"{PAPER_DETECTION:.0%} detection"
+AT_RETENTION = f"{PAPER_RETENTION:.0%} retention"
+MAX_LAST_K = 50        # x0 predictions kept per run: the last_k slider's range
+BOOTSTRAP = 100        # resamples for the figures' noise floor
+CACHE_RUNS = 8         # pretrained runs kept per process (a class opening the page shares them)
+
+_cache: dict[tuple, dict] = {}
+_cache_lock = threading.Lock()
+
+
+def _cached_runs(key: tuple, compute):
+    """Runs of the shipped models are the same for every visitor: compute once a process."""
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+    runs = compute()
+    with _cache_lock:
+        _cache[key] = runs
+        while len(_cache) > CACHE_RUNS:
+            _cache.pop(next(iter(_cache)))
+    return runs
 
 
 class HallucinationView(pn.viewable.Viewer):
-    """Sample the learned and the exact field with the ancestral sampler; label every sample
-    against the true mixture; filter on the x0 variance over the last k steps."""
+    """Sample a model and the exact score with the ancestral sampler (the paper's: 1000
+    time-uniform steps); label every sample against the true law; score each by the
+    variance of its predicted x0 over the last k steps; show the ROC curve and the two
+    operating points with their noise floor, beside the paper's figures."""
 
-    steps = param.Integer(default=200, bounds=(20, 1000), label="ancestral (DDPM) steps")
+    model = param.Selector(default=WELL_TRAINED, objects=[WELL_TRAINED, UNDERTRAINED_MODEL, SESSION_MODEL],
+                           doc="the shipped grid models, or the session's own")
+    steps = param.Integer(default=1000, bounds=(20, 1000), label="ancestral (DDPM) steps (paper: 1000)")
     spacing = param.Selector(default="time_uniform", objects=list(SPACINGS),
                              doc="time grid: which noise levels the last k steps cover")
-    n = param.Integer(default=3000, bounds=(500, 10_000), label="samples drawn")
-    last_k = param.Integer(default=10, bounds=(2, 50), label="last k steps (x0 variance)")
-    keep = param.Number(default=0.85, bounds=(0.05, 1.0), step=0.01, label="share kept by the filter")
-    k_std = param.Number(default=3.0, bounds=(1.0, 10.0), step=0.5, label="in support: within k std of a mode")
+    n = param.Integer(default=2000, bounds=(500, 20_000), label="samples drawn (paper: 20,000)")
+    last_k = param.Integer(default=10, bounds=(2, MAX_LAST_K), label="last k steps (x0 variance)")
+    k_std = param.Number(default=6.0, bounds=(1.0, 10.0), step=0.5, label="in support: within k std of a mode")
+    cut = param.Selector(default=AT_DETECTION, objects=[AT_DETECTION, AT_RETENTION],
+                         label="the filter's cut")
     seed = param.Integer(default=0, bounds=(0, None), doc="the draw ('Sample again' takes the next)")
 
     def __init__(self, session: Session | None = None, **params):
         super().__init__(**params)
         self.session = session or Session(dataset="gaussian_grid")
-        self.report = None
-        self.rates = {}
+        self.numbers = {}       # what the page reports: rates, operating points, floors
+        self.points = None      # the OperatingPoints shown
         self._runs = {}
+        self._grid_exact = MixtureField(dataset_mixture("gaussian_grid"), get_schedule("vp", **GRID_SCHEDULE))
         self._worker = Worker("score-lab-hallucinations", label="sampling both fields…")
+        # scoring has its own thread: a slider moved while sampling runs must not replace
+        # (and so drop) the sampling's result in one latest-wins queue
+        self._scorer = Worker("score-lab-hallucinations-score", label="scoring…")
         self.session.on_close(self._worker.close)
+        self.session.on_close(self._scorer.close)
         self._scatter = ScatterFigure("learned field", LAYERS, extent=EXTENT, legend="below")
         self._exact = ScatterFigure("exact score", LAYERS, extent=EXTENT, legend="below")
         self._kept = ScatterFigure("learned, after filtering", LAYERS, extent=EXTENT, legend="below")
+        self._roc = CurvesFigure("ROC curve of the detector",
+                                 {"detector": "#1f77b4", "chance": "#999999", AT_DETECTION: "#d62728",
+                                  AT_RETENTION: "#9467bd"},
+                                 "share of in-support samples removed", "share of hallucinations removed",
+                                 width=plots.SIZE + 150, height=plots.SIZE - 40)
         self._hist = HistogramFigure("trajectory variance and the filter's cut",
                                      {"in support": LABEL_COLORS[0], "out of support": LABEL_COLORS[1]},
                                      "log10 variance of the predicted x0 over the last k steps",
@@ -53,80 +104,177 @@ class HallucinationView(pn.viewable.Viewer):
         self._alert = pn.pane.Alert("", alert_type="danger", visible=False)
         self._button = pn.widgets.Button(label="Sample again", color="primary")
         self._button.on_click(on_page(lambda event: setattr(self, "seed", self.seed + 1)))
-        widgets = pn.Param(self.param, parameters=["steps", "spacing", "n", "last_k", "keep", "k_std"],
+        widgets = pn.Param(self.param, parameters=["model", "steps", "spacing", "n", "last_k", "k_std", "cut"],
                            show_name=False,
-                           widgets={k: {"type": pn.widgets.IntSlider, "throttled": True} for k in ("steps", "n", "last_k")}
-                           | {k: {"type": pn.widgets.FloatSlider, "throttled": True} for k in ("keep", "k_std")})
+                           widgets={"model": pn.widgets.RadioBoxGroup, "cut": pn.widgets.RadioButtonGroup}
+                           | {k: {"type": pn.widgets.IntSlider, "throttled": True} for k in ("steps", "n", "last_k")}
+                           | {"k_std": {"type": pn.widgets.FloatSlider, "throttled": True}})
         self._layout = pn.FlexBox(   # the figures wrap below the controls on a narrow screen
-            pn.Column("### Mode interpolation", pn.Param(self.session.param, parameters=["dataset"],
-                                                         show_name=False),
-                      widgets, pn.Row(self._button, self._worker.indicator), self._info, self._alert,
-                      self.session.notice(), width=340),
+            pn.Column("### Mode interpolation", widgets,
+                      pn.Row(self._button, self._worker.indicator, self._scorer.indicator),
+                      self._info, self._alert, self.session.notice(), width=340),
             pn.Column(pn.Row(self._scatter.pane, self._exact.pane),
-                      pn.Row(self._hist.pane, self._kept.pane)))
-        self.param.watch(lambda *e: self.resample(), ["steps", "spacing", "n", "seed"])
-        self.param.watch(lambda *e: self.refilter(), ["last_k", "keep", "k_std"])
-        self.session.param.watch(lambda *e: self.resample(), REDRAW_ON)
+                      pn.Row(self._roc.pane, self._kept.pane), self._hist.pane))
+        self.param.watch(lambda *e: self.resample(), ["model", "steps", "spacing", "n", "seed"])
+        self.param.watch(lambda *e: self.refilter(), ["last_k", "k_std", "cut"])
+        self.session.param.watch(self._on_session, REDRAW_ON)
         self.resample()
 
-    def _end_mixture(self):
-        """The true law at the sampler's end point t_min: samples are judged against it."""
-        exact = self.session.exact
-        s = exact.schedule
-        return exact.mixture.noised(float(s.alpha(s.t_min)), float(s.sigma(s.t_min)))
+    @property
+    def message(self) -> str:
+        """The text the page shows beside the figures (numbers and what they mean)."""
+        return self._info.object
+
+    def _on_session(self, *events):
+        if self.model == SESSION_MODEL:
+            self.resample()
+
+    def _fields(self):
+        """(learned, exact) of the chosen model; the shipped grid models share one exact field."""
+        if self.model == SESSION_MODEL:
+            return self.session.field("learned"), self.session.exact
+        field = load_pretrained(PRETRAINED[self.model], device="cpu")
+        if field is None:
+            raise ValueError(f"the lab has no {PRETRAINED[self.model]} checkpoint: run "
+                             "`python -m lab pretrain gaussian_grid` to build it")
+        return field, self._grid_exact
 
     def resample(self):
         """Draw from both fields (the expensive part, on the worker), then filter."""
-        fields = {"learned": self.session.field("learned"), "exact": self.session.exact}
+        try:
+            learned, exact = self._fields()
+        except ValueError as e:
+            self._show_error(e)
+            return
         settings = dict(n=self.n, solver="ddpm", steps=self.steps, spacing=self.spacing, seed=self.seed)
 
         def compute():
-            return {key: sample(field, **settings) for key, field in fields.items()}
+            runs = {}
+            for key, field in (("learned", learned), ("exact", exact)):
+                traj = sample(field, **settings)
+                runs[key] = SimpleNamespace(samples=traj.samples.cpu(), x0_preds=traj.x0_preds[-MAX_LAST_K:].cpu())
+            return runs, exact
 
-        def draw(runs):
-            self._runs = runs
+        if self.model != SESSION_MODEL:
+            cache_key = (self.model, tuple(sorted(settings.items())))
+            compute = (lambda inner=compute, key=cache_key: _cached_runs(key, inner))
+
+        def draw(result):
+            self._runs, self._runs_exact = result
             self.refilter()
         self._worker.submit(compute, draw, self._show_error)
 
     def refilter(self):
-        """Label, score and filter the stored runs (cheap: sliders call this on the page)."""
+        """Label, score and filter the stored runs: the numbers on the worker (the bootstrap
+        takes a few tenths of a second), the drawing on the page."""
         if not self._runs:
             return
-        mixture = self._end_mixture()
-        steps = self._runs["learned"].xs.shape[0] - 1
-        last_k = min(self.last_k, steps)
-        try:
-            labels = {key: support_labels(run.samples, mixture, self.k_std) for key, run in self._runs.items()}
-            learned = self._runs["learned"]
-            scores = trajectory_variance(learned, last_k)
-            keep = max(1, int(round(self.keep * len(scores))))
-            self.report = r = filter_report(scores, labels["learned"], keep=keep)
-        except ValueError as e:
-            self._show_error(e)
-            return
-        self._alert.visible = False
-        self.rates = {key: float((lab != IN_SUPPORT).double().mean()) for key, lab in labels.items()}
-        kept = scores <= r.threshold
+        runs, exact = self._runs, self._runs_exact
+        k_std, cut, last_k = self.k_std, self.cut, min(self.last_k, runs["learned"].x0_preds.shape[0])
+
+        def compute():
+            law = end_law(exact.mixture, exact.schedule)
+            labels = {key: support_labels(run.samples, law, k_std) for key, run in runs.items()}
+            scores = trajectory_variance(runs["learned"], last_k)
+            bad = labels["learned"] != IN_SUPPORT
+            out = dict(labels=labels, scores=scores, bad=bad, op=None)
+            if bad.any() and not bad.all():
+                out["op"] = op = operating_points(scores, labels["learned"])
+                out["floor"] = self._floor(scores, labels["learned"])
+                out["roc"] = roc_curve(scores, bad)
+                out["threshold"] = op.threshold_at_detection if cut == AT_DETECTION else op.threshold_at_retention
+            return out
+
+        def draw(r):
+            self._alert.visible = False
+            self._draw(runs, r, k_std, cut, last_k)
+        self._scorer.submit(compute, draw, self._show_error)
+
+    def _draw(self, runs, r, k_std, cut, last_k):
+        labels, scores, bad, op = r["labels"], r["scores"], r["bad"], r["op"]
+        learned = runs["learned"]
+        rates = {key: float((lab != IN_SUPPORT).double().mean()) for key, lab in labels.items()}
         self._draw_labelled(self._scatter, learned.samples, labels["learned"])
-        self._draw_labelled(self._exact, self._runs["exact"].samples, labels["exact"])
+        self._draw_labelled(self._exact, runs["exact"].samples, labels["exact"])
+        name = "learned" if self.model == SESSION_MODEL else PRETRAINED[self.model]
+        self._scatter.title = f"{name}: {rates['learned']:.1%} out of support"
+        self._exact.title = f"exact score: {rates['exact']:.1%} out of support"
+        self.numbers = {"rate_learned": rates["learned"], "rate_exact": rates["exact"], "n": len(scores),
+                        "n_out": int(bad.sum()), "last_k": last_k}
+        self.points = op
+        if op is None:
+            self._draw_unscored(learned.samples, labels["learned"], scores, k_std)
+            return
+        floor = r["floor"]
+        self.numbers |= op.as_dict() | {"floor": floor}
+        kept = scores < r["threshold"]
         self._draw_labelled(self._kept, learned.samples[kept], labels["learned"][kept])
-        bad = labels["learned"] != IN_SUPPORT
+        self._kept.title = f"after the cut at {cut}: {int(kept.sum())} of {len(scores)} kept"
+        fpr, tpr, _ = r["roc"]
+        self._roc.update("detector", fpr, tpr, title=f"ROC curve of the detector (AUC {op.auc:.3f})")
+        self._roc.update("chance", [0, 1], [0, 1])
+        self._roc.update(AT_DETECTION, [1 - op.retention_at_detection], [PAPER_DETECTION])
+        self._roc.update(AT_RETENTION, [1 - PAPER_RETENTION], [op.detection_at_retention])
+        self._draw_histogram(scores, bad, r["threshold"])
+        self._info.object = (
+            f"**Out of support** (further than {k_std:g} std from every mode): learned "
+            f"**{rates['learned']:.1%}** ({int(bad.sum())} of {len(scores)}), exact score "
+            f"**{rates['exact']:.1%}**.\n\n"
+            f"**The detector** (x0 variance over the last {last_k} steps), ± its noise floor "
+            f"(bootstrap std over these samples):\n\n"
+            f"| | here | paper |\n|---|---|---|\n"
+            f"| retention at {PAPER_DETECTION:.0%} detection | **{op.retention_at_detection:.1%}** "
+            f"± {floor['retention_at_detection']:.1%} | {PAPER_RETENTION:.0%} |\n"
+            f"| detection at {PAPER_RETENTION:.0%} retention | **{op.detection_at_retention:.1%}** "
+            f"± {floor['detection_at_retention']:.1%} | > {PAPER_DETECTION:.0%} |\n"
+            f"| ROC AUC | {op.auc:.3f} ± {floor['auc']:.3f} | |\n\n"
+            + self._lesson())
+
+    def _lesson(self) -> str:
+        if self.model == UNDERTRAINED_MODEL:
+            return ("This model stopped early: most of its out-of-support samples are **blur** around "
+                    "a mode, not samples between modes. They settle as early as good ones, so no "
+                    "trajectory filter can see them. Switch to the fully trained model.")
+        if self.model == WELL_TRAINED:
+            return ("Trained as in the paper (Aithal et al. 2024), the model puts few samples off the "
+                    "modes, and those are **interpolations**: their predicted x0 wavers between two "
+                    "modes in the last steps, which the filter catches. Switch to the undertrained run "
+                    "to see blur instead.")
+        return ("Your session's model: the paper's figures need the paper's setting (the first two "
+                "choices). Try the spacing and last k: the window must cover the noise levels where "
+                "a sample chooses its mode.")
+
+    @staticmethod
+    def _floor(scores, labels) -> dict:
+        """Bootstrap std of the operating points over resamples of these samples."""
+        g = np.random.default_rng(0)
+        n, draws = len(scores), []
+        for _ in range(BOOTSTRAP):
+            i = torch.as_tensor(g.integers(0, n, n))
+            if (labels[i] == IN_SUPPORT).all() or (labels[i] != IN_SUPPORT).all():
+                continue
+            o = operating_points(scores[i], labels[i])
+            draws.append((o.retention_at_detection, o.detection_at_retention, o.auc))
+        std = np.std(draws, axis=0) if draws else np.full(3, np.nan)
+        return dict(zip(("retention_at_detection", "detection_at_retention", "auc"), map(float, std)))
+
+    def _draw_histogram(self, scores, bad, threshold):
         counts_good, edges = plots.log_histogram(scores[~bad], edges=plots.log_histogram(scores)[1])
         counts_bad, _ = plots.log_histogram(scores[bad], edges=edges)
-        self._hist.update(edges, cut=math.log10(r.threshold + 1e-12),
+        self._hist.update(edges, cut=math.log10(threshold + 1e-12),
                           **{"in support": counts_good, "out of support": counts_bad})
-        self._kept.title = f"learned, after filtering: {r.n_kept} of {r.n_drawn} kept"
-        self._info.object = (
-            f"Out of support (further than {self.k_std:g} std from every mode): learned "
-            f"**{self.rates['learned']:.1%}**, exact **{self.rates['exact']:.1%}**\n\n"
-            f"Filter: keep the {keep} of {len(scores)} samples with the lowest x0 variance over the "
-            f"last {last_k} steps:\n\n"
-            f"- removed **{r.detection:.0%}** of the hallucinations (detection)\n"
-            f"- kept **{r.retention:.0%}** of the good samples (retention)\n"
-            f"- out-of-support rate {r.rate_before:.1%} -> **{r.rate_after:.1%}**; ROC AUC {r.auc:.2f}\n\n"
-            "Paper (Aithal et al. 2024): the true score never interpolates; the filter removes "
-            "over 95% of hallucinations and keeps 96% of the rest. Try the spacing and last k: "
-            "the window must cover the noise levels where a sample chooses its mode.")
+
+    def _draw_unscored(self, samples, labels, scores, k_std):
+        """Every sample on one side of the line: there is nothing to detect."""
+        self._draw_labelled(self._kept, samples, labels)
+        self._kept.title = "no filter: nothing to tell apart"
+        for name in self._roc.sources:
+            self._roc.update(name, [], [])
+        self._draw_histogram(scores, labels != IN_SUPPORT, float(scores.max()))
+        side = "in" if (labels == IN_SUPPORT).all() else "out of"
+        self._info.object = (f"All {len(samples)} samples are {side} support at {k_std:g} std: "
+                             "there is nothing for the detector to tell apart. Draw more samples, or "
+                             "change k.\n\n" + self._lesson())
 
     @staticmethod
     def _draw_labelled(fig: ScatterFigure, samples, labels):

@@ -13,7 +13,7 @@ import torch
 
 from lab.data import DATASETS, GaussianMixture, dataset_mixture, load_points, make_dataset, standardize
 from lab.fields import MixtureField, ScoreField
-from lab.schedules import SCHEDULES
+from lab.schedules import SCHEDULES, get_schedule
 
 __all__ = ["Session", "UPLOADED", "REDRAW_ON"]
 
@@ -110,8 +110,19 @@ class Session(param.Parameterized):
         return dataset_mixture(self.dataset)
 
     @property
+    def schedule_obj(self):
+        """The noise process the session's fields share: the model's own when it runs on the
+        session's schedule (a pretrained model may carry other arguments, e.g. the
+        hallucination paper's VP with beta up to 200), else the schedule's defaults."""
+        model = self.model
+        schedule = getattr(model, "schedule", None)
+        if schedule is not None and schedule.name == self.schedule:
+            return schedule
+        return get_schedule(self.schedule)
+
+    @property
     def key(self) -> tuple:
-        """What the exact field depends on: (dataset, schedule, points_version)."""
+        """The setting a model is trained for: (dataset, schedule, points_version)."""
         return self.dataset, self.schedule, self.points_version
 
     def data(self, n: int, seed: int = 0) -> torch.Tensor:
@@ -121,10 +132,12 @@ class Session(param.Parameterized):
     # --- the fields ----------------------------------------------------------------------------
     @property
     def exact(self) -> MixtureField:
-        """The exact score of the data set under the schedule."""
+        """The exact score of the data set under the session's schedule (``schedule_obj``)."""
         cached = self._exact         # one read: another thread may replace it meanwhile
-        if cached is None or cached[0] != self.key:
-            cached = self._exact = (self.key, MixtureField(self.mixture, self.schedule))
+        schedule = self.schedule_obj
+        key = (*self.key, tuple(sorted(schedule.config().items())))   # the model's arguments too
+        if cached is None or cached[0] != key:
+            cached = self._exact = (key, MixtureField(self.mixture, schedule))
         return cached[1]
 
     def field(self, source: str = "learned") -> ScoreField:
