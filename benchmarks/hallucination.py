@@ -120,11 +120,12 @@ def recursive(seed, generations, n_samples, steps):
     mix = dataset_mixture("gaussian_grid")
     schedule = get_schedule("vp", **GRID_SCHEDULE)
     law = end_law(mix, schedule)
-    cfg = TrainConfig(schedule_args=GRID_SCHEDULE, hidden=128, steps=steps, batch_size=2000, lr=1e-3,
-                      warmup=0, lr_final=1.0, t_sampling="uniform", ema=0.999, grad_clip=None)
+    # the paper's schedule; the lab's fast recipe (Adam 1e-2 with warm-up and cosine decay,
+    # EMA), which reaches in minutes what Adam 1e-3 constant needs hours for
+    cfg = TrainConfig(schedule_args=GRID_SCHEDULE, hidden=128, steps=steps, batch_size=2000)
     print(f"recursive training: {generations} generations of {n_samples:,} samples; each model "
-          f"width 128, {steps:,} steps, batch 2,000; out-of-support rate at 6 std of each "
-          "generation's samples (before filtering)")
+          f"width 128, {steps:,} steps, batch 2,000, lr 1e-2 cosine; out-of-support rate at 6 std "
+          "of each generation's samples (before filtering)")
     curves = {}
     for extra in (None, *PAPER_EXTRAS):
         gens = recursive_training(make_dataset("gaussian_grid", 100_000, seed=0), law, generations=generations,

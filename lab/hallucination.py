@@ -24,7 +24,8 @@ __all__ = ["IN_SUPPORT", "BETWEEN_MODES", "OUTSIDE", "LABEL_NAMES", "support_lab
            "hallucination_rate", "trajectory_variance", "roc_auc", "roc_curve", "filter_report",
            "FilterReport", "filter_samples", "recursive_training", "Generation", "end_law",
            "OperatingPoints", "operating_points", "ScoredSamples", "score_samples",
-           "PAPER_DETECTION", "PAPER_RETENTION", "PAPER_PROTOCOL", "LABEL_STDS", "PAPER_EXTRAS"]
+           "PAPER_DETECTION", "PAPER_RETENTION", "PAPER_PROTOCOL", "LABEL_STDS", "PAPER_EXTRAS",
+           "mode_distance"]
 
 IN_SUPPORT, BETWEEN_MODES, OUTSIDE = 0, 1, 2
 LABEL_NAMES = {IN_SUPPORT: "in support", BETWEEN_MODES: "between modes", OUTSIDE: "outside"}
@@ -57,6 +58,16 @@ def _mahalanobis(x: Tensor, mixture: GaussianMixture) -> Tensor:
     return torch.einsum("nki,kij,nkj->nk", d, inv, d).clamp_min(0).sqrt()
 
 
+def mode_distance(samples, mixture: GaussianMixture) -> Tensor:
+    """Distance (n,) of each sample to the nearest component, in that component's standard
+    deviations (Mahalanobis). Blur sits a few std from a mode; a sample between two modes
+    of the 5x5 grid, about 20 (neighbours are 40 std apart)."""
+    if mixture.singular:
+        raise ValueError("distances in std need components with positive-definite covariances")
+    x = torch.as_tensor(samples, dtype=torch.float64).detach().cpu().reshape(-1, 2)
+    return _mahalanobis(x, mixture).min(1).values
+
+
 def support_labels(samples, mixture: GaussianMixture, k: float = 3.0) -> Tensor:
     """Label each sample (n, 2): ``IN_SUPPORT`` (0) if within k component standard deviations
     of some component mean (Mahalanobis distance <= k); else ``BETWEEN_MODES`` (1) if inside
@@ -66,7 +77,7 @@ def support_labels(samples, mixture: GaussianMixture, k: float = 3.0) -> Tensor:
         raise ValueError("support needs components with positive-definite covariances")
     k = _check.real(k, "k", 0.0, low_open=True, numpy_ok=True)
     x = torch.as_tensor(samples, dtype=torch.float64).detach().cpu().reshape(-1, 2)
-    inside = _mahalanobis(x, mixture).min(1).values <= k
+    inside = mode_distance(x, mixture) <= k
     labels = torch.full((x.shape[0],), OUTSIDE, dtype=torch.int64)
     labels[inside] = IN_SUPPORT
     rest = ~inside

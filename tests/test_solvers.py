@@ -236,3 +236,42 @@ def test_every_solver_has_a_docstring_naming_its_source():
     for name, spec in SOLVERS.items():
         assert re.search(r"(19|20)\d\d", spec.doc) or "Runge-Kutta" in spec.doc, (name, spec.doc)
 
+
+
+@pytest.mark.parametrize("solver", ["euler_maruyama", "pc", "ddpm", "ddim", "dpm++2m_sde"])
+def test_sde_solvers_are_no_more_biased_than_the_ode_with_the_exact_score(solver):
+    """Deveney et al.'s protocol (OU on [1e-5, 10], 800 time-uniform steps), exact score of
+    N(0, 0.05^2 I): an SDE solver's end variance must be as close to p_{t_min}'s as the
+    Euler ODE's (bias +0.0039), up to the noise floor. Found so: Euler-Maruyama's noise on
+    its last step (variance g^2 dt = 0.0125, never taken out) made it +0.0106; SDE-DPM-
+    Solver++(2M)'s second-order last step over a 50x longer step made it +0.0042."""
+    mix = GaussianMixture([[0.0, 0.0]], 0.05)          # the end law is N(0, v I), v known
+    field = MixtureField(mix, "ou")
+    s = field.schedule
+    v = float(s.alpha(s.t_min)) ** 2 * 0.05**2 + float(s.sigma(s.t_min)) ** 2
+    n = 40_000
+    floor = 4 * 2**0.5 * v / n**0.5    # 4 standard errors of a difference of two variance estimates
+    bias = {}
+    for name in ("ode_euler", solver):
+        eta = 1.0 if SOLVERS[name].takes_eta else None
+        x = sample(field, n=n, solver=name, steps=800, spacing="time_uniform", eta=eta, seed=1).samples.double()
+        bias[name] = abs(float(x.var(0).mean()) - v)
+    assert bias[solver] <= bias["ode_euler"] + floor, (bias, floor)
+
+
+def test_noise_level_grids_skip_pure_noise():
+    """VP with beta up to 200 (the hallucination paper's DDPM) has lambda(t_max) = -50; the
+    logSNR and Karras grids begin at lambda = -10 (LAMBDA_FLOOR), below which x_t holds no
+    trace of the data, and keep t_max as their first time."""
+    from lab.fields import LAMBDA_FLOOR
+    from lab.schedules import get_schedule
+
+    s = get_schedule("vp", beta0=1.0, beta1=200.0, t_min=1e-5)
+    assert float(s.lambda_(s.t_max)) < -40
+    for spacing in ("logsnr", "karras"):
+        ts = time_grid(s, 20, spacing)
+        lam = s.lambda_(ts)
+        assert float(ts[0]) == s.t_max and torch.all(lam[1:] > LAMBDA_FLOOR)
+    lam = s.lambda_(time_grid(s, 20, "logsnr"))[1:]
+    h = (float(s.lambda_(s.t_min)) - LAMBDA_FLOOR) / 20
+    torch.testing.assert_close(lam.diff(), torch.full((19,), h, dtype=torch.float64))
