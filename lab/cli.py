@@ -108,7 +108,7 @@ def _pretrain(args) -> int:
     from lab.pretrained import pretrain, pretrain_gap
 
     pretrain(args.datasets or None, steps=args.steps, out_dir=args.out_dir, resume=args.resume,
-             state_dir=args.state_dir)
+             state_dir=args.state_dir, recipe=args.recipe)
     if not args.datasets:
         pretrain_gap(out_dir=args.out_dir)
     return 0
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--resume", action="store_true",
                     help="continue each run from its saved state (written every few minutes)")
     pt.add_argument("--state-dir", default=None, help="resumable states and snapshots (default: runs/pretrain)")
+    pt.add_argument("--recipe", default=None, choices=["paper", "fast"],
+                    help="the grid model's training recipe (default: the shipped one; see lab.pretrained)")
     pt.set_defaults(func=_pretrain)
 
     sv = sub.add_parser("serve", help="serve the dashboards (panel serve apps/*.py); further "

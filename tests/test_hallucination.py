@@ -6,15 +6,17 @@ import torch
 
 from lab.data import GaussianMixture, dataset_mixture, make_dataset
 from lab.fields import MixtureField
-from lab.hallucination import (BETWEEN_MODES, IN_SUPPORT, OUTSIDE, end_law, filter_report, operating_points,
-                               recursive_training, roc_auc, roc_curve, score_samples, support_labels,
-                               trajectory_variance)
+from lab.hallucination import (BETWEEN_MODES, IN_SUPPORT, OUTSIDE, end_law, filter_report, mode_distance,
+                               operating_points, recursive_training, roc_auc, roc_curve, score_samples,
+                               support_labels, trajectory_variance)
+from lab.pretrained import load_pretrained
 from lab.schedules import get_schedule
-from lab.solvers import Trajectory, sample
-from lab.train import TrainConfig, train
+from lab.solvers import Trajectory
+from lab.train import TrainConfig
 
 # Aithal et al.'s DDPM: T = 1000, betas 0.001..0.2, i.e. the continuous VP with beta 1..200.
 PAPER_SCHEDULE = dict(beta0=1.0, beta1=200.0, t_min=1e-5)
+RETENTION_AT_95 = 0.90   # the shipped model, 4000 samples: measured TBD (100k: TBD)
 
 
 def test_support_labels_by_construction():
@@ -126,41 +128,36 @@ def test_filter_report_arithmetic():
 
 @pytest.fixture(scope="module")
 def grid_runs():
-    """The paper's 2-D setting at toy scale: 20k points, 3000 steps (about 15 s), DDPM with
-    1000 time-uniform steps; 3600 samples from the model and from the exact score."""
-    mix = dataset_mixture("gaussian_grid")
+    """The paper's protocol on the shipped grid models and the exact score: 4000 samples
+    each, 1000 ancestral time-uniform steps (about 20 s each on one thread)."""
     schedule = get_schedule("vp", **PAPER_SCHEDULE)
-    field, _ = train(make_dataset("gaussian_grid", 20_000, seed=0),
-                     TrainConfig(schedule_args=PAPER_SCHEDULE, steps=3000, device="cpu"))
-    at_end = mix.noised(float(schedule.alpha(schedule.t_min)), float(schedule.sigma(schedule.t_min)))
-    opts = dict(n=3600, solver="ddpm", steps=1000, spacing="time_uniform", seed=0)
-    return at_end, sample(field, **opts), sample(MixtureField(mix, schedule), **opts)
+    mix = dataset_mixture("gaussian_grid")
+    fields = {"trained": load_pretrained("gaussian_grid", device="cpu"),
+              "2k": load_pretrained("gaussian_grid-2k", device="cpu"), "exact": MixtureField(mix, schedule)}
+    return end_law(mix, schedule), {k: score_samples(f, 4000, seed=0) for k, f in fields.items()}
 
 
 @pytest.mark.slow
-def test_exact_score_does_not_interpolate_but_the_network_does(grid_runs):
-    at_end, learned, exact = grid_runs
-    exact_rate = float((support_labels(exact.samples, at_end) != IN_SUPPORT).double().mean())
-    labels = support_labels(learned.samples, at_end)
-    learned_rate = float((labels != IN_SUPPORT).double().mean())
-    between = float((labels == BETWEEN_MODES).double().mean())
-    # 3 std of a 2-D Gaussian holds all but exp(-9/2) = 1.1% of it; measured: 0.0% and 14%
-    assert exact_rate < 0.015
-    assert learned_rate > 0.04 and between > 0.03, (learned_rate, between)
+def test_exact_score_does_not_interpolate_but_the_networks_do(grid_runs):
+    law, runs = grid_runs
+    rate = {k: float((support_labels(r.samples, law, 6.0) != IN_SUPPORT).double().mean()) for k, r in runs.items()}
+    # 6 std hold all but exp(-18) of a 2-D Gaussian: the exact score never leaves them
+    assert rate["exact"] == 0.0
+    assert rate["trained"] > 0.001 and rate["2k"] > 3 * rate["trained"], rate
+    # the well-trained model's off-mode samples lie between modes; the undertrained one's, near them
+    d_trained = mode_distance(runs["trained"].samples, law)
+    d_2k = mode_distance(runs["2k"].samples, law)
+    assert d_trained[d_trained > 6].median() > d_2k[d_2k > 6].median()
 
 
 @pytest.mark.slow
-def test_variance_detector_separates_and_filters(grid_runs):
-    """Draw N(1 + 1/5), keep the N with the lowest x0 variance over the last 10 steps.
-    Bounds stated from a measured run (AUC 0.87, detection 0.51, retention 0.89): better
-    than chance (0.5; and detection 1/6, retention 5/6 for a random filter)."""
-    at_end, learned, _ = grid_runs
-    labels = support_labels(learned.samples, at_end)
-    scores = trajectory_variance(learned, last_k=10)
-    report = filter_report(scores, labels, keep=3000)
-    assert report.auc > 0.75
-    assert report.detection > 0.35 and report.retention > 0.85
-    assert report.rate_after < report.rate_before
+def test_the_detector_reaches_the_papers_operating_points_on_the_shipped_model(grid_runs):
+    """Aithal et al.: > 95 % detection at 96 % retention. On 4000 samples the figure carries
+    a few points of noise (the benchmark's 100k-sample figure is the measurement)."""
+    law, runs = grid_runs
+    ops = {k: operating_points(runs[k].scores, support_labels(runs[k].samples, law, 6.0)) for k in ("trained", "2k")}
+    assert ops["trained"].retention_at_detection >= RETENTION_AT_95, ops["trained"]
+    assert ops["trained"].auc > ops["2k"].auc and ops["trained"].auc > 0.97
 
 
 def test_recursive_training_reports_each_generation():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 __all__ = ["PRETRAINED_DIR", "pretrained_path", "load_pretrained", "pretrain", "GAP_DATASET",
            "GAP_WEIGHTS", "gap_path", "pretrain_gap", "GRID_CONFIG", "GRID_POINTS", "GRID_SCHEDULE",
-           "GRID_SNAPSHOTS", "UNDERTRAINED", "STATE_DIR"]
+           "GRID_SNAPSHOTS", "UNDERTRAINED", "STATE_DIR", "GRID_RECIPES", "SHIPPED_RECIPE", "grid_config"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
 PRETRAIN_POINTS = 20_000   # points drawn from each data set for its checkpoint
@@ -21,25 +21,36 @@ STATE_DIR = Path("runs") / "pretrain"   # resumable states and snapshots of long
 # Aithal et al. 2024's 2-D setting (locuslab/diffusion-model-hallucination): DDPM, T = 1000,
 # betas linear 0.001..0.2, i.e. VP with beta(t) = 1..200 on t in [1e-5, 1]; 100k points;
 # batch 10k; Adam 1e-3 constant, no clipping; times uniform (train() skips those past
-# lambda = -10, where x_t holds no trace of the data); 100k steps. One departure, measured in
-# benchmarks/hallucination.py --curve: an EMA of the weights (0.999) is what we ship.
+# lambda = -10, where x_t holds no trace of the data); 100k steps; plus an EMA of the
+# weights (0.999). Recipe "fast": the same data, schedule, network and batch, trained the
+# lab's way (Adam 1e-2 with warm-up and cosine decay, clipping, times uniform in lambda).
+# benchmarks/hallucination.py --curve compares their snapshots.
 GRID_SCHEDULE = dict(beta0=1.0, beta1=200.0, t_min=1e-5)
 GRID_POINTS = 100_000
 GRID_SNAPSHOTS = (2_000, 5_000, 10_000, 20_000, 40_000, 60_000, 80_000, 100_000)
-UNDERTRAINED = 2_000     # the gaussian_grid-2k checkpoint: the same run, stopped early
+GRID_RECIPES = ("paper", "fast")
+SHIPPED_RECIPE = "paper"   # the recipe whose run becomes gaussian_grid.pt
+FAST_STEPS = 20_000
+UNDERTRAINED = 2_000     # the gaussian_grid-2k checkpoint: the paper recipe's run, stopped early
 
 
-def _grid_config():
+def grid_config(recipe: str = "paper"):
+    """The TrainConfig of the grid model for ``recipe`` (one of GRID_RECIPES)."""
     from lab.train import TrainConfig
 
-    return TrainConfig(schedule="vp", schedule_args=GRID_SCHEDULE, hidden=128, depth=3,
-                       steps=GRID_SNAPSHOTS[-1], batch_size=10_000, lr=1e-3, warmup=0, lr_final=1.0,
-                       t_sampling="uniform", ema=0.999, grad_clip=None, log_every=100, device=None)
+    common = dict(schedule="vp", schedule_args=GRID_SCHEDULE, hidden=128, depth=3, batch_size=10_000,
+                  ema=0.999, log_every=100, device=None)
+    if recipe == "paper":
+        return TrainConfig(**common, steps=GRID_SNAPSHOTS[-1], lr=1e-3, warmup=0, lr_final=1.0,
+                           t_sampling="uniform", grad_clip=None)
+    if recipe == "fast":
+        return TrainConfig(**common, steps=FAST_STEPS)
+    raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(GRID_RECIPES)}")
 
 
 def __getattr__(name):   # GRID_CONFIG without importing torch at ``import lab.pretrained``
     if name == "GRID_CONFIG":
-        return _grid_config()
+        return grid_config(SHIPPED_RECIPE)
     raise AttributeError(name)
 
 
@@ -58,12 +69,14 @@ def load_pretrained(dataset: str, device=None):
 
 
 def pretrain(datasets=None, steps: int | None = None, out_dir=None, report=print,
-             resume: bool = False, state_dir=None) -> list[str]:
+             resume: bool = False, state_dir=None, recipe: str | None = None) -> list[str]:
     """Train each data set's model and save it as ``<dataset>.pt``: TrainConfig defaults on
-    20k points, or, for ``gaussian_grid``, ``GRID_CONFIG`` on 100k points, which also
-    writes ``gaussian_grid-2k.pt`` and keeps snapshots (EMA and raw weights) at
-    ``GRID_SNAPSHOTS`` in ``state_dir/gaussian_grid/``. Every run writes a resumable state
-    to ``state_dir`` every few minutes; ``resume`` continues from it."""
+    20k points, or, for ``gaussian_grid``, ``grid_config(recipe)`` on 100k points (default
+    recipe: SHIPPED_RECIPE; another recipe's model goes to ``state_dir/gaussian_grid-RECIPE/
+    final.pt``, not to the lab). The grid's runs keep snapshots (EMA and raw weights) at
+    ``GRID_SNAPSHOTS`` in their folder of ``state_dir``; the paper recipe's writes
+    ``gaussian_grid-2k.pt``. Every run writes a resumable state to ``state_dir`` every few
+    minutes; ``resume`` continues from it."""
     import dataclasses
 
     from lab.data import DATASETS, make_dataset
@@ -71,43 +84,46 @@ def pretrain(datasets=None, steps: int | None = None, out_dir=None, report=print
 
     out = Path(out_dir) if out_dir is not None else PRETRAINED_DIR
     states = Path(state_dir) if state_dir is not None else STATE_DIR
+    recipe = recipe or SHIPPED_RECIPE
     written = []
     for name in datasets or list(DATASETS):
         if name not in DATASETS:
             raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
         grid = name == "gaussian_grid"
-        cfg = _grid_config() if grid else TrainConfig(device="cpu")
+        cfg = grid_config(recipe) if grid else TrainConfig(device="cpu")
         if steps is not None:
             cfg = dataclasses.replace(cfg, steps=steps)
+        run = name if not grid or recipe == "paper" else f"{name}-{recipe}"
+        target = out / f"{name}.pt" if not grid or recipe == SHIPPED_RECIPE else states / run / "final.pt"
         points = make_dataset(name, GRID_POINTS if grid else PRETRAIN_POINTS, seed=0)
-        callback = _snapshots(name, states / name, out, report) if grid else None
-        field, history = train(points, cfg, callback=callback, state=states / f"{name}.state.pt",
-                               resume=resume)
+        callback = _snapshots(name, states / run, out, report, recipe == "paper") if grid else None
+        field, history = train(points, cfg, callback=callback, state=states / f"{run}.state.pt", resume=resume)
         summary = history["summary"]
         if summary["stopped"]:
-            report(f"{name}: {summary['stopped']}; nothing written (run again with --resume)")
+            report(f"{run}: {summary['stopped']}; nothing written (run again with --resume)")
             continue
-        path = save(field, os.fspath(out / f"{name}.pt"), meta={"dataset": name})
-        report(f"{name}: {summary['steps_done']} steps, loss {summary['final_loss']:.4f}, "
+        path = save(field, os.fspath(target), meta={"dataset": name} | ({"recipe": recipe} if grid else {}))
+        report(f"{run}: {summary['steps_done']} steps, loss {summary['final_loss']:.4f}, "
                f"{summary['train_s']:.1f} s on {summary['device']} -> {path}")
         written.append(path)
     return written
 
 
-def _snapshots(name: str, folder: Path, out: Path, report):
-    """A train() callback that saves the EMA and raw fields at GRID_SNAPSHOTS and the
-    undertrained checkpoint at UNDERTRAINED steps, and reports progress now and then."""
+def _snapshots(name: str, folder: Path, out: Path, report, undertrained: bool):
+    """A train() callback that saves the EMA and raw fields at GRID_SNAPSHOTS (and at the
+    run's last step), with ``undertrained`` the gaussian_grid-2k checkpoint at UNDERTRAINED
+    steps, and reports progress now and then."""
     from lab.train import save
 
     def callback(p):
-        if p.step in GRID_SNAPSHOTS:
+        if p.step in GRID_SNAPSHOTS or p.step == p.steps:
             meta = {"dataset": name, "snapshot_step": p.step}
             save(p.field, os.fspath(folder / f"step-{p.step:06d}.pt"), meta=meta)
             save(p.raw_field, os.fspath(folder / f"step-{p.step:06d}-raw.pt"), meta=meta | {"raw": True})
-            if p.step == UNDERTRAINED:
+            if undertrained and p.step == UNDERTRAINED:
                 save(p.field, os.fspath(out / f"{name}-{UNDERTRAINED // 1000}k.pt"), meta=meta)
         if p.step % 1000 == 0:
-            report(f"{name}: step {p.step:,} of {p.steps:,}, loss {p.loss:.4f}, "
+            report(f"{folder.name}: step {p.step:,} of {p.steps:,}, loss {p.loss:.4f}, "
                    f"{p.samples_per_s:,.0f} samples/s, {p.seconds / 60:.1f} min")
     return callback
 
