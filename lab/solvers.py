@@ -223,10 +223,16 @@ def euler_maruyama(run: _Run, x: Tensor) -> Tensor:
     return x
 
 
-def ddpm(run: _Run, x: Tensor) -> Tensor:
+def ddpm(run: _Run, x: Tensor, variance: str = "small") -> Tensor:
     """Ancestral sampling from the Gaussian posterior q(x_t | x_s, x0) (Ho et al. 2020, in
     the general form of Kingma et al. 2021): mean alpha_ts sigma_t^2/sigma_s^2 x_s +
-    alpha_t sigma_ts^2/sigma_s^2 x0, variance sigma_ts^2 sigma_t^2/sigma_s^2."""
+    alpha_t sigma_ts^2/sigma_s^2 x0, variance sigma_ts^2 sigma_t^2/sigma_s^2.
+
+    ``variance``: "small", the posterior's (Ho et al.'s sigma^2 = beta-tilde); or "large",
+    sigma_ts^2 (their sigma^2 = beta, for VP the step's beta) with no noise on the last
+    step, as DDPM's code and Aithal et al.'s ("fixed-large") sample."""
+    if variance not in ("small", "large"):
+        raise ValueError(f"variance must be 'small' or 'large', got {variance!r}")
     for i in range(len(run.ts) - 1):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
         a_s, sg_s, _ = run.coef(s)
@@ -235,7 +241,8 @@ def ddpm(run: _Run, x: Tensor) -> Tensor:
         a_ts = a_s / a_t                       # alpha_{s|t}
         var_ts = sg_s**2 - a_ts**2 * sg_t**2   # sigma_{s|t}^2
         mean = a_ts * sg_t**2 / sg_s**2 * x + a_t * var_ts / sg_s**2 * x0
-        x = mean + math.sqrt(max(var_ts, 0.0) * sg_t**2 / sg_s**2) * run.noise(x)
+        var = var_ts * sg_t**2 / sg_s**2 if variance == "small" else 0.0 if _last(run, i) else var_ts
+        x = mean + math.sqrt(max(var, 0.0)) * run.noise(x)
         run.record(i, x, x0)
     return x
 
@@ -546,7 +553,7 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
             None: fresh randomness.
         callback: called after every step with {"i", "t", "x", "x0", "nfe"}.
         options: solver options: ``rtol``/``atol`` (ode_adaptive), ``snr`` and
-            ``corrector_steps`` (pc), ``order`` (deis).
+            ``corrector_steps`` (pc), ``order`` (deis), ``variance`` (ddpm: "small" or "large").
 
     Raises:
         ValueError: an unknown solver or spacing (the message lists the valid ones), a bad
