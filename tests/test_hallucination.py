@@ -25,6 +25,7 @@ def test_support_labels_by_construction():
     labels = support_labels(pts, mix, k=3.0)
     assert labels.tolist() == [IN_SUPPORT, IN_SUPPORT, IN_SUPPORT, BETWEEN_MODES, BETWEEN_MODES, OUTSIDE]
     assert support_labels(pts, mix, k=6.0).tolist()[4] == IN_SUPPORT  # 5 std from a mean
+    assert mode_distance(pts, mix).tolist()[:3] == pytest.approx([0.0, 0.0, 2.5])
 
 
 def test_roc_auc_closed_cases():
@@ -144,10 +145,14 @@ def test_exact_score_does_not_interpolate_but_the_networks_do(grid_runs):
     # 6 std hold all but exp(-18) of a 2-D Gaussian: the exact score never leaves them
     assert rate["exact"] == 0.0
     assert rate["trained"] > 0.001 and rate["2k"] > 3 * rate["trained"], rate
-    # the well-trained model's off-mode samples lie between modes; the undertrained one's, near them
-    d_trained = mode_distance(runs["trained"].samples, law)
-    d_2k = mode_distance(runs["2k"].samples, law)
-    assert d_trained[d_trained > 6].median() > d_2k[d_2k > 6].median()
+    # blur against interpolation: the undertrained model's samples all still move at the end,
+    # in support or not (measured: medians 6e-4 and 1.4e-3); the trained model's good samples
+    # settle while its off-mode ones waver (1.6e-5 and 3.6e-3)
+    ratio = {}
+    for k in ("trained", "2k"):
+        out = support_labels(runs[k].samples, law, 6.0) != IN_SUPPORT
+        ratio[k] = float(runs[k].scores[out].median() / runs[k].scores[~out].median())
+    assert ratio["trained"] > 10 * ratio["2k"], ratio
 
 
 @pytest.mark.slow

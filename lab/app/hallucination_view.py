@@ -95,7 +95,8 @@ class HallucinationView(pn.viewable.Viewer):
                                  {"detector": "#1f77b4", "chance": "#999999", AT_DETECTION: "#d62728",
                                   AT_RETENTION: "#9467bd"},
                                  "share of in-support samples removed", "share of hallucinations removed",
-                                 width=plots.SIZE + 150, height=plots.SIZE - 40)
+                                 width=plots.SIZE + 150, height=plots.SIZE - 40,
+                                 sizes={AT_DETECTION: 12, AT_RETENTION: 12})
         self._hist = HistogramFigure("trajectory variance and the filter's cut",
                                      {"in support": LABEL_COLORS[0], "out of support": LABEL_COLORS[1]},
                                      "log10 variance of the predicted x0 over the last k steps",
@@ -232,14 +233,14 @@ class HallucinationView(pn.viewable.Viewer):
 
     def _lesson(self) -> str:
         if self.model == UNDERTRAINED_MODEL:
-            return ("This model stopped early: most of its out-of-support samples are **blur** around "
-                    "a mode, not samples between modes. They settle as early as good ones, so no "
-                    "trajectory filter can see them. Switch to the fully trained model.")
+            return ("This model stopped early: it has not learned how narrow the modes are, so it "
+                    "**blurs** them, and all its samples, in support or not, still move in the last "
+                    "steps. The detector has nothing to tell apart. Switch to the fully trained model.")
         if self.model == WELL_TRAINED:
             return ("Trained as in the paper (Aithal et al. 2024), the model puts few samples off the "
-                    "modes, and those are **interpolations**: their predicted x0 wavers between two "
-                    "modes in the last steps, which the filter catches. Switch to the undertrained run "
-                    "to see blur instead.")
+                    "modes, and those are **interpolations**: their predicted x0 wavers between modes "
+                    "in the last steps while good samples have settled, which the filter catches. "
+                    "Switch to the undertrained run to see blur instead.")
         return ("Your session's model: the paper's figures need the paper's setting (the first two "
                 "choices). Try the spacing and last k: the window must cover the noise levels where "
                 "a sample chooses its mode.")
