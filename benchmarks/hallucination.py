@@ -62,9 +62,9 @@ def row(name, k, point, floor):
     cells = []
     for j, c in enumerate(COLUMNS):
         v = point[j]
-        text = f"{v:.1%}" if c == "rate" else f"{v:.3f}" if c == "auc" else f"{v:.1%}"
+        text = f"{v:.2%}" if c == "rate" else f"{v:.3f}" if c == "auc" else f"{v:.1%}"
         if floor is not None:
-            text += f" ±{floor[j] * (100 if c != 'auc' else 1):.1f}" if c != "auc" else f" ±{floor[j]:.3f}"
+            text += {"rate": f" ±{floor[j] * 100:.2f}", "auc": f" ±{floor[j]:.3f}"}.get(c, f" ±{floor[j] * 100:.1f}")
         cells.append(text)
     k_text = f" {k:4.0f}" if k is not None else ""
     return f"{name:<22s}{k_text} {cells[0]:>15s} {cells[1]:>14s} {cells[2]:>19s} {cells[3]:>19s}"

@@ -182,6 +182,18 @@ class NetworkField(ScoreField):
         return next(self.model.parameters()).dtype
 
     def eps(self, x: Tensor, t) -> Tensor:
+        out = self._eps(x, t)
+        # Past the floor (a schedule such as VP with beta up to 200 reaches lambda = -50) the
+        # field is eps = x / sigma, the exact one to O(alpha^2): its denoiser there is 0, the
+        # data's mean, instead of the network's tiny eps error divided by alpha (e^-50),
+        # which a sampler's long steps through pure noise multiply until x overflows.
+        tt, _, sigma = self._coeffs(x, t)
+        noise_only = (self.schedule.lambda_(tt) < LAMBDA_FLOOR).reshape(-1, 1)
+        if bool(noise_only.any()):
+            out = torch.where(noise_only, x / sigma, out)
+        return out
+
+    def _eps(self, x: Tensor, t) -> Tensor:
         tt, alpha, sigma = self._coeffs(x, t)
         c_in = torch.rsqrt(alpha**2 * self.data_std**2 + sigma**2)
         # the network sees the noise level, not the time: EDM's c_noise = log(sigma/alpha)/4

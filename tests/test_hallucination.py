@@ -16,7 +16,7 @@ from lab.train import TrainConfig
 
 # Aithal et al.'s DDPM: T = 1000, betas 0.001..0.2, i.e. the continuous VP with beta 1..200.
 PAPER_SCHEDULE = dict(beta0=1.0, beta1=200.0, t_min=1e-5)
-RETENTION_AT_95 = 0.90   # the shipped model, 4000 samples: measured TBD (100k: TBD)
+RETENTION_AT_95 = 0.93   # the shipped model at 20,000 samples: measured 0.957 (100k: 0.956 ± 0.002)
 
 
 def test_support_labels_by_construction():
@@ -129,13 +129,15 @@ def test_filter_report_arithmetic():
 
 @pytest.fixture(scope="module")
 def grid_runs():
-    """The paper's protocol on the shipped grid models and the exact score: 4000 samples
-    each, 1000 ancestral time-uniform steps (about 20 s each on one thread)."""
+    """The paper's protocol (1000 ancestral time-uniform steps) on the shipped grid models
+    and the exact score: 20,000 samples of the trained model, as the paper (it puts about
+    1 in 1000 off the modes), 4000 of the others (about a minute in all on one thread)."""
     schedule = get_schedule("vp", **PAPER_SCHEDULE)
     mix = dataset_mixture("gaussian_grid")
-    fields = {"trained": load_pretrained("gaussian_grid", device="cpu"),
-              "2k": load_pretrained("gaussian_grid-2k", device="cpu"), "exact": MixtureField(mix, schedule)}
-    return end_law(mix, schedule), {k: score_samples(f, 4000, seed=0) for k, f in fields.items()}
+    fields = {"trained": (load_pretrained("gaussian_grid", device="cpu"), 20_000),
+              "2k": (load_pretrained("gaussian_grid-2k", device="cpu"), 4000),
+              "exact": (MixtureField(mix, schedule), 4000)}
+    return end_law(mix, schedule), {k: score_samples(f, n, seed=0) for k, (f, n) in fields.items()}
 
 
 @pytest.mark.slow
@@ -157,8 +159,9 @@ def test_exact_score_does_not_interpolate_but_the_networks_do(grid_runs):
 
 @pytest.mark.slow
 def test_the_detector_reaches_the_papers_operating_points_on_the_shipped_model(grid_runs):
-    """Aithal et al.: > 95 % detection at 96 % retention. On 4000 samples the figure carries
-    a few points of noise (the benchmark's 100k-sample figure is the measurement)."""
+    """Aithal et al.: > 95 % detection at 96 % retention. On 20,000 samples (some 20
+    hallucinations) the figure carries a few points of noise; the benchmark's 100k-sample
+    figure is the measurement."""
     law, runs = grid_runs
     ops = {k: operating_points(runs[k].scores, support_labels(runs[k].samples, law, 6.0)) for k in ("trained", "2k")}
     assert ops["trained"].retention_at_detection >= RETENTION_AT_95, ops["trained"]
