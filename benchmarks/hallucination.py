@@ -31,7 +31,8 @@ import torch
 from lab.data import dataset_mixture, make_dataset
 from lab.fields import MixtureField
 from lab.hallucination import (LABEL_STDS, PAPER_DETECTION, PAPER_EXTRAS, PAPER_RETENTION, end_law,
-                               operating_points, recursive_training, score_samples, support_labels)
+                               operating_floor, operating_points, recursive_training, score_samples,
+                               support_labels)
 from lab.pretrained import GRID_SCHEDULE, STATE_DIR, UNDERTRAINED, load_pretrained
 from lab.schedules import get_schedule
 from lab.train import TrainConfig, load
@@ -42,20 +43,12 @@ HEADER = (f"{'model':<22s} {'std':>4s} {'out of support':>15s} {'ROC AUC':>14s} 
           f"{'retention @95% det':>19s} {'detection @96% ret':>19s}")
 
 
-def figures(scored, law, k, rng=None):
-    """Operating points at labels of k std; with ``rng``, also their bootstrap std."""
+def figures(scored, law, k, seed=0):
+    """Operating points at labels of k std, and their bootstrap std."""
     labels = support_labels(scored.samples, law, k)
     op = operating_points(scored.scores, labels)
-    point = np.array([getattr(op, c) for c in COLUMNS])
-    if rng is None:
-        return point, None
-    n = len(labels)
-    boot = []
-    for _ in range(BOOTSTRAP):
-        i = torch.as_tensor(rng.integers(0, n, n))
-        o = operating_points(scored.scores[i], labels[i])
-        boot.append([getattr(o, c) for c in COLUMNS])
-    return point, np.std(boot, axis=0)
+    floor = operating_floor(scored.scores, labels, BOOTSTRAP, seed)
+    return np.array([getattr(op, c) for c in COLUMNS]), np.array([floor[c] for c in COLUMNS])
 
 
 def row(name, k, point, floor):
@@ -73,7 +66,6 @@ def row(name, k, point, floor):
 def table(n, seed, models):
     mix = dataset_mixture("gaussian_grid")
     law = end_law(mix, get_schedule("vp", **GRID_SCHEDULE))
-    rng = np.random.default_rng(seed)
     print(f"paper protocol: ancestral, 1000 time-uniform steps, {n:,} samples in chunks, "
           f"detector = x0 variance over the last 10 steps; ± = bootstrap std ({BOOTSTRAP})")
     print(HEADER)
@@ -88,7 +80,7 @@ def table(n, seed, models):
                 rate = float((labels != 0).double().mean())
                 print(f"{name:<22s} {k:4.0f} {rate:15.2%}   (no detector figures: nothing to detect)")
                 continue
-            point, floor = figures(scored, law, k, rng)
+            point, floor = figures(scored, law, k, seed)
             print(row(name, k, point, floor))
         print(f"{'':<22s} ({took:.0f} s to sample)", flush=True)
     print(f"{'paper (Aithal et al.)':<22s} {'':>4s} {'—':>15s} {'—':>14s} "
@@ -106,11 +98,10 @@ def curve(n, seed, folder: Path, pattern: str = "step-*.pt"):
     print(f"training curve ({n:,} samples each, paper protocol; labels at 6 std; ± bootstrap std)")
     print(f"{'snapshot':<26s} {'out of support':>15s} {'ROC AUC':>14s} {'retention @95% det':>19s} "
           f"{'detection @96% ret':>19s}")
-    rng = np.random.default_rng(seed)
     for path in snaps:
         field = load(path, device="cpu")
         scored = score_samples(field, n, seed=seed)
-        point, floor = figures(scored, law, 6.0, rng)
+        point, floor = figures(scored, law, 6.0, seed)
         print(row(f"{path.stem:<26s}", None, point, floor), flush=True)
 
 

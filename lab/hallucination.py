@@ -25,7 +25,7 @@ __all__ = ["IN_SUPPORT", "BETWEEN_MODES", "OUTSIDE", "LABEL_NAMES", "support_lab
            "FilterReport", "filter_samples", "recursive_training", "Generation", "end_law",
            "OperatingPoints", "operating_points", "ScoredSamples", "score_samples",
            "PAPER_DETECTION", "PAPER_RETENTION", "PAPER_PROTOCOL", "LABEL_STDS", "PAPER_EXTRAS",
-           "mode_distance"]
+           "mode_distance", "operating_floor"]
 
 IN_SUPPORT, BETWEEN_MODES, OUTSIDE = 0, 1, 2
 LABEL_NAMES = {IN_SUPPORT: "in support", BETWEEN_MODES: "between modes", OUTSIDE: "outside"}
@@ -198,6 +198,28 @@ def operating_points(scores, labels, detection: float = PAPER_DETECTION,
         threshold_at_detection=thr_d,
         retention_target=retention, detection_at_retention=float((pos >= thr_r).double().mean()),
         threshold_at_retention=thr_r)
+
+
+def operating_floor(scores, labels, reps: int = 100, seed: int = 0, **targets) -> dict:
+    """The noise floor of ``operating_points``: the standard deviation of each figure
+    (``rate``, ``auc``, ``retention_at_detection``, ``detection_at_retention``) over
+    ``reps`` bootstrap resamples of the samples (resamples without both labels are
+    skipped; NaN if none is left). ``targets``: as ``operating_points``."""
+    reps = _check.integer(reps, "reps", 1, 100_000)
+    scores = torch.as_tensor(scores, dtype=torch.float64).cpu()
+    labels = torch.as_tensor(labels).cpu()
+    keys = ("rate", "auc", "retention_at_detection", "detection_at_retention")
+    g = np.random.default_rng(_check.seed(seed))
+    draws = []
+    for _ in range(reps):
+        i = torch.as_tensor(g.integers(0, len(labels), len(labels)))
+        bad = labels[i] != IN_SUPPORT
+        if bad.all() or not bad.any():
+            continue
+        op = operating_points(scores[i], labels[i], **targets)
+        draws.append([getattr(op, k) for k in keys])
+    std = np.std(draws, axis=0) if draws else np.full(len(keys), np.nan)
+    return dict(zip(keys, map(float, std)))
 
 
 @dataclass

@@ -78,17 +78,19 @@ def test_sample_checkpoint_and_bad_solver(tmp_path):
 
 
 def test_pretrain_the_grid_resumes_from_its_state(tmp_path):
-    """The grid's paper-setting run (width 128, batch 10k) for a few steps, then resumed
-    further: the state file carries it on, and the checkpoint holds the paper's setting."""
+    """The grid's paper-recipe run (width 128, batch 10k) for a few steps, then resumed
+    further: the state file carries it on; a recipe other than the shipped one, or other
+    steps, writes its model beside its state, never into the lab."""
     out, states = tmp_path / "out", tmp_path / "states"
-    args = ("pretrain", "gaussian_grid", "--out-dir", str(out), "--state-dir", str(states))
+    args = ("pretrain", "gaussian_grid", "--recipe", "paper", "--out-dir", str(out), "--state-dir", str(states))
     r = run(*args, "--steps", "3")
     assert r.returncode == 0, r.stderr
     assert (states / "gaussian_grid.state.pt").is_file()
     r = run(*args, "--steps", "5", "--resume")
     assert r.returncode == 0, r.stderr
-    assert "gaussian_grid: 5 steps" in r.stdout
-    info = json.loads(run("info", str(out / "gaussian_grid.pt")).stdout)
+    assert "gaussian_grid: 5 steps" in r.stdout and not (out / "gaussian_grid.pt").exists()
+    info = json.loads(run("info", str(states / "gaussian_grid" / "final.pt")).stdout)
     assert info["config"]["hidden"] == 128 and info["config"]["batch_size"] == 10_000
+    assert info["config"]["lr"] == 1e-3 and info["config"]["lr_final"] == 1.0   # Adam 1e-3, constant
     assert info["config"]["schedule_args"] == {"beta0": 1.0, "beta1": 200.0, "t_min": 1e-5}
-    assert info["summary"]["n_data"] == 100_000
+    assert info["summary"]["n_data"] == 100_000 and info["meta"]["recipe"] == "paper"

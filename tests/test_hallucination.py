@@ -7,8 +7,8 @@ import torch
 from lab.data import GaussianMixture, dataset_mixture, make_dataset
 from lab.fields import MixtureField
 from lab.hallucination import (BETWEEN_MODES, IN_SUPPORT, OUTSIDE, end_law, filter_report, mode_distance,
-                               operating_points, recursive_training, roc_auc, roc_curve, score_samples,
-                               support_labels, trajectory_variance)
+                               operating_floor, operating_points, recursive_training, roc_auc, roc_curve,
+                               score_samples, support_labels, trajectory_variance)
 from lab.pretrained import load_pretrained
 from lab.schedules import get_schedule
 from lab.solvers import Trajectory
@@ -185,3 +185,17 @@ def test_filter_refuses_bad_arguments():
             filter_report(scores, labels, **kw)
     with pytest.raises(ValueError, match="NaN"):
         filter_report(torch.tensor([0.1, float("nan"), 0.3]), labels, keep=2)
+
+
+def test_operating_floor_shrinks_as_one_over_root_n():
+    """The bootstrap std of an operating point falls like 1/sqrt(n): four times the
+    samples, half the floor (within the bootstrap's own noise)."""
+    floors = []
+    for n in (2000, 8000):
+        g = torch.Generator().manual_seed(n)
+        scores = torch.cat([torch.rand(n, generator=g, dtype=torch.float64),
+                            0.5 + torch.rand(n, generator=g, dtype=torch.float64)])
+        labels = torch.cat([torch.full((n,), IN_SUPPORT), torch.full((n,), BETWEEN_MODES)])
+        floors.append(operating_floor(scores, labels, reps=200)["retention_at_detection"])
+    assert 0.3 < floors[1] / floors[0] < 0.75, floors
+    assert operating_floor(scores, labels, reps=5)["rate"] >= 0

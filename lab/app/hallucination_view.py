@@ -8,7 +8,6 @@ import math
 import threading
 from types import SimpleNamespace
 
-import numpy as np
 import panel as pn
 import param
 import torch
@@ -20,7 +19,8 @@ from lab.app.worker import Worker, on_page
 from lab.data import dataset_mixture
 from lab.fields import MixtureField
 from lab.hallucination import (IN_SUPPORT, LABEL_NAMES, PAPER_DETECTION, PAPER_RETENTION, end_law,
-                               operating_points, roc_curve, support_labels, trajectory_variance)
+                               operating_floor, operating_points, roc_curve, support_labels,
+                               trajectory_variance)
 from lab.pretrained import GRID_SCHEDULE, UNDERTRAINED, load_pretrained
 from lab.schedules import get_schedule
 from lab.solvers import SPACINGS, sample
@@ -183,7 +183,7 @@ class HallucinationView(pn.viewable.Viewer):
             out = dict(labels=labels, scores=scores, bad=bad, op=None)
             if bad.any() and not bad.all():
                 out["op"] = op = operating_points(scores, labels["learned"])
-                out["floor"] = self._floor(scores, labels["learned"])
+                out["floor"] = operating_floor(scores, labels["learned"], BOOTSTRAP)
                 out["roc"] = roc_curve(scores, bad)
                 out["threshold"] = op.threshold_at_detection if cut == AT_DETECTION else op.threshold_at_retention
             return out
@@ -246,20 +246,6 @@ class HallucinationView(pn.viewable.Viewer):
         return ("Your session's model: the paper's figures need the paper's setting (the first two "
                 "choices). Try the spacing and last k: the window must cover the noise levels where "
                 "a sample chooses its mode.")
-
-    @staticmethod
-    def _floor(scores, labels) -> dict:
-        """Bootstrap std of the operating points over resamples of these samples."""
-        g = np.random.default_rng(0)
-        n, draws = len(scores), []
-        for _ in range(BOOTSTRAP):
-            i = torch.as_tensor(g.integers(0, n, n))
-            if (labels[i] == IN_SUPPORT).all() or (labels[i] != IN_SUPPORT).all():
-                continue
-            o = operating_points(scores[i], labels[i])
-            draws.append((o.retention_at_detection, o.detection_at_retention, o.auc))
-        std = np.std(draws, axis=0) if draws else np.full(3, np.nan)
-        return dict(zip(("retention_at_detection", "detection_at_retention", "auc"), map(float, std)))
 
     def _draw_histogram(self, scores, bad, threshold):
         counts_good, edges = plots.log_histogram(scores[~bad], edges=plots.log_histogram(scores)[1])
