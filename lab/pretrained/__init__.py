@@ -75,10 +75,10 @@ def pretrain(datasets=None, steps: int | None = None, out_dir=None, report=print
     """Train each data set's model and save it as ``<dataset>.pt``: TrainConfig defaults on
     20k points, or, for ``gaussian_grid``, ``grid_config(recipe)`` on 100k points (default
     recipe: SHIPPED_RECIPE; another recipe's model, or one with other ``steps``, goes to
-    ``state_dir/gaussian_grid-RECIPE[-STEPS]/final.pt``, not to the lab). The grid's runs keep snapshots (EMA and raw weights) at
-    ``GRID_SNAPSHOTS`` in their folder of ``state_dir``; the paper recipe's writes
-    ``gaussian_grid-2k.pt``. Every run writes a resumable state to ``state_dir`` every few
-    minutes; ``resume`` continues from it."""
+    ``state_dir/gaussian_grid-RECIPE[-STEPS]/final.pt``, not to the lab). The grid's runs
+    keep snapshots (EMA and raw weights) at ``GRID_SNAPSHOTS`` in their folder of
+    ``state_dir``; the paper recipe's writes ``gaussian_grid-2k.pt``. Every run writes a
+    resumable state to ``state_dir`` every few minutes; ``resume`` continues from it."""
     import dataclasses
 
     from lab.data import DATASETS, make_dataset
