@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", list(DATASETS))
 def test_every_data_set_has_a_usable_pretrained_model(name):
     field = load_pretrained(name, device="cpu")
-    assert isinstance(field, NetworkField) and field.meta == {"dataset": name}
-    assert pretrained_path(name).stat().st_size < 200_000  # tiny: it ships in the repo
-    errors = score_error(field, MixtureField(dataset_mixture(name), "vp"), (0.1, 0.5, 0.9), n=2000)
+    assert isinstance(field, NetworkField) and field.meta["dataset"] == name
+    assert pretrained_path(name).stat().st_size < 400_000  # small: it ships in the repo
+    # against the exact score under the model's own schedule (the grid's is VP with beta to 200)
+    errors = score_error(field, MixtureField(dataset_mixture(name), field.schedule), (0.1, 0.5, 0.9), n=2000)
     assert max(errors.values()) < 0.25, errors  # the quality bound of tests/test_train.py
 
 
