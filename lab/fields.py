@@ -182,25 +182,24 @@ class NetworkField(ScoreField):
         return next(self.model.parameters()).dtype
 
     def eps(self, x: Tensor, t) -> Tensor:
-        out = self._eps(x, t)
+        tt, alpha, sigma = self._coeffs(x, t)
+        lam = self.schedule.lambda_(tt)
+        out = self._network_eps(x, alpha, sigma, lam)
         # Past the floor (a schedule such as VP with beta up to 200 reaches lambda = -50) the
         # field is eps = x / sigma, the exact one to O(alpha^2): its denoiser there is 0, the
         # data's mean, instead of the network's tiny eps error divided by alpha (e^-50),
         # which a sampler's long steps through pure noise multiply until x overflows.
-        tt, _, sigma = self._coeffs(x, t)
-        noise_only = (self.schedule.lambda_(tt) < LAMBDA_FLOOR).reshape(-1, 1)
+        noise_only = (lam < LAMBDA_FLOOR).reshape(-1, 1)
         if bool(noise_only.any()):
             out = torch.where(noise_only, x / sigma, out)
         return out
 
-    def _eps(self, x: Tensor, t) -> Tensor:
-        tt, alpha, sigma = self._coeffs(x, t)
+    def _network_eps(self, x: Tensor, alpha: Tensor, sigma: Tensor, lam: Tensor) -> Tensor:
         c_in = torch.rsqrt(alpha**2 * self.data_std**2 + sigma**2)
         # the network sees the noise level, not the time: EDM's c_noise = log(sigma/alpha)/4
-        lam = self.schedule.lambda_(tt).clamp_min(LAMBDA_FLOOR)
         # one time for all points (sampling): one row of noise-level features, broadcast
         # by the network, instead of n equal rows (a third of an evaluation's cost)
-        c_noise = (-lam / 4).reshape(-1)
+        c_noise = (-lam.clamp_min(LAMBDA_FLOOR) / 4).reshape(-1)
         if not getattr(self.model, "conservative", False):
             return self.model(x * c_in, c_noise)
         # Keep the graph when the caller differentiates (training, Jacobians); not when

@@ -168,6 +168,17 @@ class OperatingPoints:
         return dataclasses.asdict(self)
 
 
+def _scores_and_labels(scores, labels) -> tuple[Tensor, Tensor]:
+    """Detector scores (n,) as float64 and their labels (n,), on the CPU, checked."""
+    scores = torch.as_tensor(scores, dtype=torch.float64).cpu()
+    labels = torch.as_tensor(labels).cpu()
+    if scores.shape != labels.shape or scores.ndim != 1 or scores.numel() == 0:
+        raise ValueError("scores and labels must be two non-empty vectors of the same length")
+    if not torch.isfinite(scores).all():
+        raise ValueError("scores hold NaN or infinite values")
+    return scores, labels
+
+
 def operating_points(scores, labels, detection: float = PAPER_DETECTION,
                      retention: float = PAPER_RETENTION) -> OperatingPoints:
     """Retention at a detection target and detection at a retention target, for the
@@ -176,12 +187,7 @@ def operating_points(scores, labels, detection: float = PAPER_DETECTION,
     threshold removes every sample whose score equals it."""
     detection = _check.real(detection, "detection", 0.0, 1.0, low_open=True)
     retention = _check.real(retention, "retention", 0.0, 1.0, low_open=True)
-    scores = torch.as_tensor(scores, dtype=torch.float64).cpu()
-    labels = torch.as_tensor(labels).cpu()
-    if scores.shape != labels.shape or scores.ndim != 1 or scores.numel() == 0:
-        raise ValueError("scores and labels must be two non-empty vectors of the same length")
-    if not torch.isfinite(scores).all():
-        raise ValueError("scores hold NaN or infinite values")
+    scores, labels = _scores_and_labels(scores, labels)
     bad = labels != IN_SUPPORT
     pos, neg = torch.sort(scores[bad]).values, torch.sort(scores[~bad]).values
     if pos.numel() == 0 or neg.numel() == 0:
@@ -206,8 +212,7 @@ def operating_floor(scores, labels, reps: int = 100, seed: int = 0, **targets) -
     ``reps`` bootstrap resamples of the samples (resamples without both labels are
     skipped; NaN if none is left). ``targets``: as ``operating_points``."""
     reps = _check.integer(reps, "reps", 1, 100_000)
-    scores = torch.as_tensor(scores, dtype=torch.float64).cpu()
-    labels = torch.as_tensor(labels).cpu()
+    scores, labels = _scores_and_labels(scores, labels)
     keys = ("rate", "auc", "retention_at_detection", "detection_at_retention")
     g = np.random.default_rng(_check.seed(seed))
     draws = []
@@ -280,12 +285,7 @@ def filter_report(scores, labels, keep: int | None = None, threshold: float | No
     """Filter samples on their variance ``scores`` (n,) and score the filter against the true
     ``labels`` (n,) from ``support_labels``. Keep the ``keep`` lowest scores (Aithal et al.:
     draw N + extra, keep N) or those at or under ``threshold``; exactly one of the two."""
-    scores = torch.as_tensor(scores, dtype=torch.float64).cpu()
-    labels = torch.as_tensor(labels).cpu()
-    if scores.shape != labels.shape or scores.ndim != 1 or scores.numel() == 0:
-        raise ValueError("scores and labels must be two non-empty vectors of the same length")
-    if not torch.isfinite(scores).all():
-        raise ValueError("scores hold NaN or infinite values")
+    scores, labels = _scores_and_labels(scores, labels)
     if (keep is None) == (threshold is None):
         raise ValueError("give exactly one of keep and threshold")
     if threshold is not None:

@@ -314,7 +314,6 @@ def train(data, config: TrainConfig | None = None,
     if state is not None:
         run.seconds_now = wall
         run.save(state)
-    model.eval()
     history["summary"] = {
         "steps_done": step, "steps": cfg.steps, "train_s": round(wall, 3), "device": str(device),
         "final_loss": history["loss"][-1] if history["loss"] else None, "stopped": stopped,

@@ -41,6 +41,7 @@ BOOTSTRAP = 100        # resamples for the figures' noise floor
 CACHE_RUNS = 8         # pretrained runs kept per process (a class opening the page shares them)
 
 _cache: dict[tuple, dict] = {}
+_fields: dict[str, object] = {}
 _cache_lock = threading.Lock()
 
 
@@ -55,6 +56,18 @@ def _cached_runs(key: tuple, compute):
         while len(_cache) > CACHE_RUNS:
             _cache.pop(next(iter(_cache)))
     return runs
+
+
+def _pretrained(name: str):
+    """A shipped checkpoint, loaded once a process (read-only: sampling never trains it)."""
+    with _cache_lock:
+        if name not in _fields:
+            field = load_pretrained(name, device="cpu")
+            if field is None:
+                raise ValueError(f"the lab has no {name} checkpoint: run `python -m lab pretrain "
+                                 "gaussian_grid` to build it")
+            _fields[name] = field
+        return _fields[name]
 
 
 class HallucinationView(pn.viewable.Viewer):
@@ -132,26 +145,19 @@ class HallucinationView(pn.viewable.Viewer):
         if self.model == SESSION_MODEL:
             self.resample()
 
-    def _fields(self):
-        """(learned, exact) of the chosen model; the shipped grid models share one exact field."""
-        if self.model == SESSION_MODEL:
-            return self.session.field("learned"), self.session.exact
-        field = load_pretrained(PRETRAINED[self.model], device="cpu")
-        if field is None:
-            raise ValueError(f"the lab has no {PRETRAINED[self.model]} checkpoint: run "
-                             "`python -m lab pretrain gaussian_grid` to build it")
-        return field, self._grid_exact
-
     def resample(self):
-        """Draw from both fields (the expensive part, on the worker), then filter."""
-        try:
-            learned, exact = self._fields()
-        except ValueError as e:
-            self._show_error(e)
-            return
+        """Draw from both fields (the expensive part, on the worker; a shipped model is
+        loaded there too), then filter."""
         settings = dict(n=self.n, solver="ddpm", steps=self.steps, spacing=self.spacing, seed=self.seed)
+        if self.model == SESSION_MODEL:   # the session's fields, read here on the page's thread
+            fields = self.session.field("learned"), self.session.exact
+            get_fields = lambda: fields   # noqa: E731
+        else:
+            name, exact = PRETRAINED[self.model], self._grid_exact
+            get_fields = lambda: (_pretrained(name), exact)   # noqa: E731
 
         def compute():
+            learned, exact = get_fields()
             runs = {}
             for key, field in (("learned", learned), ("exact", exact)):
                 traj = sample(field, **settings)
