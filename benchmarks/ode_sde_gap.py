@@ -1,70 +1,96 @@
-"""The ODE-SDE gap and the Fokker-Planck regulariser, at toy scale, beside Deveney et al.
+"""The ODE-SDE gap and the Fokker-Planck regulariser, beside Deveney et al.
 
-Their setup: OU forward process dx = -x dt + dW on t in [1e-5, 10] (lab schedule "ou"),
-DSM + w * (Fokker-Planck residual)^2 on collocation points in [-3.5, 3.5]^2, Euler ODE and
-Euler-Maruyama SDE samplers with 800 steps, W2^2 by exact OT on a 64x64 binning. Their
-figures (W2^2 x 1e-2; ODE-truth, SDE-truth, ODE-SDE), recomputed from their samples:
-w = 0: circles 1.44, .23, 1.34; checker 2.44, .37, 2.72. ODE-SDE at w = 1: .31, .35;
-at w = 10: .17, .21 (with SDE-truth 4-9x worse).
+Their setup, which the lab follows: OU forward process dx = -x dt + dW on t in [1e-5, 10]
+(lab schedule "ou"); their data sets in their units (gap_circles, gap_checker); their network
+(LogDensityMLP: u(t, x) ~ log p_t, score = grad u) trained by DSM with unit weight on the
+score and t = 1e-5 + 10 Beta(1, 2), plus w x (scalar Fokker-Planck residual)^2; Euler ODE and
+Euler-Maruyama SDE on their grid (790 + 100 steps, the last without noise); W2^2 by exact
+OT on a 64 x 64 binning of [-3.5, 3.5]^2 (lab.metrics.gap_binned, in chunks). Their figures
+(W2^2 x 1e-2; ODE-truth, SDE-truth, ODE-SDE; recomputed from their released samples, 3M):
+w = 0: circles 1.44, .23, 1.34; checker 2.44, .37, 2.72; w = 1: circles .83, .45, .31;
+checker 1.14, 1.16, .35. The floor is W2^2 between two true sets of the same size.
 
-Here: the lab's data sets of those names (Gaussian-mixture versions), ScoreMLP (or, with
---full, the paper's scalar potential network) trained with TrainConfig defaults but the OU
-schedule; the regulariser penalises |sigma^3 R|^2 (see lab.train), so w's scale differs
-from theirs. The exact field's row is the floor of sampler + binning + sample size.
-
-    python benchmarks/ode_sde_gap.py              # CPU, about 10 minutes
-    python benchmarks/ode_sde_gap.py --full       # potential network, longer training (GPU)
+    python benchmarks/ode_sde_gap.py                       # shipped models, 300k samples each
+    python benchmarks/ode_sde_gap.py --n 60000 --exact     # quicker, with the exact score's row
+    python benchmarks/ode_sde_gap.py --snapshots runs/pretrain/gap-gap_circles-paper-w0-20000x2000
+                                                           # the scale table: steps vs the effect
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import time
 
 import torch
 
-from lab.data import dataset_mixture, make_dataset
+from lab.data import dataset_mixture
 from lab.fields import MixtureField
-from lab.metrics import noised_samples, ode_sde_gap, w2_binned
-from lab.train import TrainConfig, train
+from lab.metrics import gap_binned
+from lab.pretrained import GAP_DATASET, GAP_NETWORKS, GAP_WEIGHTS, gap_path
+from lab.train import load
 
-PAPER = {"circles": {0: (1.44, .23, 1.34), 1: (None, None, .31), 10: (None, None, .17)},
-         "checkerboard": {0: (2.44, .37, 2.72), 1: (None, None, .35), 10: (None, None, .21)}}
+PAPER = {"gap_circles": {0: (1.44, .23, 1.34), 1: (.83, .45, .31), 10: (None, None, .17)},
+         "gap_checker": {0: (2.44, .37, 2.72), 1: (1.14, 1.16, .35), 10: (None, None, .21)}}
+HEAD = f"{'model':34s} {'ODE-truth':>9s} {'SDE-truth':>9s} {'ODE-SDE':>8s} {'floor':>6s}   paper (same columns)"
 
 
 def fmt(v):
     return f"{v:6.2f}" if v is not None else f"{'-':>6s}"
 
 
+def law_of(field, dataset):
+    s = field.schedule
+    return dataset_mixture(dataset).noised(float(s.alpha(s.t_min)), float(s.sigma(s.t_min)))
+
+
+def row(name, field, dataset, n, chunk, weight=None):
+    t0 = time.perf_counter()
+    r = gap_binned(field, law_of(field, dataset), n=n, chunk=chunk,
+                   callback=lambda done, total: print(f"  {name}: {done:,} of {total:,} samples "
+                                                      f"({time.perf_counter() - t0:.0f} s)", end="\r", flush=True))
+    paper = PAPER.get(dataset, {}).get(int(weight) if weight in (0, 1, 10) else -1, (None,) * 3)
+    print(f"{name:34s} {r['ode_truth'] * 100:9.2f} {r['sde_truth'] * 100:9.2f} {r['ode_sde'] * 100:8.2f} "
+          f"{r['floor'] * 100:6.2f}   {fmt(paper[0])} {fmt(paper[1])} {fmt(paper[2])}"
+          f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--full", action="store_true")
-    ap.add_argument("--datasets", default="circles,checkerboard")
-    ap.add_argument("--weights", default="0,0.1,1,10")
-    ap.add_argument("--n", type=int, default=10_000, help="samples per sampler")
-    ap.add_argument("--steps", type=int, default=2000, help="training steps")
+    ap.add_argument("--dataset", default=GAP_DATASET)
+    ap.add_argument("--networks", default=",".join(GAP_NETWORKS))
+    ap.add_argument("--weights", default=",".join(f"{w:g}" for w in GAP_WEIGHTS))
+    ap.add_argument("--n", type=int, default=300_000, help="samples per sampler (and per true set)")
+    ap.add_argument("--chunk", type=int, default=50_000)
+    ap.add_argument("--exact", action="store_true", help="also the exact score's row (the sampler's own bias)")
+    ap.add_argument("--snapshots", nargs="*", help="folders of step-*.pt snapshots to evaluate instead")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = "potential_mlp" if args.full else "score_mlp"
-    steps = 20_000 if args.full else args.steps
-    print(f"model {model}, {steps} training steps, OU schedule, {args.n} samples per sampler, "
-          "800 Euler / Euler-Maruyama steps, W2^2 x 1e-2 on a 64x64 binning of [-3.5, 3.5]^2")
-    for name in args.datasets.split(","):
-        exact = MixtureField(dataset_mixture(name), "ou")
-        truth = noised_samples(exact, exact.schedule.t_min, args.n, generator=torch.Generator().manual_seed(7))
-        x = make_dataset(name, 20_000, seed=0)
-        print(f"\n{name}: {'w':>6s} {'ODE-truth':>10s} {'SDE-truth':>10s} {'ODE-SDE':>8s}   paper (same columns)")
-        gap = ode_sde_gap(exact, truth, n=args.n, distance=w2_binned)
-        print(f"{'':{len(name) + 1}s} {'exact':>6s} {gap['ode_truth'] * 100:10.2f} {gap['sde_truth'] * 100:10.2f} "
-              f"{gap['ode_sde'] * 100:8.2f}")
+    print(f"{args.dataset}: {args.n:,} samples per sampler in chunks of {args.chunk:,}; 890 Euler / "
+          "Euler-Maruyama steps (Deveney et al.'s grid); W2^2 x 1e-2 on a 64x64 binning of [-3.5, 3.5]^2")
+    print(HEAD)
+    if args.exact:
+        row("exact score", MixtureField(dataset_mixture(args.dataset), "ou"), args.dataset, args.n, args.chunk)
+    if args.snapshots:
+        for folder in args.snapshots:
+            for path in sorted(glob.glob(os.path.join(folder, "step-*.pt"))):
+                field = load(path, device="cpu")
+                run = os.path.basename(os.path.normpath(folder)).removeprefix(f"gap-{args.dataset}-")
+                name = f"{run} @{field.meta.get('snapshot_step', 0) // 1000}k"
+                row(name, field, args.dataset, args.n, args.chunk, field.meta.get("fp_weight"))
+        return
+    for network in args.networks.split(","):
         for w in (float(v) for v in args.weights.split(",")):
-            t0 = time.perf_counter()
-            field, hist = train(x, TrainConfig(schedule="ou", model=model, steps=steps, fp_weight=w))
-            gap = ode_sde_gap(field, truth, n=args.n, distance=w2_binned)
-            paper = PAPER.get(name, {}).get(int(w) if w in (0, 1, 10) else -1, (None, None, None))
-            print(f"{'':{len(name) + 1}s} {w:6g} {gap['ode_truth'] * 100:10.2f} {gap['sde_truth'] * 100:10.2f} "
-                  f"{gap['ode_sde'] * 100:8.2f}   {fmt(paper[0])} {fmt(paper[1])} {fmt(paper[2])}"
-                  f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
+            path = gap_path(w, network, args.dataset)
+            if not path.is_file():
+                print(f"{network}, w = {w:g}: no model at {path}")
+                continue
+            field = load(path, device="cpu")
+            cfg = field.config
+            row(f"{network} w={w:g} ({cfg.steps // 1000}k x {cfg.batch_size})", field, args.dataset,
+                args.n, args.chunk, w)
 
 
 if __name__ == "__main__":

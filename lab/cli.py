@@ -107,10 +107,17 @@ def _sample(args) -> int:
 def _pretrain(args) -> int:
     from lab.pretrained import pretrain, pretrain_gap
 
+    if args.gap:
+        from lab.pretrained import GAP_NETWORKS
+        weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+        pretrain_gap(out_dir=args.out_dir, weights=weights, networks=args.network or GAP_NETWORKS,
+                     dataset=args.datasets[0] if args.datasets else None, steps=args.steps,
+                     batch_size=args.batch_size, resume=args.resume, state_dir=args.state_dir)
+        return 0
     pretrain(args.datasets or None, steps=args.steps, out_dir=args.out_dir, resume=args.resume,
              state_dir=args.state_dir, recipe=args.recipe)
     if not args.datasets:
-        pretrain_gap(out_dir=args.out_dir)
+        pretrain_gap(out_dir=args.out_dir, resume=args.resume, state_dir=args.state_dir)
     return 0
 
 
@@ -182,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--state-dir", default=None, help="resumable states and snapshots (default: runs/pretrain)")
     pt.add_argument("--recipe", default=None, choices=["paper", "fast"],
                     help="the grid model's training recipe (default: the shipped one; see lab.pretrained)")
+    pt.add_argument("--gap", action="store_true",
+                    help="only the ODE-SDE gap models (lab.pretrained.pretrain_gap); a data set given "
+                         "is theirs (default: gap_circles)")
+    pt.add_argument("--network", action="append", choices=["paper", "lab"],
+                    help="with --gap: the network(s) to train (default: both)")
+    pt.add_argument("--weights", default=None, help="with --gap: Fokker-Planck weights, e.g. 0,1 (default: all)")
+    pt.add_argument("--batch-size", type=int, default=None, help="with --gap: batch size (default: GAP_SCALE's)")
     pt.set_defaults(func=_pretrain)
 
     sv = sub.add_parser("serve", help="serve the dashboards (panel serve apps/*.py); further "

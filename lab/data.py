@@ -4,11 +4,18 @@ Every data set in ``DATASETS`` *is* a :class:`GaussianMixture` (curves and squar
 covered by small overlapping components), so every data set has an exact density and an
 exact noised score at every noise level: the lab can always show the truth beside what a
 network learned. All data sets are centred and scaled to unit variance per coordinate
-(on average over the two), as the mode-interpolation paper scales its grid.
+(on average over the two), as the mode-interpolation paper scales its grid, except the
+two of the ODE-SDE gap paper (``PAPER_UNITS``), kept in Deveney et al.'s own units.
 
 ``gaussian_grid`` is the 5x5 grid of Aithal et al. 2024 ("Understanding Hallucinations in
 Diffusion Models through Mode Interpolation"): means 2*{-2..2}^2, std 0.05, equal weights,
 everything divided by sqrt(0.05^2 + 8) (spacing about 0.707, std about 0.0177).
+
+``gap_circles`` and ``gap_checker`` are Deveney et al.'s ("Closing the ODE-SDE gap in
+score-based diffusion models through the Fokker-Planck equation"; teojd/ODESDEGap's
+data_dists.py, ``circles2`` and ``checker``) in their units: two rings of radius 1.3 and 2.8
+with radial std 0.2, half the mass on each; 8 squares of side 1.5 in [-3, 3]^2, a checkerboard
+with every other square filled.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ from torch import Tensor
 from lab import _check
 
 __all__ = ["GaussianMixture", "DATASETS", "make_dataset", "dataset_mixture", "load_points", "standardize",
-           "MIN_POINTS", "MAX_POINTS"]
+           "MIN_POINTS", "MAX_POINTS", "PAPER_UNITS"]
 
 MIN_POINTS = 8             # fewer user points than this cannot make a data set
 MAX_POINTS = 2_000_000     # more than this is refused (memory; a served lab's safety)
@@ -356,6 +363,30 @@ def _spiral() -> GaussianMixture:
     return _along(np.concatenate([arm, -arm]), 0.045).standardized()
 
 
+def _gap_circles(radii=(1.3, 2.8), std: float = 0.2, spacing: float = 0.15) -> GaussianMixture:
+    """Deveney et al.'s circles2 (twice their unit rings at 0.65 and 1.4, std 0.1): each
+    ring is isotropic components of std 0.2 every 0.15 along it, which smooth it to a ring
+    of radial std 0.2 (the tangential ripple is of order exp(-2 pi^2 (std/spacing)^2))."""
+    means, weights = [], []
+    for r in radii:
+        k = math.ceil(2 * math.pi * r / spacing)
+        a = np.arange(k) * 2 * math.pi / k
+        means.append(r * np.stack([np.cos(a), np.sin(a)], 1))
+        weights.append(np.full(k, 0.5 / k))   # half the mass on each ring
+    return _along(np.concatenate(means), std, np.concatenate(weights))
+
+
+def _gap_checker(side: float = 1.5, per_side: int = 8) -> GaussianMixture:
+    """Deveney et al.'s checker: squares of side 1.5 with lower-left corners at
+    (-3,-3), (0,-3), (-1.5,-1.5), (1.5,-1.5), (-3,0), (0,0), (-1.5,1.5), (1.5,1.5), equal
+    mass; each square is 8 x 8 isotropic components, std half their spacing (0.094), so
+    about 8 % of the mass blurs over the squares' edges (theirs are uniform, sharp)."""
+    c = (np.arange(per_side) + 0.5) / per_side * side
+    sub = np.stack(np.meshgrid(c, c), -1).reshape(-1, 2)
+    corners = [(i * side - 3, j * side - 3) for j in range(4) for i in range(4) if (i + j) % 2 == 0]
+    return _along(np.concatenate([sub + np.array(ij) for ij in corners]), 0.5 * side / per_side)
+
+
 DATASETS: dict[str, Callable[[], GaussianMixture]] = {
     "gaussian_grid": _gaussian_grid,
     "ring": _ring,
@@ -365,7 +396,10 @@ DATASETS: dict[str, Callable[[], GaussianMixture]] = {
     "circles": _circles,
     "pinwheel": _pinwheel,
     "spiral": _spiral,
+    "gap_circles": _gap_circles,
+    "gap_checker": _gap_checker,
 }
+PAPER_UNITS = frozenset({"gap_circles", "gap_checker"})   # not standardised: their paper's units
 
 
 def dataset_mixture(name: str) -> GaussianMixture:

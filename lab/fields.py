@@ -183,6 +183,8 @@ class NetworkField(ScoreField):
 
     def eps(self, x: Tensor, t) -> Tensor:
         tt, alpha, sigma = self._coeffs(x, t)
+        if getattr(self.model, "log_density", False):   # Deveney et al.'s u(t, x): eps = -sigma grad u
+            return -sigma * self._grad_x(lambda xg: self.model(xg, tt.reshape(-1)), x)
         lam = self.schedule.lambda_(tt)
         out = self._network_eps(x, alpha, sigma, lam)
         # Past the floor (a schedule such as VP with beta up to 200 reaches lambda = -50) the
@@ -202,14 +204,25 @@ class NetworkField(ScoreField):
         c_noise = (-lam.clamp_min(LAMBDA_FLOOR) / 4).reshape(-1)
         if not getattr(self.model, "conservative", False):
             return self.model(x * c_in, c_noise)
-        # Keep the graph when the caller differentiates (training, Jacobians); not when
-        # sampling under no_grad.
+        return self._grad_x(lambda xg: self.model(xg * c_in, c_noise), x)
+
+    def _grad_x(self, scalar, x: Tensor) -> Tensor:
+        """grad_x of sum(scalar(x)). The graph is kept when the caller differentiates
+        (training, Jacobians, residuals); not when sampling under no_grad."""
         create_graph = torch.is_grad_enabled() and (x.requires_grad or self.model.training)
         with torch.enable_grad():
             xg = x if x.requires_grad else x.detach().requires_grad_(True)
-            energy = self.model(xg * c_in, c_noise)
-            (grad,) = torch.autograd.grad(energy.sum(), xg, create_graph=create_graph)
+            (grad,) = torch.autograd.grad(scalar(xg).sum(), xg, create_graph=create_graph)
         return grad
+
+    def log_density(self, x: Tensor, t) -> Tensor:
+        """u(t, x) (n,): the log-density a ``LogDensityMLP`` models, up to a constant in x
+        (only models with ``log_density``; a MixtureField's exact one is ``log_prob``)."""
+        if not getattr(self.model, "log_density", False):
+            raise ValueError(f"a {type(self.model).__name__} models eps, not a log-density; "
+                             "train model='log_density_mlp' for one")
+        tt = broadcast_t(self.schedule.check_t(t), x)
+        return self.model(x, tt.reshape(-1))
 
     def __repr__(self) -> str:
         return f"NetworkField({type(self.model).__name__}, {self.schedule.name})"

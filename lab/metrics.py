@@ -23,6 +23,7 @@ MAX_COORD = 1e150         # sample sets beyond this are refused: squared distanc
 MMD_BANDWIDTH = (1e-150, 1e150)  # mmd's bandwidth range: its square must be a positive float
 
 __all__ = ["score_error", "noised_samples", "w2", "sliced_w2", "mmd", "nll", "fokker_planck_residual",
+           "log_density_residual", "histogram", "w2_histograms", "gap_binned", "GAP_PROTOCOL",
            "ode_sde_gap", "w2_binned"]
 
 
@@ -88,22 +89,45 @@ def w2_binned(a, b, bins: int = 64, extent: float = 3.5) -> float:
     [-extent, extent]^2 (points beyond it go to the edge bins): exact OT between the two
     histograms, squared distance between bin centres (as Deveney et al. measure, 64 x 64).
     Cheap for large sets; its floor is about the bin width."""
-    import ot
-
     a, b = _as_points(a, "a"), _as_points(b, "b")
     if a.shape[1] != 2 or b.shape[1] != 2:
         raise ValueError("w2_binned works on 2-D points")
-    bins = _check.integer(bins, "bins", 2, 256, numpy_ok=True)
-    extent = _check.real(extent, "extent", 0.0, MAX_COORD, low_open=True, numpy_ok=True)
+    return w2_histograms(histogram(a, bins, extent), histogram(b, bins, extent), extent)
+
+
+def _bins_extent(bins, extent):
+    return (_check.integer(bins, "bins", 2, 256, numpy_ok=True),
+            _check.real(extent, "extent", 0.0, MAX_COORD, low_open=True, numpy_ok=True))
+
+
+def histogram(points, bins: int = 64, extent: float = 3.5) -> np.ndarray:
+    """Counts (bins, bins) of 2-D points on a bins x bins grid over [-extent, extent]^2,
+    points beyond it in the edge bins (as ``w2_binned`` bins them). Counts of chunks add up,
+    so a sample set too large to hold is binned chunk by chunk."""
+    bins, extent = _bins_extent(bins, extent)
+    p = np.clip(_as_points(points, "points"), -extent, extent)
+    if p.shape[1] != 2:
+        raise ValueError("histogram works on 2-D points")
+    edges = np.linspace(-extent, extent, bins + 1)
+    return np.histogram2d(p[:, 0], p[:, 1], bins=[edges, edges])[0]
+
+
+def w2_histograms(ha, hb, extent: float = 3.5) -> float:
+    """W2 between two histograms (bins, bins) over [-extent, extent]^2 (counts or weights;
+    each is normalised): exact OT between them, squared distance between bin centres."""
+    import ot
+
+    ha, hb = np.asarray(ha, dtype=np.float64), np.asarray(hb, dtype=np.float64)
+    if ha.ndim != 2 or ha.shape[0] != ha.shape[1] or ha.shape != hb.shape:
+        raise ValueError(f"need two square histograms of one shape, got {ha.shape} and {hb.shape}")
+    if not (np.isfinite(ha).all() and np.isfinite(hb).all() and ha.min() >= 0 and hb.min() >= 0
+            and ha.sum() > 0 and hb.sum() > 0):
+        raise ValueError("histograms must hold finite non-negative counts, not all zero")
+    bins, extent = _bins_extent(ha.shape[0], extent)
     edges = np.linspace(-extent, extent, bins + 1)
     centres = (edges[1:] + edges[:-1]) / 2
     grid = np.stack(np.meshgrid(centres, centres, indexing="ij"), -1).reshape(-1, 2)
-
-    def hist(p):
-        p = np.clip(p, -extent, extent)
-        h, _, _ = np.histogram2d(p[:, 0], p[:, 1], bins=[edges, edges])
-        return h.reshape(-1) / len(p)
-    ha, hb = hist(a), hist(b)
+    ha, hb = ha.reshape(-1) / ha.sum(), hb.reshape(-1) / hb.sum()
     ia, ib = ha > 0, hb > 0
     cost = ot.dist(grid[ia], grid[ib], metric="sqeuclidean")
     return float(max(ot.emd2(ha[ia], hb[ib], cost, numItermax=10_000_000), 0.0) ** 0.5)
@@ -246,6 +270,43 @@ def _fp_residual(field: ScoreField, x: Tensor, t: Tensor) -> Tensor:
     return dt_s - torch.autograd.grad(phi.sum(), x, create_graph=True)[0]
 
 
+def log_density_residual(field: ScoreField, x, t, create_graph: bool = False) -> Tensor:
+    """Deveney et al.'s scalar Fokker-Planck residual of a log-density u ~ log p_t, shape (n,):
+
+        R = d_t u + d f + f x . grad u - g^2/2 (lap u + |grad u|^2)     (d = 2),
+
+    zero when u = log p_t (+ a constant) for the forward SDE dx = f x dt + g dW: divide the
+    Fokker-Planck equation d_t p = -div(f x p) + g^2/2 lap p by p. For OU (f = -1, g = 1) it
+    is their R = u_t - 2 - x . grad u - |grad u|^2/2 - lap u/2. The field must give u: a
+    ``MixtureField`` (its exact ``log_prob``) or a ``NetworkField`` of a ``LogDensityMLP``
+    (``log_density``). All derivatives exact by autograd; ``create_graph`` as in
+    ``fokker_planck_residual``."""
+    u_of = field.log_prob if isinstance(field, MixtureField) else getattr(field, "log_density", None)
+    if u_of is None:
+        raise ValueError(f"{field!r} gives a score, not a log-density: the scalar residual needs "
+                         "u = log p_t (an exact MixtureField or model='log_density_mlp'); "
+                         "fokker_planck_residual works on any field")
+    if create_graph:
+        if not isinstance(x, Tensor):
+            raise ValueError("with create_graph, x must be a tensor on the field's device")
+        return _log_density_residual(field, u_of, x.detach().requires_grad_(True),
+                                     _times_for(t, x).detach().requires_grad_(True))
+    x = field.as_input(_as_points(x, "x"))
+    tt = _times_for(t, x).clone()
+    with torch.enable_grad():
+        r = _log_density_residual(field, u_of, x.requires_grad_(True), tt.requires_grad_(True))
+    return r.detach()
+
+
+def _log_density_residual(field: ScoreField, u_of, x: Tensor, t: Tensor) -> Tensor:
+    sch = field.schedule
+    u = u_of(x, t)
+    u_t, grad = torch.autograd.grad(u.sum(), (t, x), create_graph=True)
+    lap = sum(torch.autograd.grad(grad[:, i].sum(), x, create_graph=True)[0][:, i] for i in range(2))
+    f, g2 = sch.f(t), sch.g2(t)
+    return u_t + 2 * f + f * (x * grad).sum(1) - 0.5 * g2 * (lap + (grad ** 2).sum(1))
+
+
 def ode_sde_gap(field: ScoreField, truth, n: int = 2000, steps: int = 800,
                 spacing: str = "time_uniform", seed: int = 0, distance=None) -> dict:
     """Deveney et al.'s comparison: sample the same field with the probability-flow ODE
@@ -261,3 +322,49 @@ def ode_sde_gap(field: ScoreField, truth, n: int = 2000, steps: int = 800,
     d = distance or w2
     return {"ode_truth": d(ode, truth) ** 2, "sde_truth": d(sde, truth) ** 2,
             "ode_sde": d(ode, sde) ** 2}
+
+
+# Deveney et al.'s sampling protocol: Euler / Euler-Maruyama on their refined grid (790 + 100
+# steps; the SDE's last step noise-free), W2^2 on a 64 x 64 binning of [-3.5, 3.5]^2.
+GAP_PROTOCOL = dict(steps=890, spacing="refined_end", bins=64, extent=3.5)
+GAP_CHUNK = 50_000   # samples drawn at once by gap_binned (memory: a chunk's trajectory is not kept)
+
+
+def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK, seed: int = 0,
+               steps: int = GAP_PROTOCOL["steps"], spacing: str = GAP_PROTOCOL["spacing"],
+               bins: int = GAP_PROTOCOL["bins"], extent: float = GAP_PROTOCOL["extent"],
+               callback=None) -> dict:
+    """Deveney et al.'s ODE-SDE comparison on as many samples as it takes: n samples of the
+    probability-flow ODE (Euler) and of the reverse SDE (Euler-Maruyama) from the same prior
+    draws, made ``chunk`` at a time and binned (``histogram``), and 2n draws of ``law``
+    (a GaussianMixture: what the sampler should end at, e.g. the data noised to t_min).
+
+    Returns squared W2 (``w2_histograms``) "ode_truth", "sde_truth", "ode_sde" and "floor":
+    the W2^2 between two independent true sets of n, the size of the sampling noise in the
+    others; plus "n", "nfe" (per sampler) and "hist" {"ode", "sde", "truth"} (counts).
+    ``callback(done, n)`` is called after each chunk."""
+    from lab.solvers import sample
+
+    n = _check.integer(n, "n", 1, 100_000_000)
+    chunk = _check.integer(chunk, "chunk", 1, 10_000_000)
+    bins, extent = _bins_extent(bins, extent)
+    g = torch.Generator().manual_seed(_check.seed(seed))
+    hist = {k: np.zeros((bins, bins)) for k in ("ode", "sde", "truth", "truth2")}
+    done, nfe = 0, 0
+    while done < n:
+        m = min(chunk, n - done)
+        x_T = field.schedule.prior_sample(m, generator=g).to(field.as_input(torch.zeros(1, 2)))
+        for key, solver in (("ode", "ode_euler"), ("sde", "euler_maruyama")):
+            traj = sample(field, x_T=x_T, solver=solver, steps=steps, spacing=spacing,
+                          seed=int(torch.randint(2**62, (), generator=g)))
+            hist[key] += histogram(traj.samples.detach().cpu().double().numpy(), bins, extent)
+            nfe = traj.nfe
+        for key in ("truth", "truth2"):
+            hist[key] += histogram(law.sample(m, generator=g, dtype=torch.float64).numpy(), bins, extent)
+        done += m
+        if callback is not None:
+            callback(done, n)
+    d = {a + "_" + b: w2_histograms(hist[a], hist[b], extent) ** 2
+         for a, b in (("ode", "truth"), ("sde", "truth"), ("ode", "sde"))}
+    d["floor"] = w2_histograms(hist["truth"], hist["truth2"], extent) ** 2
+    return d | {"n": n, "nfe": nfe, "hist": {k: hist[k] for k in ("ode", "sde", "truth")}}

@@ -3,7 +3,9 @@
 ``ScoreMLP`` predicts eps (Ho et al. 2020's parameterisation); ``PotentialMLP`` outputs a
 scalar energy whose x-gradient is eps, so the score it defines is a gradient field at every
 t: conservative by construction (zero curl), as in Salimans & Ho 2021 ("Should EBMs model
-the energy or the score?") and the potential network of Deveney et al.
+the energy or the score?"). ``LogDensityMLP`` is Deveney et al.'s network ("Closing the
+ODE-SDE gap in score-based diffusion models through the Fokker-Planck equation"): a scalar
+u(t, x) ~ log p_t(x) on raw (t, x, y), score = grad_x u, with no preconditioning at all.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from torch import Tensor, nn
 
 from lab import _check
 
-__all__ = ["ScoreMLP", "PotentialMLP", "TimeEmbedding", "MODELS", "build_model"]
+__all__ = ["ScoreMLP", "PotentialMLP", "LogDensityMLP", "TimeEmbedding", "MODELS", "build_model"]
 
 
 class TimeEmbedding(nn.Module):
@@ -82,7 +84,37 @@ class PotentialMLP(_MLP):
         return super().forward(x, t).squeeze(1)
 
 
-MODELS = {"score_mlp": ScoreMLP, "potential_mlp": PotentialMLP}
+class LogDensityMLP(nn.Module):
+    """Deveney et al.'s network (teojd/ODESDEGap, models.Net): u(t, x) (n,), an unnormalised
+    log p_t(x), from the raw time and point (t, x, y) through ``depth`` layers of ``hidden``
+    units with Softplus(beta) activations (theirs: 3 x 80, beta = 100) and a linear output.
+    ``NetworkField`` takes score = grad_x u (so eps = -sigma grad_x u), on x and t as they
+    are: no input scaling, no noise-level features, unlike the lab's own networks. Being a
+    log-density, it has the scalar Fokker-Planck residual of ``lab.metrics.log_density_residual``.
+    """
+
+    conservative = True
+    log_density = True   # NetworkField: the output is log p_t on raw (x, t), not an eps energy
+
+    def __init__(self, hidden: int = 80, depth: int = 3, beta: float = 100.0):
+        super().__init__()
+        hidden, depth = _check.integer(hidden, "hidden", 1, 4096), _check.integer(depth, "depth", 1, 64)
+        beta = _check.real(beta, "beta", 0.0, 1e6, low_open=True)
+        sizes = [3] + [hidden] * depth
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.out = nn.Linear(hidden, 1)
+        self.act = nn.Softplus(beta)
+        self.kwargs = dict(hidden=hidden, depth=depth, beta=beta)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """u(t, x): x (n, 2), t (n,) or (1,) (one time for every point)."""
+        h = torch.cat([t.reshape(-1, 1).to(x.dtype).expand(x.shape[0], 1), x], 1)
+        for layer in self.layers:
+            h = self.act(layer(h))
+        return self.out(h).squeeze(1)
+
+
+MODELS = {"score_mlp": ScoreMLP, "potential_mlp": PotentialMLP, "log_density_mlp": LogDensityMLP}
 
 
 def build_model(kind: str, **kwargs) -> nn.Module:

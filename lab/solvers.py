@@ -74,6 +74,23 @@ def _grid_time_quadratic(schedule, steps):
     return _pin_ends(r**2, schedule)
 
 
+REFINED_END = (10, 10)    # "refined_end": the last 10 uniform steps, each cut into 10
+
+
+def _grid_refined_end(schedule, steps):
+    """Deveney et al.'s sampler grid: uniform in t, its last REFINED_END[0] steps each cut
+    into REFINED_END[1] (their 800: 790 steps of 10/800, then 100 of 10/8000, 890 in all),
+    so the fast-changing score near t = 0 is followed closely. ``steps`` counts them all.
+    With 100 steps or fewer, only the last coarse step is cut, into min(10, steps // 2)."""
+    last, cut = REFINED_END
+    if steps <= last * cut:
+        last, cut = 1, max(1, min(cut, steps // 2))
+    coarse = steps - last * (cut - 1)
+    ts = torch.linspace(schedule.t_max, schedule.t_min, coarse + 1, dtype=torch.float64)
+    fine = torch.linspace(float(ts[coarse - last]), schedule.t_min, last * cut + 1, dtype=torch.float64)
+    return _pin_ends(torch.cat([ts[:coarse - last], fine]), schedule)
+
+
 def _lambda_start(schedule) -> float:
     """Where noise-level grids start: lambda(t_max), or LAMBDA_FLOOR when the schedule
     reaches further into pure noise (e.g. VP with beta up to 200: lambda(1) = -50), where
@@ -108,6 +125,7 @@ SPACINGS: dict[str, Callable] = {
     "time_quadratic": _grid_time_quadratic,
     "logsnr": _grid_logsnr,
     "karras": _grid_karras,
+    "refined_end": _grid_refined_end,
 }
 
 

@@ -8,11 +8,20 @@ Weightings ``w``: ``"eps"`` (w = 1, DDPM's simple loss), ``"min_snr"`` (Hang et 
 w = min(SNR, 5) / SNR with SNR = alpha^2 / sigma^2), ``"likelihood"`` (Song et al. 2021b,
 w proportional to g^2 / sigma^2, which makes the loss a bound on the negative log-likelihood).
 
+w(t) is a weight on the eps error; ``"score"`` (w = 1 / sigma^2) is unit weight on the
+score error |s_theta - grad log p(x_t | x0)|^2, Deveney et al.'s loss.
+Times: ``t_sampling`` ``"uniform"`` (in t), ``"logsnr"`` (uniform in lambda) or ``"beta"``
+(t = t_lo + (t_hi - t_lo) B with B ~ Beta(1, 2), density 2 (1 - B): Deveney et al.'s
+t = 1e-5 + 10 Beta(1, 2), which puts more steps at low noise).
+
 Optional Fokker-Planck regulariser (Deveney et al., "Closing the ODE-SDE gap in score-based
-diffusion models through the Fokker-Planck equation"): add fp_weight * E|sigma_t^3 R|^2 with
-R the score Fokker-Planck residual (``lab.metrics.fokker_planck_residual``) at collocation
-points uniform in a square. A field with R = 0 is the score of one family p_t, so its ODE
-and SDE samples agree.
+diffusion models through the Fokker-Planck equation"), at collocation points x uniform in a
+square. ``fp_form="score"``: fp_weight * E|sigma_t^3 R|^2 with R the score residual
+(``lab.metrics.fokker_planck_residual``), t drawn as the training times; works for any
+network. ``fp_form="log_density"``: their own fp_weight * E R^2 with R the scalar residual of
+u = log p_t (``lab.metrics.log_density_residual``), t uniform on [t_lo, t_max]; needs
+model="log_density_mlp". A field with R = 0 is the score of one family p_t, so its ODE and
+SDE samples agree.
 """
 from __future__ import annotations
 
@@ -37,15 +46,17 @@ import lab
 from lab import _check
 from lab.data import load_points
 from lab.fields import LAMBDA_FLOOR, NetworkField
-from lab.metrics import fokker_planck_residual
+from lab.metrics import fokker_planck_residual, log_density_residual
 from lab.models import MODELS, build_model
 from lab.schedules import SCHEDULES, Schedule, get_schedule
 
 __all__ = ["TrainConfig", "progress_bar", "Progress", "train", "save", "load", "resolve_device", "WEIGHTINGS",
+           "T_SAMPLINGS", "FP_FORMS",
            "CHECKPOINT_FORMAT", "STATE_EVERY_S", "read_state"]
 
-WEIGHTINGS = ("eps", "min_snr", "likelihood")
-T_SAMPLINGS = ("uniform", "logsnr")
+WEIGHTINGS = ("eps", "min_snr", "likelihood", "score")
+T_SAMPLINGS = ("uniform", "logsnr", "beta")
+FP_FORMS = ("score", "log_density")
 MIN_SNR_GAMMA = 5.0       # Hang et al. 2023's truncation of the SNR in "min_snr"
 EMA_WARMUP = 10           # EMA decay is min(ema, (1 + step) / (EMA_WARMUP + step))
 LIKELIHOOD_GRID = 512     # times used to normalise the "likelihood" weight
@@ -69,14 +80,15 @@ class TrainConfig:
     lr: float = 1e-2                # peak learning rate (Adam)
     warmup: int = 100               # steps of linear warm-up, then cosine decay
     lr_final: float = 0.05          # final learning rate, as a fraction of lr
-    weighting: str = "eps"          # "eps", "min_snr" or "likelihood" (see module doc)
-    t_sampling: str = "logsnr"      # training times uniform in lambda ("logsnr") or in t ("uniform")
+    weighting: str = "eps"          # "eps", "min_snr", "likelihood" or "score" (see module doc)
+    t_sampling: str = "logsnr"      # training times uniform in lambda ("logsnr"), in t ("uniform"), or "beta"
     ema: float = 0.995              # decay of the weight average that train() returns
     grad_clip: float | None = 1.0   # max gradient norm; None: no clipping
     t_min: float | None = None      # smallest training t; None: the schedule's t_min
     fp_weight: float = 0.0          # w of the Fokker-Planck penalty (module doc); 0: off
     fp_region: float = 3.5          # collocation x uniform in [-fp_region, fp_region]^2
     fp_points: int = 256            # collocation points per step
+    fp_form: str = "score"          # the residual penalised: "score" (vector) or "log_density" (scalar)
     log_every: int = 50             # call back (and check the loss is finite) every k steps
     seed: int = 0                   # seeds the weights, batches, times and noise; in [-2**63, 2**64)
     device: str | None = None       # None: lab.pick_device() (cuda, then mps, then cpu)
@@ -89,6 +101,10 @@ class TrainConfig:
         _choice(self.model, MODELS, "model")
         _choice(self.weighting, WEIGHTINGS, "weighting")
         _choice(self.t_sampling, T_SAMPLINGS, "t_sampling")
+        _choice(self.fp_form, FP_FORMS, "fp_form")
+        if self.fp_form == "log_density" and not getattr(MODELS[self.model], "log_density", False):
+            raise ValueError(f"fp_form='log_density' penalises the residual of a log-density; "
+                             f"model={self.model!r} gives eps, use model='log_density_mlp' or fp_form='score'")
         for name, low, high in (("hidden", 1, 4096), ("depth", 1, 64), ("steps", 1, 10_000_000),
                                 ("batch_size", 1, 1_000_000), ("warmup", 0, 10_000_000),
                                 ("log_every", 1, 10_000_000), ("fp_points", 1, 1_000_000)):
@@ -155,6 +171,8 @@ def _loss_weight_fn(schedule: Schedule, weighting: str, t_lo: float) -> Callable
             snr = (schedule.alpha(t) / schedule.sigma(t)) ** 2
             return torch.clamp(snr, max=MIN_SNR_GAMMA) / snr
         return w
+    if weighting == "score":   # |eps error|^2 / sigma^2 = |score error|^2
+        return lambda t: schedule.sigma(t) ** -2
     # likelihood: g^2 / sigma^2, divided by its mean over [t_lo, t_max] so the loss keeps
     # the scale of the eps loss (Adam is scale-free; the printed numbers are not).
     grid = torch.linspace(t_lo, schedule.t_max, LIKELIHOOD_GRID, dtype=torch.float64)
@@ -170,19 +188,26 @@ def _time_sampler(schedule: Schedule, kind: str, t_lo: float, device) -> Callabl
     t_hi = min(schedule.t_max, float(schedule.t_of_lambda(lo)))
     if kind == "uniform":
         return lambda u: t_lo + (t_hi - t_lo) * u
+    if kind == "beta":   # Beta(1, 2) by its inverse CDF: 1 - sqrt(1 - u)
+        return lambda u: t_lo + (t_hi - t_lo) * (1 - torch.sqrt(1 - u))
     hi = float(schedule.lambda_(t_lo))
     return lambda u: schedule.t_of_lambda(lo + (hi - lo) * u.double()).float().to(device)
 
 
-def _fp_penalty(field: NetworkField, cfg: TrainConfig, to_time, gen, device) -> Tensor:
-    """Mean |sigma_t^3 R|^2 of the Fokker-Planck residual R at fp_points collocation points,
-    x uniform in the square [-fp_region, fp_region]^2 and t drawn as the training times.
-    R grows like sigma^-3 at small t; the factor sigma^3 lets every noise level count alike.
-    (Deveney et al. penalise the unweighted scalar residual of log p at t uniform in [0, 10];
-    this vector form serves networks that give only the score, and keeps small t in bounds.)"""
+def _fp_penalty(field: NetworkField, cfg: TrainConfig, to_time, t_lo: float, gen, device) -> Tensor:
+    """The Fokker-Planck penalty at fp_points collocation points, x uniform in the square
+    [-fp_region, fp_region]^2. "log_density": Deveney et al.'s mean R^2 of the scalar
+    residual, t uniform on [t_lo, t_max]. "score": mean |sigma_t^3 R|^2 of the vector
+    residual, t drawn as the training times; R grows like sigma^-3 at small t, and the factor
+    sigma^3 lets every noise level count alike (this form serves networks that give only
+    the score)."""
     n = cfg.fp_points
     xc = (2 * torch.rand(n, 2, device=device, generator=gen) - 1) * cfg.fp_region
-    tc = to_time(torch.rand(n, device=device, generator=gen))
+    u = torch.rand(n, device=device, generator=gen)
+    if cfg.fp_form == "log_density":
+        tc = t_lo + (field.schedule.t_max - t_lo) * u
+        return (log_density_residual(field, xc, tc, create_graph=True) ** 2).mean()
+    tc = to_time(u)
     r = fokker_planck_residual(field, xc, tc, create_graph=True)
     return ((field.schedule.sigma(tc)[:, None] ** 3 * r) ** 2).sum(1).mean()
 
@@ -267,7 +292,7 @@ def train(data, config: TrainConfig | None = None,
         err = ((field.eps(xt, t) - eps) ** 2).sum(1)
         loss = (weight(t) * err).mean()
         if cfg.fp_weight > 0:
-            loss = loss + cfg.fp_weight * _fp_penalty(field, cfg, to_time, gen, device)
+            loss = loss + cfg.fp_weight * _fp_penalty(field, cfg, to_time, t_lo, gen, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:
@@ -371,7 +396,8 @@ class _RunState:
     def restore(self, path: str) -> None:
         blob = read_state(path)
         mine, theirs = dataclasses.asdict(self.cfg), blob["config"]
-        differ = sorted(k for k in mine if k not in self._IGNORED and mine[k] != theirs.get(k))
+        defaults = dataclasses.asdict(TrainConfig())   # a knob added since the state was written
+        differ = sorted(k for k in mine if k not in self._IGNORED and mine[k] != theirs.get(k, defaults[k]))
         if differ:
             raise ValueError(f"{path} was trained with another config ({', '.join(differ)} differ): "
                              "resume with the same settings, or start afresh without resume")

@@ -400,22 +400,24 @@ def test_sample_again_draws_anew():
 
 
 # --- the ODE-SDE gap page ------------------------------------------------------------------
-from lab.app.gap_view import SESSION_MODEL, GapView  # noqa: E402
+from lab.app.gap_view import SESSION_MODEL, GapView, model_name  # noqa: E402
 from lab.pretrained import GAP_WEIGHTS  # noqa: E402
 
 
 def test_gap_page_shows_the_regulariser_shrinking_the_residual():
-    view = GapView(Session(dataset="ring"), n=1000, steps=100)
-    assert set(view.models) == set(GAP_WEIGHTS)  # the pretrained OU models ship
+    view = GapView(Session(dataset="ring"), n=1000, steps=110)
+    assert {model_name("lab", w) for w in GAP_WEIGHTS} <= set(view.models)  # the pretrained OU models ship
+    assert view.param.model.objects[-1] == SESSION_MODEL
     residual = {}
     for w in (0.0, 1.0):
-        view.model = f"pretrained, w = {w:g}"
+        view.model = model_name("lab", w)
         residual[w] = view.numbers["residual"]
-        assert all(0 <= view.numbers[k] < 1 for k in ("ode_truth", "sde_truth", "ode_sde"))
+        assert all(0 <= view.numbers[k] < 1 for k in ("ode_truth", "sde_truth", "ode_sde", "floor"))
+        assert view.numbers["n"] == 1000 and view.numbers["nfe"] == 110
     # the w = 1 model satisfies the Fokker-Planck equation far better at every t (measured 4-10x)
     assert all(residual[1.0][t] < 0.5 * residual[0.0][t] for t in residual[0.0]), residual
     assert "ODE to SDE" in view._info.object
-    assert "pretrained, w = 0 " in view._table.object and "pretrained, w = 1 " in view._table.object
+    assert f"{model_name('lab', 0)} " in view._table.object and f"{model_name('lab', 1)} " in view._table.object
 
 
 def test_gap_page_on_the_exact_score_has_no_residual_and_a_small_gap():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lab.data import (DATASETS, MIN_POINTS, GaussianMixture, dataset_mixture, load_points,
+from lab.data import (DATASETS, MIN_POINTS, PAPER_UNITS, GaussianMixture, dataset_mixture, load_points,
                       make_dataset)
 
 
@@ -15,7 +15,7 @@ def test_at_least_the_eight_named_data_sets():
         assert name in DATASETS
 
 
-@pytest.mark.parametrize("name", list(DATASETS))
+@pytest.mark.parametrize("name", sorted(set(DATASETS) - PAPER_UNITS))
 def test_make_dataset_is_reproducible_and_unit_scale(name):
     a = make_dataset(name, n=4000, seed=3)
     b = make_dataset(name, n=4000, seed=3)

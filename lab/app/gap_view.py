@@ -1,5 +1,6 @@
 """The ODE-SDE gap, seen: the same model sampled by its probability-flow ODE and by its
-reverse SDE, side by side, for several Fokker-Planck weights (Deveney et al.)."""
+reverse SDE, side by side, for several Fokker-Planck weights and two networks (Deveney et
+al.): theirs (a log-density u(t, x) on raw inputs) and the lab's preconditioned eps network."""
 from __future__ import annotations
 
 import panel as pn
@@ -12,47 +13,63 @@ from lab.app.session import REDRAW_ON, Session
 from lab.app.worker import Worker
 from lab.data import dataset_mixture
 from lab.fields import MixtureField
-from lab.metrics import fokker_planck_residual, noised_samples, w2_binned
-from lab.pretrained import GAP_DATASET, GAP_WEIGHTS, gap_path
+from lab.metrics import GAP_PROTOCOL, fokker_planck_residual, gap_binned, noised_samples
+from lab.pretrained import GAP_DATASET, GAP_NETWORKS, GAP_WEIGHTS, gap_path
 from lab.solvers import sample
 from lab.train import load
 
-__all__ = ["GapView", "SESSION_MODEL"]
+__all__ = ["GapView", "SESSION_MODEL", "model_name"]
 
 RESIDUAL_TIMES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 RESIDUAL_POINTS = 500
+SHOWN_POINTS = 5000      # samples drawn in the scatter plots (the numbers use all n)
 SESSION_MODEL = "this session's model"
-CURVE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
+CURVE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+NETWORK_NAMES = {"paper": "paper's network", "lab": "lab's network"}
 
 
-def _pretrained_name(w: float) -> str:
-    return f"pretrained, w = {w:g}"
+def model_name(network: str, w: float) -> str:
+    """The page's name of the shipped gap model of ``network`` with weight ``w``."""
+    return f"{NETWORK_NAMES[network]}, w = {w:g}"
+
+
+_CHOICES = [(network, w) for network in GAP_NETWORKS for w in GAP_WEIGHTS]
 
 
 class GapView(pn.viewable.Viewer):
-    """ODE (Euler) and SDE (Euler-Maruyama) samples of a model, their W2^2 to the truth and
-    to each other, and the Fokker-Planck residual of the models beside the exact score's
-    (zero). The models: OU-schedule models of circles trained with regulariser weight w
-    (shipped), or the session's own (train one with a Fokker-Planck weight on the Train tab)."""
+    """ODE (Euler) and SDE (Euler-Maruyama) samples of a model on Deveney et al.'s grid (the
+    last steps refined, the SDE's last step noise-free), their W2^2 to the truth and to each
+    other beside the floor, and the Fokker-Planck residual of the models beside the exact
+    score's (zero). The models: OU models of Deveney et al.'s circles, their network and the
+    lab's, each trained with regulariser weight w (shipped), or the session's own (train one
+    with a Fokker-Planck weight on the Train tab)."""
 
-    model = param.Selector(default=_pretrained_name(GAP_WEIGHTS[0]),
-                           objects=[_pretrained_name(w) for w in GAP_WEIGHTS] + [SESSION_MODEL])
-    steps = param.Integer(default=400, bounds=(20, 800), label="sampler steps (the paper: 800)")
-    n = param.Integer(default=5000, bounds=(500, 20_000), label="samples per sampler")
+    model = param.Selector(default=model_name(*_CHOICES[0]),
+                           objects=[model_name(*c) for c in _CHOICES] + [SESSION_MODEL])
+    steps = param.Integer(default=290, bounds=(110, 890),
+                          label="sampler steps (the paper: 890, the last 100 fine)")
+    n = param.Integer(default=20_000, bounds=(1000, 300_000), label="samples per sampler")
 
     def __init__(self, session: Session | None = None, **params):
         super().__init__(**params)
         self.session = session or Session()
         self.exact = MixtureField(dataset_mixture(GAP_DATASET), "ou")
-        self.models = {w: load(gap_path(w), device="cpu") for w in GAP_WEIGHTS if gap_path(w).is_file()}
+        self.models = {model_name(*c): load(gap_path(c[1], c[0]), device="cpu")
+                       for c in _CHOICES if gap_path(c[1], c[0]).is_file()}
+        # only the models there are (a checkout may lack some: `python -m lab pretrain --gap`)
+        self.param.model.objects = [m for m in self.param.model.objects if m in self.models] + [SESSION_MODEL]
+        if self.model not in self.models and self.models and "model" not in params:
+            self.model = next(iter(self.models))
         self.numbers = {}
         self.table = {}                  # model name -> numbers, for every model shown so far
         self._residuals = {}             # model name -> (field it was computed for, {t: residual})
         self._worker = Worker("score-lab-gap", label="sampling ODE and SDE…")
         self.session.on_close(self._worker.close)
-        self._ode = ScatterFigure("ODE (Euler)", {"truth": plots.COLORS["truth"], "samples": plots.COLORS["model"]})
-        self._sde = ScatterFigure("SDE (Euler-Maruyama)", {"truth": plots.COLORS["truth"],
-                                                             "samples": "#9467bd"})
+        extent = GAP_PROTOCOL["extent"]    # the paper's square: its outer ring reaches 3.4
+        self._ode = ScatterFigure("ODE (Euler)", {"truth": plots.COLORS["truth"], "samples": plots.COLORS["model"]},
+                                  extent=extent)
+        self._sde = ScatterFigure("SDE (Euler-Maruyama)", {"truth": plots.COLORS["truth"], "samples": "#9467bd"},
+                                  extent=extent)
         names = self.param.model.objects
         self._residual = CurvesFigure("Fokker-Planck residual (the exact score's is 0)",
                                       {n: CURVE_COLORS[i % len(CURVE_COLORS)] for i, n in enumerate(names)},
@@ -83,10 +100,9 @@ class GapView(pn.viewable.Viewer):
             s = self.session
             return s.field("learned"), s.exact, f"{'exact score' if s.learned_is_exact else 'your model'} " \
                                                 f"({s.dataset}, {s.schedule})"
-        w = GAP_WEIGHTS[[_pretrained_name(v) for v in GAP_WEIGHTS].index(self.model)]
-        if w not in self.models:
-            raise ValueError(f"no pretrained model for w = {w:g}: run `python -m lab pretrain` to build it")
-        return self.models[w], self.exact, f"{GAP_DATASET}, OU schedule, trained with w = {w:g}"
+        if self.model not in self.models:
+            raise ValueError(f"no pretrained model for {self.model}: `python -m lab pretrain --gap` builds it")
+        return self.models[self.model], self.exact, f"{self.model} ({GAP_DATASET}, OU schedule)"
 
     def update(self):
         try:
@@ -98,14 +114,16 @@ class GapView(pn.viewable.Viewer):
         others = {k: f for k, f in self._fields().items() if self._residuals.get(k, (None,))[0] is not f}
 
         def compute():
+            s = exact.schedule
+            law = exact.mixture.noised(float(s.alpha(s.t_min)), float(s.sigma(s.t_min)))
+            numbers = gap_binned(field, law, n=n, steps=steps, seed=0)
+            numbers.pop("hist")
             g = torch.Generator().manual_seed(7)
-            truth = noised_samples(exact, exact.schedule.t_min, n, generator=g)
-            other = noised_samples(exact, exact.schedule.t_min, n, generator=g)
-            common = dict(n=n, steps=steps, spacing="time_uniform", seed=0)
+            shown = min(n, SHOWN_POINTS)
+            truth = noised_samples(exact, s.t_min, shown, generator=g)
+            common = dict(n=shown, steps=steps, spacing=GAP_PROTOCOL["spacing"], seed=1)
             ode = sample(field, solver="ode_euler", **common).samples
             sde = sample(field, solver="euler_maruyama", **common).samples
-            numbers = {"ode_truth": w2_binned(ode, truth) ** 2, "sde_truth": w2_binned(sde, truth) ** 2,
-                       "ode_sde": w2_binned(ode, sde) ** 2, "floor": w2_binned(other, truth) ** 2}
             residuals = {k: (f, self._residual_curve(f)) for k, f in others.items()}
             return truth, ode, sde, numbers, residuals
 
@@ -125,7 +143,7 @@ class GapView(pn.viewable.Viewer):
         self._worker.submit(compute, draw, self._show_error)
 
     def _fields(self) -> dict:
-        fields = {_pretrained_name(w): f for w, f in self.models.items()}
+        fields = dict(self.models)
         fields[SESSION_MODEL] = self.session.field("learned")
         return fields
 
@@ -145,7 +163,7 @@ class GapView(pn.viewable.Viewer):
 
     @staticmethod
     def _report(what, n, steps, count) -> str:
-        return (f"**{what}**\n\nW2² ×1e-2 (64×64 binning, {count} samples, {steps} steps):\n\n"
+        return (f"**{what}**\n\nW2² ×1e-2 (64×64 binning, {count:,} samples, {steps} steps):\n\n"
                 f"- ODE to truth **{100 * n['ode_truth']:.2f}**\n"
                 f"- SDE to truth **{100 * n['sde_truth']:.2f}**\n"
                 f"- ODE to SDE **{100 * n['ode_sde']:.2f}**\n"
@@ -154,7 +172,11 @@ class GapView(pn.viewable.Viewer):
                 "A field that is the exact score of one family p_t gives the same marginals to the ODE "
                 "and the SDE. A trained field is not, and the two drift apart. Penalising the "
                 "Fokker-Planck residual (w > 0) pulls them together, at a price in accuracy "
-                "(Deveney et al.). Its size at the bottom: the lower, the more consistent.")
+                "(Deveney et al.). Its size at the bottom: the lower, the more consistent. "
+                "Compare the two networks at w = 0: the paper's raw log-density network errs "
+                "differently under the two samplers; the lab's preconditioned one errs alike, so "
+                "its gap is small from the start. Consistency of the field, not only its error, "
+                "decides whether ODE and SDE agree.")
 
     def _table_text(self) -> str:
         rows = ["| model | ODE–truth | SDE–truth | ODE–SDE | floor | steps | samples |",
@@ -163,7 +185,7 @@ class GapView(pn.viewable.Viewer):
             if name in self.table:
                 r = self.table[name]
                 rows.append(f"| {name} | {100 * r['ode_truth']:.2f} | {100 * r['sde_truth']:.2f} | "
-                            f"{100 * r['ode_sde']:.2f} | {100 * r['floor']:.2f} | {r['steps']} | {r['n']} |")
+                            f"{100 * r['ode_sde']:.2f} | {100 * r['floor']:.2f} | {r['steps']} | {r['n']:,} |")
         return "**The models seen so far** (W2² ×1e-2):\n\n" + "\n".join(rows)
 
     def _show_error(self, e: Exception):

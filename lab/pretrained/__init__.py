@@ -11,13 +11,21 @@ import os
 from pathlib import Path
 
 __all__ = ["PRETRAINED_DIR", "pretrained_path", "load_pretrained", "pretrain", "GAP_DATASET",
-           "GAP_WEIGHTS", "gap_path", "pretrain_gap", "GRID_CONFIG", "GRID_POINTS", "GRID_SCHEDULE",
+           "GAP_WEIGHTS", "gap_path", "pretrain_gap", "GAP_DATASETS", "GAP_NETWORKS", "GAP_SCALE", "gap_config",
+           "GAP_POINTS", "GRID_CONFIG", "GRID_POINTS", "GRID_SCHEDULE",
            "GRID_SNAPSHOTS", "UNDERTRAINED", "STATE_DIR", "GRID_RECIPES", "SHIPPED_RECIPE", "grid_config"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
 PRETRAIN_POINTS = 20_000   # points drawn from each data set for its checkpoint
-GAP_DATASET = "circles"    # the ODE-SDE gap page's data set (Deveney et al. use circles)
-GAP_WEIGHTS = (0.0, 0.1, 1.0)  # Fokker-Planck weights with a pretrained OU model each
+GAP_DATASET = "gap_circles"   # the ODE-SDE gap page's data set: Deveney et al.'s circles2, their units
+GAP_DATASETS = ("gap_circles", "gap_checker")
+GAP_WEIGHTS = (0.0, 0.1, 1.0, 10.0)  # Fokker-Planck weights with a pretrained OU model each
+GAP_NETWORKS = ("paper", "lab")     # Deveney et al.'s LogDensityMLP; the lab's ScoreMLP
+GAP_POINTS = 1_000_000    # points drawn once for a gap run (the paper draws fresh ones each step)
+# The scale the lab trains the paper's network at (theirs: 100k steps of batch 200k with 50k
+# collocation points, ~100 h a model on this CPU): see benchmarks/ode_sde_gap.py --scale.
+GAP_SCALE = dict(steps=20_000, batch_size=2_000, fp_points=1_000)
+GAP_SNAPSHOT_EVERY = 5_000
 STATE_DIR = Path("runs") / "pretrain"   # resumable states and snapshots of long runs (cwd-relative)
 
 # Aithal et al. 2024's 2-D setting (locuslab/diffusion-model-hallucination): DDPM, T = 1000,
@@ -133,21 +141,89 @@ def _snapshots(name: str, folder: Path, out: Path, report, undertrained: bool):
     return callback
 
 
-def gap_path(weight: float) -> Path:
-    return PRETRAINED_DIR / f"gap-{GAP_DATASET}-w{weight:g}.pt"
+def gap_path(weight: float, network: str = "paper", dataset: str | None = None) -> Path:
+    """The shipped gap model of ``network`` (one of GAP_NETWORKS) trained with Fokker-Planck
+    weight ``weight`` on ``dataset`` (default GAP_DATASET)."""
+    _gap_check(network, dataset or GAP_DATASET)
+    return PRETRAINED_DIR / f"gap-{dataset or GAP_DATASET}-{network}-w{weight:g}.pt"
 
 
-def pretrain_gap(out_dir=None, report=print) -> list[str]:
-    """The OU-schedule models of the gap page, one per Fokker-Planck weight (~1.5 minutes)."""
+def _gap_check(network: str, dataset: str) -> None:
+    if network not in GAP_NETWORKS:
+        raise ValueError(f"unknown gap network {network!r}; choose one of {', '.join(GAP_NETWORKS)}")
+    if dataset not in GAP_DATASETS:
+        raise ValueError(f"no gap models for data set {dataset!r}; choose one of {', '.join(GAP_DATASETS)}")
+
+
+def gap_config(weight: float, network: str = "paper", steps: int | None = None,
+               batch_size: int | None = None):
+    """The TrainConfig of a gap model. ``"paper"``: Deveney et al.'s setting (their
+    LogDensityMLP 3 x 80, OU on [1e-5, 10], unit weight on the score, t = 1e-5 + 10 Beta(1, 2),
+    Adam 1e-3 without clipping or weight average, the scalar residual on points uniform in
+    [-3.5, 3.5]^2 x [1e-5, 10]) at the lab's scale GAP_SCALE (theirs: 100k steps, batch
+    200k, 50k collocation points; Adam's rate falls 1e-3 -> 1e-5 here by a cosine, there in
+    two drops). ``"lab"``: the lab's own preconditioned eps network and recipe (TrainConfig
+    defaults, OU) with the vector residual penalty."""
+    from lab.train import TrainConfig
+
+    _gap_check(network, GAP_DATASET)
+    if network == "lab":
+        return TrainConfig(schedule="ou", fp_weight=weight, device="cpu",
+                           **({"steps": steps} if steps else {}), **({"batch_size": batch_size} if batch_size else {}))
+    return TrainConfig(schedule="ou", model="log_density_mlp", hidden=80, depth=3, weighting="score",
+                       t_sampling="beta", lr=1e-3, warmup=0, lr_final=0.01, grad_clip=None, ema=0.0,
+                       steps=steps or GAP_SCALE["steps"], batch_size=batch_size or GAP_SCALE["batch_size"],
+                       fp_weight=weight, fp_form="log_density", fp_points=GAP_SCALE["fp_points"],
+                       fp_region=3.5, log_every=100, device=None)
+
+
+def pretrain_gap(out_dir=None, report=print, weights=None, networks=GAP_NETWORKS, dataset: str | None = None,
+                 steps: int | None = None, batch_size: int | None = None, resume: bool = False,
+                 state_dir=None) -> list[str]:
+    """The OU models of the gap page: for each network and Fokker-Planck weight, train
+    ``gap_config`` on GAP_POINTS points of the data set. The paper network's runs take long
+    on a CPU (see GAP_SCALE), so they are resumable like the grid's (a state in
+    ``state_dir`` every few minutes; ``resume`` continues) and keep snapshots every
+    GAP_SNAPSHOT_EVERY steps. A run at another scale (``steps``, ``batch_size``) is written to
+    ``state_dir/RUN/final.pt``, not to the lab."""
+    import dataclasses
+
     from lab.data import make_dataset
-    from lab.train import TrainConfig, save, train
+    from lab.train import save, train
 
+    dataset = dataset or GAP_DATASET
     out = Path(out_dir) if out_dir is not None else PRETRAINED_DIR
+    states = Path(state_dir) if state_dir is not None else STATE_DIR
     written = []
-    for w in GAP_WEIGHTS:
-        field, history = train(make_dataset(GAP_DATASET, PRETRAIN_POINTS, seed=0),
-                               TrainConfig(schedule="ou", fp_weight=w, device="cpu"))
-        path = save(field, os.fspath(out / gap_path(w).name), meta={"dataset": GAP_DATASET, "fp_weight": w})
-        report(f"gap model w={w:g}: {history['summary']['train_s']:.1f} s -> {path}")
-        written.append(path)
+    points = make_dataset(dataset, GAP_POINTS, seed=0)
+    for network in networks:
+        for w in GAP_WEIGHTS if weights is None else weights:
+            cfg = gap_config(w, network, steps, batch_size)
+            shipped = steps is None and batch_size is None
+            run = f"gap-{dataset}-{network}-w{w:g}" + ("" if shipped else f"-{cfg.steps}x{cfg.batch_size}")
+            target = out / gap_path(w, network, dataset).name if shipped else states / run / "final.pt"
+            meta = {"dataset": dataset, "fp_weight": w, "network": network}
+            callback = _gap_snapshots(states / run, meta, report) if network == "paper" else None
+            field, history = train(points, cfg, callback=callback, state=states / f"{run}.state.pt",
+                                   resume=resume)
+            summary = history["summary"]
+            if summary["stopped"]:
+                report(f"{run}: {summary['stopped']}; nothing written (run again with --resume)")
+                continue
+            path = save(field, os.fspath(target), meta=meta)
+            report(f"{run}: {summary['steps_done']} steps, {summary['train_s']:.1f} s on "
+                   f"{summary['device']} -> {path}")
+            written.append(path)
     return written
+
+
+def _gap_snapshots(folder: Path, meta: dict, report):
+    from lab.train import save
+
+    def callback(p):
+        if p.step % GAP_SNAPSHOT_EVERY == 0 or p.step == p.steps:
+            save(p.field, os.fspath(folder / f"step-{p.step:06d}.pt"), meta=meta | {"snapshot_step": p.step})
+        if p.step % 1000 == 0:
+            report(f"{folder.name}: step {p.step:,} of {p.steps:,}, loss {p.loss:.4f}, "
+                   f"{p.samples_per_s:,.0f} samples/s, {p.seconds / 60:.1f} min")
+    return callback
