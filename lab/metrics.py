@@ -333,7 +333,7 @@ GAP_CHUNK = 50_000   # samples drawn at once by gap_binned (memory: a chunk's tr
 def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK, seed: int = 0,
                steps: int = GAP_PROTOCOL["steps"], spacing: str = GAP_PROTOCOL["spacing"],
                bins: int = GAP_PROTOCOL["bins"], extent: float = GAP_PROTOCOL["extent"],
-               callback=None) -> dict:
+               callback=None, keep: int = 0) -> dict:
     """Deveney et al.'s ODE-SDE comparison on as many samples as it takes: n samples of the
     probability-flow ODE (Euler) and of the reverse SDE (Euler-Maruyama) from the same prior
     draws, made ``chunk`` at a time and binned (``histogram``), and 2n draws of ``law``
@@ -341,7 +341,8 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
 
     Returns squared W2 (``w2_histograms``) "ode_truth", "sde_truth", "ode_sde" and "floor":
     the W2^2 between two independent true sets of n, the size of the sampling noise in the
-    others; plus "n", "nfe" (per sampler) and "hist" {"ode", "sde", "truth"} (counts).
+    others; plus "n", "nfe" (per sampler), "hist" {"ode", "sde", "truth"} (counts) and
+    "samples" {"ode", "sde", "truth"}: the first ``keep`` points of each (to draw them).
     ``callback(done, n)`` is called after each chunk."""
     from lab.solvers import sample
 
@@ -350,6 +351,8 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
     bins, extent = _bins_extent(bins, extent)
     g = torch.Generator().manual_seed(_check.seed(seed))
     hist = {k: np.zeros((bins, bins)) for k in ("ode", "sde", "truth", "truth2")}
+    keep = _check.integer(keep, "keep", 0, n)
+    kept = {k: [] for k in ("ode", "sde", "truth")}
     done, nfe = 0, 0
     while done < n:
         m = min(chunk, n - done)
@@ -357,14 +360,20 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
         for key, solver in (("ode", "ode_euler"), ("sde", "euler_maruyama")):
             traj = sample(field, x_T=x_T, solver=solver, steps=steps, spacing=spacing,
                           seed=int(torch.randint(2**62, (), generator=g)))
-            hist[key] += histogram(traj.samples.detach().cpu().double().numpy(), bins, extent)
+            x = traj.samples.detach().cpu().double()
+            hist[key] += histogram(x.numpy(), bins, extent)
+            kept[key].append(x[:max(0, keep - done)])
             nfe = traj.nfe
         for key in ("truth", "truth2"):
-            hist[key] += histogram(law.sample(m, generator=g, dtype=torch.float64).numpy(), bins, extent)
+            x = law.sample(m, generator=g, dtype=torch.float64)
+            hist[key] += histogram(x.numpy(), bins, extent)
+            if key == "truth":
+                kept[key].append(x[:max(0, keep - done)])
         done += m
         if callback is not None:
             callback(done, n)
     d = {a + "_" + b: w2_histograms(hist[a], hist[b], extent) ** 2
          for a, b in (("ode", "truth"), ("sde", "truth"), ("ode", "sde"))}
     d["floor"] = w2_histograms(hist["truth"], hist["truth2"], extent) ** 2
-    return d | {"n": n, "nfe": nfe, "hist": {k: hist[k] for k in ("ode", "sde", "truth")}}
+    return d | {"n": n, "nfe": nfe, "hist": {k: hist[k] for k in ("ode", "sde", "truth")},
+                "samples": {k: torch.cat(v) for k, v in kept.items()}}

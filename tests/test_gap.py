@@ -175,8 +175,9 @@ def test_gap_binned_of_the_exact_score_sits_on_its_floor():
     s = field.schedule
     law = mix.noised(float(s.alpha(s.t_min)), float(s.sigma(s.t_min)))
     seen = []
-    r = gap_binned(field, law, n=20_000, chunk=7_000, steps=190, callback=lambda d, n: seen.append(d))
+    r = gap_binned(field, law, n=20_000, chunk=7_000, steps=190, callback=lambda d, n: seen.append(d), keep=9000)
     assert seen == [7_000, 14_000, 20_000] and r["n"] == 20_000 and r["nfe"] == 190
+    assert all(v.shape == (9000, 2) for v in r["samples"].values())   # kept across chunks
     assert all(h.sum() == 20_000 for h in r["hist"].values())
     for key in ("ode_truth", "sde_truth", "ode_sde"):
         assert r[key] < 3 * r["floor"], r

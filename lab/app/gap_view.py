@@ -13,9 +13,8 @@ from lab.app.session import REDRAW_ON, Session
 from lab.app.worker import Worker
 from lab.data import dataset_mixture
 from lab.fields import MixtureField
-from lab.metrics import GAP_PROTOCOL, fokker_planck_residual, gap_binned, noised_samples
+from lab.metrics import GAP_PROTOCOL, fokker_planck_residual, gap_binned
 from lab.pretrained import GAP_DATASET, GAP_NETWORKS, GAP_WEIGHTS, gap_path
-from lab.solvers import sample
 from lab.train import load
 
 __all__ = ["GapView", "SESSION_MODEL", "model_name"]
@@ -48,7 +47,7 @@ class GapView(pn.viewable.Viewer):
                            objects=[model_name(*c) for c in _CHOICES] + [SESSION_MODEL])
     steps = param.Integer(default=290, bounds=(110, 890),
                           label="sampler steps (the paper: 890, the last 100 fine)")
-    n = param.Integer(default=20_000, bounds=(1000, 300_000), label="samples per sampler")
+    n = param.Integer(default=5000, bounds=(1000, 300_000), label="samples per sampler")
 
     def __init__(self, session: Session | None = None, **params):
         super().__init__(**params)
@@ -116,16 +115,11 @@ class GapView(pn.viewable.Viewer):
         def compute():
             s = exact.schedule
             law = exact.mixture.noised(float(s.alpha(s.t_min)), float(s.sigma(s.t_min)))
-            numbers = gap_binned(field, law, n=n, steps=steps, seed=0)
+            numbers = gap_binned(field, law, n=n, steps=steps, seed=0, keep=min(n, SHOWN_POINTS))
             numbers.pop("hist")
-            g = torch.Generator().manual_seed(7)
-            shown = min(n, SHOWN_POINTS)
-            truth = noised_samples(exact, s.t_min, shown, generator=g)
-            common = dict(n=shown, steps=steps, spacing=GAP_PROTOCOL["spacing"], seed=1)
-            ode = sample(field, solver="ode_euler", **common).samples
-            sde = sample(field, solver="euler_maruyama", **common).samples
+            shown = numbers.pop("samples")
             residuals = {k: (f, self._residual_curve(f)) for k, f in others.items()}
-            return truth, ode, sde, numbers, residuals
+            return shown["truth"], shown["ode"], shown["sde"], numbers, residuals
 
         def draw(result):
             truth, ode, sde, numbers, residuals = result
