@@ -232,8 +232,9 @@ def test_every_page_renders_plots_without_errors(server, browser, app):
     if app != "all":   # each page's numbers arrive from its worker
         info_line(page, {"train": r"Your own points", "solvers": r"NFE \d+", "curl": r"Helmholtz split",
                          "hallucinations": r"retention at 95% detection", "gap": r"ODE to SDE"}[app], log_path,
-                  # the hallucination page's first visit samples the paper's 20,000 x 1000 steps
-                  timeout_ms=300_000 if app == "hallucinations" else 60_000)
+                  # the hallucination page's first visit samples the paper's 20,000 x 1000 steps;
+                  # the gap page's, the paper's network (a gradient per step) 2 x 5,000 x 290 steps
+                  timeout_ms=300_000 if app in ("hallucinations", "gap") else 60_000)
     finish(page, errors, f"page-{app}.png")
 
 
@@ -250,7 +251,7 @@ def test_one_page_lab_shares_the_model_between_tabs(server, browser):
     page.get_by_text("Helmholtz split").first.wait_for(timeout=60_000)
     page.get_by_text("ODE vs SDE", exact=True).click()
     page.get_by_text("this session's model").first.click()
-    info_line(page, r"your model \(two_moons, vp\)")
+    info_line(page, r"your model \(two_moons, vp\)", timeout_ms=300_000)   # after the default model's run
     finish(page, errors, "lab-gap-tab.png")
 
 
