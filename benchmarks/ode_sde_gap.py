@@ -26,6 +26,7 @@ import torch
 
 from lab.data import dataset_mixture
 from lab.fields import MixtureField
+from lab.hallucination import end_law
 from lab.metrics import gap_binned
 from lab.pretrained import GAP_DATASET, GAP_NETWORKS, GAP_WEIGHTS, gap_path
 from lab.train import load
@@ -39,14 +40,9 @@ def fmt(v):
     return f"{v:6.2f}" if v is not None else f"{'-':>6s}"
 
 
-def law_of(field, dataset):
-    s = field.schedule
-    return dataset_mixture(dataset).noised(float(s.alpha(s.t_min)), float(s.sigma(s.t_min)))
-
-
 def row(name, field, dataset, n, chunk, weight=None):
     t0 = time.perf_counter()
-    r = gap_binned(field, law_of(field, dataset), n=n, chunk=chunk,
+    r = gap_binned(field, end_law(dataset_mixture(dataset), field.schedule), n=n, chunk=chunk,
                    callback=lambda done, total: print(f"  {name}: {done:,} of {total:,} samples "
                                                       f"({time.perf_counter() - t0:.0f} s)", end="\r", flush=True))
     paper = PAPER.get(dataset, {}).get(int(weight) if weight in (0, 1, 10) else -1, (None,) * 3)

@@ -356,7 +356,7 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
     done, nfe = 0, 0
     while done < n:
         m = min(chunk, n - done)
-        x_T = field.schedule.prior_sample(m, generator=g).to(field.as_input(torch.zeros(1, 2)))
+        x_T = field.as_input(field.schedule.prior_sample(m, generator=g))
         for key, solver in (("ode", "ode_euler"), ("sde", "euler_maruyama")):
             traj = sample(field, x_T=x_T, solver=solver, steps=steps, spacing=spacing,
                           seed=int(torch.randint(2**62, (), generator=g)))

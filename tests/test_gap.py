@@ -8,6 +8,7 @@ import torch
 
 from lab.data import DATASETS, PAPER_UNITS, GaussianMixture, dataset_mixture, make_dataset
 from lab.fields import MixtureField, NetworkField
+from lab.hallucination import end_law
 from lab.metrics import gap_binned, histogram, log_density_residual, w2_histograms
 from lab.models import LogDensityMLP
 from lab.schedules import get_schedule
@@ -172,8 +173,7 @@ def test_gap_binned_of_the_exact_score_sits_on_its_floor():
     distance is sampling noise: the size of the floor between two true sets."""
     mix = GaussianMixture([[0.0, 0.0]], 0.5)
     field = MixtureField(mix, "ou")
-    s = field.schedule
-    law = mix.noised(float(s.alpha(s.t_min)), float(s.sigma(s.t_min)))
+    law = end_law(mix, field.schedule)
     seen = []
     r = gap_binned(field, law, n=20_000, chunk=7_000, steps=190, callback=lambda d, n: seen.append(d), keep=9000)
     assert seen == [7_000, 14_000, 20_000] and r["n"] == 20_000 and r["nfe"] == 190

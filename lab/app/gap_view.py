@@ -13,6 +13,7 @@ from lab.app.session import REDRAW_ON, Session
 from lab.app.worker import Worker
 from lab.data import dataset_mixture
 from lab.fields import MixtureField
+from lab.hallucination import end_law
 from lab.metrics import GAP_PROTOCOL, fokker_planck_residual, gap_binned
 from lab.pretrained import GAP_DATASET, GAP_NETWORKS, GAP_WEIGHTS, gap_path
 from lab.train import load
@@ -113,9 +114,7 @@ class GapView(pn.viewable.Viewer):
         others = {k: f for k, f in self._fields().items() if self._residuals.get(k, (None,))[0] is not f}
 
         def compute():
-            s = exact.schedule
-            law = exact.mixture.noised(float(s.alpha(s.t_min)), float(s.sigma(s.t_min)))
-            numbers = gap_binned(field, law, n=n, steps=steps, seed=0, keep=min(n, SHOWN_POINTS))
+            numbers = gap_binned(field, end_law(exact.mixture, exact.schedule), n=n, steps=steps, seed=0, keep=min(n, SHOWN_POINTS))
             numbers.pop("hist")
             shown = numbers.pop("samples")
             residuals = {k: (f, self._residual_curve(f)) for k, f in others.items()}

@@ -22,6 +22,7 @@ from lab.app.session import REDRAW_ON, Session, log
 from lab.app.worker import Worker, on_page
 from lab.data import MAX_CSV_BYTES, load_points
 from lab.fields import MixtureField
+from lab.hallucination import end_law
 from lab.models import MODELS
 from lab.schedules import SCHEDULES
 from lab.solvers import sample
@@ -276,8 +277,7 @@ class TrainView(pn.viewable.Viewer):
 
         def compute():
             g = torch.Generator().manual_seed(2)
-            truth = exact.mixture.noised(float(exact.schedule.alpha(exact.schedule.t_min)),
-                                         float(exact.schedule.sigma(exact.schedule.t_min))).sample(PREVIEW_POINTS, g)
+            truth = end_law(exact.mixture, exact.schedule).sample(PREVIEW_POINTS, g)
             return truth, sample(field, n=PREVIEW_POINTS, steps=20, seed=0).samples
 
         def draw(result):

@@ -137,10 +137,14 @@ def _snapshots(name: str, folder: Path, out: Path, report, undertrained: bool):
             save(p.raw_field, os.fspath(folder / f"step-{p.step:06d}-raw.pt"), meta=meta | {"raw": True})
             if undertrained and p.step == UNDERTRAINED:
                 save(p.field, os.fspath(out / f"{name}-{UNDERTRAINED // 1000}k.pt"), meta=meta)
-        if p.step % 1000 == 0:
-            report(f"{folder.name}: step {p.step:,} of {p.steps:,}, loss {p.loss:.4f}, "
-                   f"{p.samples_per_s:,.0f} samples/s, {p.seconds / 60:.1f} min")
+        _report_every_1000(p, folder.name, report)
     return callback
+
+
+def _report_every_1000(p, run: str, report) -> None:
+    if p.step % 1000 == 0:
+        report(f"{run}: step {p.step:,} of {p.steps:,}, loss {p.loss:.4f}, "
+               f"{p.samples_per_s:,.0f} samples/s, {p.seconds / 60:.1f} min of training")
 
 
 def gap_path(weight: float, network: str = "paper", dataset: str | None = None) -> Path:
@@ -225,7 +229,5 @@ def _gap_snapshots(folder: Path, meta: dict, report):
     def callback(p):
         if p.step % GAP_SNAPSHOT_EVERY == 0 or p.step == p.steps:
             save(p.field, os.fspath(folder / f"step-{p.step:06d}.pt"), meta=meta | {"snapshot_step": p.step})
-        if p.step % 1000 == 0:
-            report(f"{folder.name}: step {p.step:,} of {p.steps:,}, loss {p.loss:.4f}, "
-                   f"{p.samples_per_s:,.0f} samples/s, {p.seconds / 60:.1f} min")
+        _report_every_1000(p, folder.name, report)
     return callback
