@@ -253,7 +253,7 @@ def score_samples(field, n: int, last_k: int = PAPER_LAST_K, seed: int = 0,
     samples, scores = [], []
     for i, chunk_seed in enumerate(seeds):
         m = min(chunk, n - i * chunk)
-        traj = sample(field, n=m, seed=chunk_seed, **opts)
+        traj = sample(field, n=m, seed=chunk_seed, keep_last=last_k, **opts)
         samples.append(traj.samples.detach().cpu())
         scores.append(trajectory_variance(traj, last_k))
         del traj
@@ -342,7 +342,8 @@ def recursive_training(data, mixture: GaussianMixture, generations: int = 3, n_s
     for g in range(generations):
         field, _ = train(train_on, dataclasses.replace(config, seed=config.seed + g))
         n_draw = int(round(n_samples * (1 + extra))) if filtered else n_samples
-        traj = sample(field, n=n_draw, solver=solver, steps=steps, spacing=spacing, seed=seed + g)
+        traj = sample(field, n=n_draw, solver=solver, steps=steps, spacing=spacing, seed=seed + g,
+                      keep_last=last_k)
         gen = Generation(g, filtered, hallucination_rate(traj.samples, mixture, k),
                          hallucination_rate(train_on, mixture, k))
         out.append(gen)

@@ -317,8 +317,8 @@ def ode_sde_gap(field: ScoreField, truth, n: int = 2000, steps: int = 800,
     from lab.solvers import sample
 
     common = dict(n=n, steps=steps, spacing=spacing, seed=seed)
-    ode = sample(field, solver="ode_euler", **common).samples
-    sde = sample(field, solver="euler_maruyama", **common).samples
+    ode = sample(field, solver="ode_euler", keep_last=1, **common).samples
+    sde = sample(field, solver="euler_maruyama", keep_last=1, **common).samples
     d = distance or w2
     return {"ode_truth": d(ode, truth) ** 2, "sde_truth": d(sde, truth) ** 2,
             "ode_sde": d(ode, sde) ** 2}
@@ -358,8 +358,8 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
         m = min(chunk, n - done)
         x_T = field.as_input(field.schedule.prior_sample(m, generator=g))
         for key, solver in (("ode", "ode_euler"), ("sde", "euler_maruyama")):
-            traj = sample(field, x_T=x_T, solver=solver, steps=steps, spacing=spacing,
-                          seed=int(torch.randint(2**62, (), generator=g)))
+            traj = sample(field, x_T=x_T, solver=solver, steps=steps, spacing=spacing, keep_last=1,
+                          seed=int(torch.randint(2**62, (), generator=g)))   # memory: no path
             x = traj.samples.detach().cpu().double()
             hist[key] += histogram(x.numpy(), bins, extent)
             kept[key].append(x[:max(0, keep - done)])

@@ -22,6 +22,7 @@ Samples end at the schedule's t_min: there is no final jump to t = 0.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import math
 from dataclasses import dataclass
@@ -141,12 +142,14 @@ class _Run:
     """What every solver shares: the field, the grid, NFE counting, finiteness checks,
     recording of states and x0 predictions, the callback and the noise generator."""
 
-    def __init__(self, field, ts, eta, generator, callback, solver):
+    def __init__(self, field, ts, eta, generator, callback, solver, keep_last=None):
         self.field, self.ts, self.eta = field, ts, eta
         self.s = field.schedule
         self.generator, self.callback, self.solver = generator, callback, solver
         self.nfe = 0
-        self.xs, self.x0s = [], []
+        # the recorded states and x0 predictions: all, or the last keep_last (memory)
+        self.xs = collections.deque(maxlen=None if keep_last is None else keep_last + 1)
+        self.x0s = collections.deque(maxlen=keep_last)
         self.step = 0
         self._coefs = {}
 
@@ -554,7 +557,8 @@ SOLVERS: dict[str, Solver] = {
 def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
            solver: str = "dpm++2m", steps: int = 20, spacing: str = "logsnr",
            eta: float | None = None, seed: int | None = None,
-           callback: Callable[[dict], None] | None = None, **options) -> Trajectory:
+           callback: Callable[[dict], None] | None = None, keep_last: int | None = None,
+           **options) -> Trajectory:
     """Sample from ``field`` with any solver of ``SOLVERS``.
 
     Args:
@@ -570,6 +574,9 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
         seed: seeds the prior draw and the solver's noise (an int in [-2**63, 2**64));
             None: fresh randomness.
         callback: called after every step with {"i", "t", "x", "x0", "nfe"}.
+        keep_last: record only the last ``keep_last`` steps: ``xs`` and ``ts`` then hold the
+            last keep_last + 1 states and times, ``x0_preds`` the last keep_last predictions
+            (memory: 20,000 samples x 1000 steps recorded whole take 320 MB). None: all.
         options: solver options: ``rtol``/``atol`` (ode_adaptive), ``snr`` and
             ``corrector_steps`` (pc), ``order`` (deis), ``variance`` (ddpm: "small" or "large").
 
@@ -611,8 +618,10 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
         x_T = x_T.to(device) if device is not None else x_T
         gen = torch.Generator(device=x_T.device)
         gen.manual_seed(seed) if seed is not None else gen.seed()
+    if keep_last is not None:
+        keep_last = _check.integer(keep_last, "keep_last", 1, MAX_STEPS)
     ts = time_grid(field.schedule, steps, spacing)
-    run = _Run(field, ts, eta, gen, callback, solver)
+    run = _Run(field, ts, eta, gen, callback, solver, keep_last)
     run.check_grid()
     run.xs.append(x_T)
     try:
@@ -621,7 +630,9 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
         if "unexpected keyword" in str(e):
             raise ValueError(f"solver {solver!r} takes no option among {sorted(options)}") from None
         raise
-    return Trajectory(samples=x, xs=torch.stack(run.xs), ts=ts, x0_preds=torch.stack(run.x0s),
+    kept = len(run.xs)
+    return Trajectory(samples=x, xs=torch.stack(list(run.xs)), ts=ts[len(ts) - kept:],
+                      x0_preds=torch.stack(list(run.x0s)),
                       nfe=run.nfe, solver=solver, eta=float(eta))
 
 
@@ -639,7 +650,7 @@ def convergence_order(field: ScoreField, solver: str, steps, x_T: Tensor, refere
     steps = [int(k) for k in steps]
     if len(steps) < 2 or len(set(steps)) < len(steps):
         raise ValueError(f"need at least two different step counts, got {steps}")
-    errors = [float((sample(field, x_T=x_T, solver=solver, steps=k, spacing=spacing).samples
+    errors = [float((sample(field, x_T=x_T, solver=solver, steps=k, spacing=spacing, keep_last=1).samples
                      - reference).norm(dim=1).mean()) for k in steps]
     if not all(e > 0 and math.isfinite(e) for e in errors):
         raise ValueError(f"errors must be positive and finite to fit an order, got {errors}")

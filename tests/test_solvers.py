@@ -142,6 +142,19 @@ def test_seed_reproduces_and_eta_family_interpolates():
     assert not torch.allclose(mid, sample(field, x_T=x, solver="ddim", steps=10, eta=0.0).samples)
 
 
+def test_keep_last_records_the_tail_of_the_same_run():
+    """keep_last (memory) records the last k steps of the very run a full record holds."""
+    field = smooth_field()
+    full = sample(field, n=50, solver="ddpm", steps=12, seed=3)
+    tail = sample(field, n=50, solver="ddpm", steps=12, seed=3, keep_last=4)
+    assert torch.equal(tail.samples, full.samples) and tail.nfe == full.nfe
+    assert tail.xs.shape == (5, 50, 2) and tail.x0_preds.shape == (4, 50, 2) and tail.ts.shape == (5,)
+    assert torch.equal(tail.xs, full.xs[-5:]) and torch.equal(tail.x0_preds, full.x0_preds[-4:])
+    assert torch.equal(tail.ts, full.ts[-5:]) and torch.equal(tail.xs[-1], tail.samples)
+    with pytest.raises(ValueError, match="keep_last"):
+        sample(field, n=5, steps=3, keep_last=0)
+
+
 @pytest.mark.parametrize("solver", ["euler_maruyama", "ddim", "dpm++2m_sde", "pc"])
 def test_intermediate_eta_keeps_the_marginals(solver):
     """Every eta gives the same marginals (the family's point): at eta = 0.5 the samples

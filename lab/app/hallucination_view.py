@@ -160,8 +160,8 @@ class HallucinationView(pn.viewable.Viewer):
             learned, exact = get_fields()
             runs = {}
             for key, field in (("learned", learned), ("exact", exact)):
-                traj = sample(field, **settings)
-                runs[key] = SimpleNamespace(samples=traj.samples.cpu(), x0_preds=traj.x0_preds[-MAX_LAST_K:].cpu())
+                traj = sample(field, keep_last=MAX_LAST_K, **settings)   # memory: only what is scored
+                runs[key] = SimpleNamespace(samples=traj.samples.cpu(), x0_preds=traj.x0_preds.cpu())
             return runs, exact
 
         if self.model != SESSION_MODEL:
