@@ -101,20 +101,23 @@ def browser():
         b.close()
 
 
-def page_text(page) -> str:
-    """The rendered text of the page, shadow roots included (Panel renders into them)."""
-    return page.evaluate("""() => {
+def page_text(page, selector: str = "body") -> str:
+    """The text of the page (or of the first element `selector` matches), shadow roots
+    included (Panel renders into them), style sheets and scripts left out. Read from the DOM,
+    not as laid out: JupyterLab skips laying out cells out of view (content-visibility), whose
+    text inner_text would leave out."""
+    return page.evaluate("""(selector) => {
         const out = [];
         const walk = (node) => {
             if (node.shadowRoot) walk(node.shadowRoot);
             for (const child of node.childNodes) {
                 if (child.nodeType === Node.TEXT_NODE) out.push(child.textContent);
-                else walk(child);
+                else if (!["STYLE", "SCRIPT"].includes(child.nodeName)) walk(child);
             }
         };
-        walk(document.body);
+        walk(document.querySelector(selector));
         return out.join(" ");
-    }""")
+    }""", selector)
 
 
 def assert_no_error_shown(page):
@@ -343,6 +346,7 @@ def test_a_notebook_renders_its_plots_offline_in_jupyterlab(browser, tmp_path):
     The notebook runs from a copy: JupyterLab autosaves, and the committed notebooks stay
     without outputs."""
     pytest.importorskip("jupyterlab")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -361,7 +365,8 @@ def test_a_notebook_renders_its_plots_offline_in_jupyterlab(browser, tmp_path):
                                  "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
                                  f"--ServerApp.root_dir={work}", "--LabApp.news_url=None",
                                  "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                                 "--LabApp.extension_manager=readonly", "--allow-root"],
+                                 "--LabApp.extension_manager=readonly", "--LabApp.expose_app_in_browser=True",
+                                 "--allow-root"],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work,
                                 start_new_session=True)   # the server and its kernel end together
     try:
@@ -370,20 +375,27 @@ def test_a_notebook_renders_its_plots_offline_in_jupyterlab(browser, tmp_path):
         page.goto(f"http://127.0.0.1:{port}/lab/tree/00_start_here.ipynb")
         page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
         page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=120_000)
-        page.wait_for_timeout(1000)
-        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        # Run All through JupyterLab's own command (a menu click can land before the menu is
+        # wired and do nothing); again if no cell has started within a minute
+        for _ in range(3):
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")   # not awaited
+            try:
+                page.locator(".jp-InputPrompt", has_text=re.compile(r"\[(\*|\d+)\]")).first.wait_for(
+                    state="attached", timeout=60_000)
+                break
+            except PlaywrightTimeout:
+                continue
         # the last cell embeds the solver view: its plots draw once the whole notebook has run
         last = page.locator(".jp-Cell").last
         last.scroll_into_view_if_needed()
         deadline = time.time() + 240
         while page.locator(".jp-OutputArea canvas").count() < 4:
-            text = page.locator(".jp-Notebook").first.inner_text()
+            text = page_text(page, ".jp-Notebook")
             assert "Traceback" not in text and "Error" not in text, text[-3000:]
             assert time.time() < deadline, f"no plots after 4 minutes:\n{text[-3000:]}"
             page.wait_for_timeout(1000)
         page.get_by_text(re.compile(r"NFE \d+")).first.wait_for(timeout=120_000)   # the view's worker answered
-        text = page.locator(".jp-Notebook").first.inner_text()
+        text = page_text(page, ".jp-Notebook")
         assert "Traceback" not in text and "Error" not in text, text[-3000:]
         assert "two_moons" in text and "True" in text    # the printed checks ran
         ARTIFACTS.mkdir(exist_ok=True)
