@@ -30,6 +30,7 @@ from torch import Tensor
 from lab import _check
 
 __all__ = ["GaussianMixture", "DATASETS", "make_dataset", "dataset_mixture", "load_points", "standardize",
+           "points_from_drawing",
            "MIN_POINTS", "MAX_POINTS", "PAPER_UNITS"]
 
 MIN_POINTS = 8             # fewer user points than this cannot make a data set
@@ -441,6 +442,48 @@ def load_points(source) -> Tensor:
                          "values beyond float32's range, "
                          f"the first is row {int(np.argmax(bad))}")
     return torch.as_tensor(arr, dtype=torch.float32)
+
+
+def points_from_drawing(strokes=(), dots=(), n: int = 4000, width: float = 0.04, seed: int = 0) -> Tensor:
+    """A data set (n, 2) from a drawing: ``strokes`` are polylines, each a pair (xs, ys) of
+    equal-length sequences (one point is a dot); ``dots`` are points (x, y). Each point of
+    the data set is a place on the drawing plus Gaussian noise of std ``width`` (the pen's
+    width, in the drawing's units): places uniform by length along the strokes, a dot
+    counting as a stroke of length 4 * width. Raises ValueError for an empty drawing or
+    non-finite coordinates."""
+    n = _check.integer(n, "n", MIN_POINTS, MAX_POINTS)
+    width = _check.real(width, "width", 1e-6, 1e6)
+    pieces, lengths = [], []                     # segments (a, b) and their lengths
+    for k, stroke in enumerate(strokes):
+        if len(stroke) != 2:
+            raise ValueError(f"stroke {k} must be a pair (xs, ys)")
+        xs, ys = (np.asarray(v, dtype=np.float64).reshape(-1) for v in stroke)
+        if xs.shape != ys.shape or not xs.size:
+            raise ValueError(f"stroke {k} needs as many x as y coordinates, and at least one")
+        pts = np.stack([xs, ys], 1)
+        if not np.isfinite(pts).all():
+            raise ValueError(f"stroke {k} holds a non-finite coordinate")
+        if len(pts) == 1:
+            dots = [*dots, pts[0]]
+            continue
+        pieces.append(np.stack([pts[:-1], pts[1:]], 1))
+        lengths.append(np.linalg.norm(pts[1:] - pts[:-1], axis=1))
+    dots = np.asarray(list(dots), dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(dots).all():
+        raise ValueError("a dot holds a non-finite coordinate")
+    if dots.size:
+        pieces.append(np.stack([dots, dots], 1))
+        lengths.append(np.full(len(dots), 4 * width))
+    if not pieces:
+        raise ValueError("the drawing is empty: draw a stroke or put a point first")
+    segments, lengths = np.concatenate(pieces), np.concatenate(lengths)
+    if not lengths.sum() > 0:
+        raise ValueError("the drawing has no length: draw a stroke or put a point first")
+    rng = np.random.default_rng(_check.seed(seed))
+    which = rng.choice(len(segments), size=n, p=lengths / lengths.sum())
+    u = rng.random((n, 1))
+    places = segments[which, 0] + u * (segments[which, 1] - segments[which, 0])
+    return torch.as_tensor(places + width * rng.standard_normal((n, 2)), dtype=torch.float32)
 
 
 def standardize(x: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ MMD_BANDWIDTH = (1e-150, 1e150)  # mmd's bandwidth range: its square must be a p
 
 __all__ = ["score_error", "noised_samples", "w2", "sliced_w2", "mmd", "nll", "fokker_planck_residual",
            "log_density_residual", "histogram", "w2_histograms", "gap_binned", "GAP_PROTOCOL",
-           "ode_sde_gap", "w2_binned"]
+           "ode_sde_gap", "w2_binned", "truth_and_floor", "fokker_planck_norm"]
 
 
 def noised_samples(reference: MixtureField, t: float, n: int, generator=None,
@@ -34,6 +34,22 @@ def noised_samples(reference: MixtureField, t: float, n: int, generator=None,
     x0 = reference.mixture.sample(n, generator=generator, dtype=torch.float64)
     eps = torch.randn(n, 2, generator=generator, dtype=torch.float64)
     return (s.alpha(float(t)) * x0 + s.sigma(float(t)) * eps).to(dtype=dtype, device=device)
+
+
+def truth_and_floor(reference: MixtureField, n: int, distance=None, n_floor: int | None = None,
+                    seed: int = 0, t: float | None = None):
+    """``n`` true samples of p_t (default t: the schedule's t_min, where samplers end) and
+    the noise floor of ``distance`` (default ``w2``) at ``n_floor`` points (default n):
+    its value between the first n_floor of them and n_floor more independent true samples.
+    No sampler can be told from the truth below it at that sample size. Returns
+    (truth, floor)."""
+    n = _check.integer(n, "n", 1, 10_000_000)
+    n_floor = n if n_floor is None else _check.integer(n_floor, "n_floor", 1, n)
+    t = reference.schedule.t_min if t is None else t
+    g = torch.Generator().manual_seed(_check.seed(seed))
+    truth = noised_samples(reference, t, n, generator=g)
+    other = noised_samples(reference, t, n_floor, generator=g)
+    return truth, float((distance or w2)(other, truth[:n_floor]))
 
 
 @torch.no_grad()
@@ -251,6 +267,16 @@ def fokker_planck_residual(field: ScoreField, x, t, create_graph: bool = False) 
     with torch.enable_grad():
         r = _fp_residual(field, x.requires_grad_(True), tt.requires_grad_(True))
     return r.detach()
+
+
+def fokker_planck_norm(field: ScoreField, x, t, create_graph: bool = False) -> Tensor:
+    """E |sigma_t^3 R|^2 over the points x (n, 2) at t (a float or (n,)): the size of the
+    score residual (``fokker_planck_residual``) that training penalises with
+    ``fp_form="score"`` (sigma^3 makes it O(1) across noise levels), and the gap page plots.
+    Zero for the exact score. A 0-d tensor (with ``create_graph``, differentiable)."""
+    r = fokker_planck_residual(field, x, t, create_graph=create_graph)
+    sigma = field.schedule.sigma(_times_for(t, r))
+    return ((sigma[:, None] ** 3 * r) ** 2).sum(1).mean()
 
 
 def _times_for(t, x: Tensor) -> Tensor:

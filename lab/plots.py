@@ -23,7 +23,7 @@ from lab.curl import curl, grid_points
 
 __all__ = ["samples_plot", "trajectories_plot", "field_plot", "curl_image", "curve_plot",
            "score_arrows", "curl_grid", "circle", "log_histogram", "clim_of", "to_numpy",
-           "SIZE", "EXTENT", "COLORS", "ARROWS", "CURL_GRID"]
+           "SIZE", "EXTENT", "COLORS", "LABEL_COLORS", "ARROWS", "CURL_GRID"]
 
 SIZE = 360              # pixels, width and height of square plots
 CURL_CLIM_FLOOR = 1e-3  # smallest colour range of a curl image: float noise stays white
@@ -33,6 +33,8 @@ CURL_GRID = 96          # pixels per side of a curl map
 ARROW_QUANTILE = 0.9    # arrow lengths grow with |score| up to this quantile, then stay
 COLORS = {"model": "#1f77b4", "truth": "#bbbbbb", "between": "#d62728", "in": "#2ca02c",
           "loop": "#2ca02c", "path": "#555555"}
+# a sample's support label (lab.hallucination.LABEL_NAMES) -> its colour
+LABEL_COLORS = {"in support": "#2ca02c", "between modes": "#d62728", "outside": "#ff7f0e"}
 
 
 def to_numpy(x) -> np.ndarray:

@@ -144,7 +144,7 @@ class _Run:
 
     def __init__(self, field, ts, eta, generator, callback, solver, keep_last=None):
         self.field, self.ts, self.eta = field, ts, eta
-        self.s = field.schedule
+        self.schedule = field.schedule
         self.generator, self.callback, self.solver = generator, callback, solver
         self.nfe = 0
         # the recorded states and x0 predictions: all, or the last keep_last (memory)
@@ -158,7 +158,8 @@ class _Run:
         each time of the grid is computed once."""
         t = float(t)
         if t not in self._coefs:
-            self._coefs[t] = float(self.s.alpha(t)), float(self.s.sigma(t)), float(self.s.lambda_(t))
+            s = self.schedule
+            self._coefs[t] = float(s.alpha(t)), float(s.sigma(t)), float(s.lambda_(t))
         return self._coefs[t]
 
     def check_grid(self):
@@ -169,10 +170,10 @@ class _Run:
         coefs = [self.coef(t) for t in ts]
         for i, (t, (a, sg, lam)) in enumerate(zip(ts, coefs)):
             if not (0 < a < math.inf and 0 < sg < math.inf and math.isfinite(lam)):
-                raise ValueError(f"the {self.s.name} schedule has alpha = {a:g}, sigma = {sg:g} at "
+                raise ValueError(f"the {self.schedule.name} schedule has alpha = {a:g}, sigma = {sg:g} at "
                                  f"t = {t:.6g} of the time grid: not usable for sampling")
             if i and not lam > coefs[i - 1][2]:
-                raise ValueError(f"steps={len(self.ts) - 1} is too many for this {self.s.name} schedule: "
+                raise ValueError(f"steps={len(self.ts) - 1} is too many for this {self.schedule.name} schedule: "
                                  f"lambda = log(alpha/sigma) does not increase from t = "
                                  f"{ts[i - 1]:.17g} to t = {t:.17g} (step {i}); use fewer steps")
 
@@ -220,8 +221,8 @@ def _em_step(run: _Run, x: Tensor, s: float, t: float, eta: float, noise: bool =
     ``noise=False``: the drift only (the last step: see ``euler_maruyama``)."""
     e = run.eps(x, s)
     _, sg, _ = run.coef(s)
-    g2 = float(run.s.g2(s))
-    drift = float(run.s.f(s)) * x - (1 + eta**2) / 2 * g2 * eps_to_score(e, sg)
+    g2 = float(run.schedule.g2(s))
+    drift = float(run.schedule.f(s)) * x - (1 + eta**2) / 2 * g2 * eps_to_score(e, sg)
     out = x + drift * (t - s)
     if eta > 0 and noise:
         out = out + eta * math.sqrt(g2 * (s - t)) * run.noise(x)
@@ -302,7 +303,7 @@ def _velocity(run: _Run, x, t):
     """PF-ODE drift f x + g^2/(2 sigma) eps, and the x0 prediction at (x, t)."""
     e = run.eps(x, t)
     a, sg, _ = run.coef(t)
-    return (float(run.s.f(t)) * x - float(run.s.g2(t)) / 2 * eps_to_score(e, sg),
+    return (float(run.schedule.f(t)) * x - float(run.schedule.g2(t)) / 2 * eps_to_score(e, sg),
             eps_to_x0(x, e, a, sg))
 
 
@@ -374,7 +375,7 @@ def dpm2(run: _Run, x: Tensor) -> Tensor:
         a_s, sg_s, l_s = run.coef(s)
         a_t, sg_t, l_t = run.coef(t)
         h = l_t - l_s
-        s1 = float(run.s.t_of_lambda(l_s + r1 * h))
+        s1 = float(run.schedule.t_of_lambda(l_s + r1 * h))
         a_1, sg_1, _ = run.coef(s1)
         e = run.eps(x, s)
         u = (a_1 / a_s) * x - sg_1 * math.expm1(r1 * h) * e
@@ -393,7 +394,7 @@ def dpm3(run: _Run, x: Tensor) -> Tensor:
         a_s, sg_s, l_s = run.coef(s)
         a_t, sg_t, l_t = run.coef(t)
         h = l_t - l_s
-        s1, s2 = (float(run.s.t_of_lambda(l_s + r * h)) for r in (r1, r2))
+        s1, s2 = (float(run.schedule.t_of_lambda(l_s + r * h)) for r in (r1, r2))
         a_1, sg_1, _ = run.coef(s1)
         a_2, sg_2, _ = run.coef(s2)
         e = run.eps(x, s)
@@ -456,13 +457,13 @@ def _deis_coefficients(run: _Run, order: int, quad_points: int = 64) -> list[lis
     the Lagrange basis l_j through t_i, t_{i-1}, ... (Zhang & Chen 2022, tAB-DEIS), by
     Gauss-Legendre quadrature."""
     nodes, weights = _gauss_legendre(quad_points)   # shared: read, never written
-    ts, s = run.ts, run.s
+    ts, sch = run.ts, run.schedule
     coeffs = []
     for i in range(len(ts) - 1):
         a, b = float(ts[i]), float(ts[i + 1])
         tau = (a + b) / 2 + (b - a) / 2 * nodes
         w = (b - a) / 2 * weights
-        kernel = torch.exp(s.log_alpha(b) - s.log_alpha(tau)) * s.g2(tau) / (2 * s.sigma(tau))
+        kernel = torch.exp(sch.log_alpha(b) - sch.log_alpha(tau)) * sch.g2(tau) / (2 * sch.sigma(tau))
         k = min(order, i)  # warm start: lower order until enough past evaluations exist
         pts = [float(ts[i - j]) for j in range(k + 1)]
         row = []
@@ -507,7 +508,7 @@ def pc(run: _Run, x: Tensor, snr: float = PC_SNR, corrector_steps: int = 1) -> T
     for i in range(len(run.ts) - 1):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
         _, sg, _ = run.coef(s)
-        a = math.exp(2 * float(run.s.f(s)) * (s - t))  # 1 - beta_i of the VP chain; 1 for VE
+        a = math.exp(2 * float(run.schedule.f(s)) * (s - t))  # 1 - beta_i of the VP chain; 1 for VE
         for _ in range(corrector_steps):
             score = eps_to_score(run.eps(x, s), sg)
             z = run.noise(x)
@@ -536,20 +537,20 @@ class Solver:
 
 
 SOLVERS: dict[str, Solver] = {
-    "euler_maruyama": Solver(euler_maruyama, 1, 1.0, True, None),
-    "ddpm": Solver(ddpm, 1, 1.0, False, None),
-    "ddim": Solver(ddim, 1, 0.0, True, 1),
-    "ode_euler": Solver(ode_euler, 1, 0.0, False, 1),
-    "ode_heun": Solver(ode_heun, 2, 0.0, False, 2),
-    "ode_rk4": Solver(ode_rk4, 4, 0.0, False, 4),
-    "ode_adaptive": Solver(ode_adaptive, 0, 0.0, False, 5),
-    "dpm1": Solver(dpm1, 1, 0.0, False, 1),
-    "dpm2": Solver(dpm2, 2, 0.0, False, 2),
-    "dpm3": Solver(dpm3, 3, 0.0, False, 3),
-    "dpm++2m": Solver(dpmpp_2m, 1, 0.0, False, 2),
-    "dpm++2m_sde": Solver(dpmpp_2m_sde, 1, 1.0, True, None),
-    "deis": Solver(deis, 1, 0.0, False, 3),
-    "pc": Solver(pc, 2, 1.0, True, None),
+    "euler_maruyama": Solver(euler_maruyama, nfe_per_step=1, eta_default=1.0, takes_eta=True, order=None),
+    "ddpm": Solver(ddpm, nfe_per_step=1, eta_default=1.0, takes_eta=False, order=None),
+    "ddim": Solver(ddim, nfe_per_step=1, eta_default=0.0, takes_eta=True, order=1),
+    "ode_euler": Solver(ode_euler, nfe_per_step=1, eta_default=0.0, takes_eta=False, order=1),
+    "ode_heun": Solver(ode_heun, nfe_per_step=2, eta_default=0.0, takes_eta=False, order=2),
+    "ode_rk4": Solver(ode_rk4, nfe_per_step=4, eta_default=0.0, takes_eta=False, order=4),
+    "ode_adaptive": Solver(ode_adaptive, nfe_per_step=0, eta_default=0.0, takes_eta=False, order=5),
+    "dpm1": Solver(dpm1, nfe_per_step=1, eta_default=0.0, takes_eta=False, order=1),
+    "dpm2": Solver(dpm2, nfe_per_step=2, eta_default=0.0, takes_eta=False, order=2),
+    "dpm3": Solver(dpm3, nfe_per_step=3, eta_default=0.0, takes_eta=False, order=3),
+    "dpm++2m": Solver(dpmpp_2m, nfe_per_step=1, eta_default=0.0, takes_eta=False, order=2),
+    "dpm++2m_sde": Solver(dpmpp_2m_sde, nfe_per_step=1, eta_default=1.0, takes_eta=True, order=None),
+    "deis": Solver(deis, nfe_per_step=1, eta_default=0.0, takes_eta=False, order=3),
+    "pc": Solver(pc, nfe_per_step=2, eta_default=1.0, takes_eta=True, order=None),
 }
 
 

@@ -37,7 +37,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -46,12 +46,12 @@ import lab
 from lab import _check
 from lab.data import load_points
 from lab.fields import LAMBDA_FLOOR, NetworkField
-from lab.metrics import fokker_planck_residual, log_density_residual
+from lab.metrics import fokker_planck_norm, log_density_residual
 from lab.models import MODELS, build_model
 from lab.schedules import SCHEDULES, Schedule, get_schedule
 
-__all__ = ["TrainConfig", "progress_bar", "Progress", "train", "save", "load", "resolve_device", "WEIGHTINGS",
-           "T_SAMPLINGS", "FP_FORMS",
+__all__ = ["TrainConfig", "progress_bar", "Progress", "train", "TrainingRun", "save", "load", "resolve_device",
+           "WEIGHTINGS", "T_SAMPLINGS", "FP_FORMS",
            "CHECKPOINT_FORMAT", "STATE_EVERY_S", "read_state"]
 
 WEIGHTINGS = ("eps", "min_snr", "likelihood", "score")
@@ -208,8 +208,7 @@ def _fp_penalty(field: NetworkField, cfg: TrainConfig, to_time, t_lo: float, gen
         tc = t_lo + (field.schedule.t_max - t_lo) * u
         return (log_density_residual(field, xc, tc, create_graph=True) ** 2).mean()
     tc = to_time(u)
-    r = fokker_planck_residual(field, xc, tc, create_graph=True)
-    return ((field.schedule.sigma(tc)[:, None] ** 3 * r) ** 2).sum(1).mean()
+    return fokker_planck_norm(field, xc, tc, create_graph=True)
 
 
 def train(data, config: TrainConfig | None = None,
@@ -355,6 +354,13 @@ def _fingerprint(x: Tensor) -> list[float]:
     return [float(x.shape[0]), *x.sum(0).tolist(), *(x ** 2).sum(0).tolist()]
 
 
+class _LastGood(NamedTuple):
+    """The last weights (and their average) whose loss was finite, and their step."""
+    weights: list
+    ema_weights: list
+    step: int
+
+
 class _RunState:
     """What a training run carries from step to step, as one resumable state: the model,
     its average, the optimiser, the random generator, the history, the loss summed since
@@ -370,15 +376,15 @@ class _RunState:
         self.good = None
 
     def remember_good(self, step: int) -> None:
-        self.good = ([p.detach().clone() for p in self.model.parameters()],
-                     [p.detach().clone() for p in self.ema_model.parameters()], step)
+        self.good = _LastGood([p.detach().clone() for p in self.model.parameters()],
+                              [p.detach().clone() for p in self.ema_model.parameters()], step)
 
     def restore_good(self) -> int:
         with torch.no_grad():
             for p, q in zip([*self.model.parameters(), *self.ema_model.parameters()],
-                            self.good[0] + self.good[1]):
+                            self.good.weights + self.good.ema_weights):
                 p.copy_(q)
-        return self.good[2]
+        return self.good.step
 
     def save(self, path) -> None:
         """Write the state atomically (a run killed mid-write keeps the previous one)."""
@@ -388,7 +394,7 @@ class _RunState:
             "model": _cpu(self.model.state_dict()), "ema": _cpu(self.ema_model.state_dict()),
             "opt": self.opt.state_dict(), "generator": self.gen.get_state(),
             "history": self.history, "loss_sum": float(self.loss_sum),
-            "good": ([q.cpu() for q in self.good[0]], [q.cpu() for q in self.good[1]], self.good[2]),
+            "good": ([q.cpu() for q in self.good.weights], [q.cpu() for q in self.good.ema_weights], self.good.step),
             "seconds": self.seconds_now,
         }
         _atomic_write(blob, os.fspath(path), "training state")
@@ -411,8 +417,8 @@ class _RunState:
         for key in self.history:
             self.history[key].extend(blob["history"][key])
         self.loss_sum.fill_(blob["loss_sum"])
-        good = blob["good"]
-        self.good = ([q.to(device) for q in good[0]], [q.to(device) for q in good[1]], good[2])
+        weights, ema_weights, step = blob["good"]
+        self.good = _LastGood([q.to(device) for q in weights], [q.to(device) for q in ema_weights], step)
         self.step = self.first_step = blob["step"]
         self.seconds = self.seconds_now = float(blob["seconds"])
 
@@ -449,6 +455,78 @@ def _atomic_write(obj, path: str, what: str) -> None:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise OSError(f"could not save the {what} to {path}: {e.strerror or e}") from None
+
+
+class TrainingRun:
+    """One ``train`` call on a background thread, and what a page or a notebook draws of it,
+    without Panel: the thread appends to ``steps`` / ``losses`` (any thread may read a
+    prefix of them), keeps ``step``, the measured ``rate`` (steps/s) and ``time_left``, and
+    every ``preview_every`` reports calls ``preview(field)`` (e.g. to sample the model as it
+    is) and keeps its result in ``preview``. ``stop`` cancels (the model trained so far is
+    kept); ``join`` waits. When ``done``: ``result`` (the field), ``stopped`` (why it ended
+    early, or "") or ``error`` (what went wrong: a thread never dies silently)::
+
+        run = TrainingRun(x, TrainConfig(steps=2000)).start()
+        run.join(); field = run.result
+    """
+
+    def __init__(self, data, config: TrainConfig | None = None, preview: Callable | None = None,
+                 preview_every: int = 4, name: str = "score-lab-train"):
+        self.data, self.config = data, config or TrainConfig()
+        self.total = self.config.steps
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.step = 0
+        self.rate = float("nan")          # steps per second of wall time so far, previews included
+        self.preview, self.preview_step = None, 0
+        self.result, self.error, self.stopped, self.done = None, "", "", False
+        self._preview, self._preview_every = preview, _check.integer(preview_every, "preview_every", 1, 10**6)
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "TrainingRun":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the run to stop at its next step; the model trained so far becomes ``result``."""
+        self._cancel.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def time_left(self) -> float:
+        """Seconds to the last step at the rate so far (nan before the first report)."""
+        return (self.total - self.step) / self.rate if self.rate > 0 else float("nan")
+
+    def _run(self) -> None:
+        reports, start = 0, time.perf_counter()
+
+        def callback(p: Progress):
+            nonlocal reports
+            self.steps.append(p.step)        # list.append is atomic: readers see a prefix
+            self.losses.append(p.loss)
+            self.step = p.step
+            self.rate = p.step / max(time.perf_counter() - start, 1e-9)
+            reports += 1
+            if self._preview is not None and reports % self._preview_every == 1:
+                self.preview, self.preview_step = self._preview(p.field), p.step
+            return None
+
+        try:
+            field, history = train(self.data, self.config, callback=callback, cancel=self._cancel)
+            self.stopped = history["summary"]["stopped"] or ""
+            self.result = field
+        except Exception as e:   # shown by whoever watches the run
+            self.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        finally:
+            self.done = True
 
 
 # --- checkpoints ---------------------------------------------------------------------

@@ -38,18 +38,18 @@ def test_every_solver_change_resamples_with_honest_nfe(view):
         view.solver = solver
         assert view.last.solver == solver and view.last.samples.shape == (N_SAMPLES, 2)
         assert view.last.nfe == view.steps * spec.nfe_per_step
-        assert f"NFE **{view.last.nfe}**" in view._info.object
-        assert not view._alert.visible
+        assert f"NFE **{view.last.nfe}**" in view.message
+        assert not view.error
 
 
 def test_the_figures_show_the_samples_and_paths_that_were_drawn(view):
     view.solver = "ddim"
-    np.testing.assert_allclose(view._samples.points("samples"), view.last.samples.double().numpy(), rtol=1e-6)
-    lines = view._paths.lines.data
+    np.testing.assert_allclose(view.figures["samples"].points("samples"), view.last.samples.double().numpy(), rtol=1e-6)
+    lines = view.figures["paths"].lines.data
     assert len(lines["xs"]) == N_TRAJECTORIES and len(lines["xs"][0]) == view.steps + 1
     np.testing.assert_allclose(lines["xs"][3], view.last.xs[:, 3, 0].double().numpy(), rtol=1e-6)
     # the grey layer is the truth: as close to a fresh draw of p_{t_min} as two draws are
-    truth = view._samples.points("truth")
+    truth = view.figures["samples"].points("truth")
     fresh, other = _truth(view.session, 2000, seed=11), _truth(view.session, 2000, seed=12)
     assert sliced_w2(truth[:2000], fresh) < 2 * sliced_w2(other, fresh) + 0.01
 
@@ -62,7 +62,7 @@ def test_exact_samples_are_close_to_the_truth_and_few_steps_are_not(view):
     view.solver = "ddim"
     bad = sliced_w2(view.last.samples, truth)
     assert good < 0.05 < bad
-    assert view.w2 > 0.05 and f"**{view.w2:.3f}**" in view._info.object   # the page says so
+    assert view.w2 > 0.05 and f"**{view.w2:.3f}**" in view.message   # the page says so
 
 
 def test_eta_reaches_solvers_that_take_it_and_only_those(view):
@@ -70,8 +70,8 @@ def test_eta_reaches_solvers_that_take_it_and_only_those(view):
     view.solver = "ddim"
     assert view.last.eta == pytest.approx(0.7)
     view.solver = "ode_heun"   # an ODE solver: eta stays 0, and the page says so
-    assert view.last.eta == 0.0 and not view._alert.visible
-    assert "this solver has eta = 0" in view._info.object
+    assert view.last.eta == 0.0 and not view.error
+    assert "this solver has eta = 0" in view.message
 
 
 def test_a_broken_field_gives_a_message_not_a_traceback(view):
@@ -81,9 +81,9 @@ def test_a_broken_field_gives_a_message_not_a_traceback(view):
 
     view.session.model = Broken(view.session.exact.mixture, "vp")
     view.source = "learned"
-    assert view._alert.visible and "non-finite" in view._alert.object
+    assert "non-finite" in view.error
     view.session.model = None   # back to a good field: the message goes
-    assert not view._alert.visible
+    assert not view.error
 
 
 def test_sessions_do_not_share_state():
@@ -91,7 +91,7 @@ def test_sessions_do_not_share_state():
     a.solver = "ddim"
     assert b.solver == "dpm++2m"
     assert a.session.exact.mixture.n_components != b.session.exact.mixture.n_components
-    assert a._samples.fig is not b._samples.fig
+    assert a.figures["samples"].fig is not b.figures["samples"].fig
 
 
 def test_changing_the_data_set_resamples_the_new_one(view):
@@ -104,15 +104,15 @@ def test_changing_the_data_set_resamples_the_new_one(view):
 
 def test_solver_page_draws_learned_and_exact_fields_in_one_colour_range():
     view = SolverView(Session(dataset="ring"))          # the pretrained ring model
-    learned, exact = (np.asarray(f.image.data["image"][0]) for f in (view._learned_field, view._exact_field))
+    learned, exact = (np.asarray(f.image.data["image"][0]) for f in (view.figures["learned field"], view.figures["exact field"]))
     assert np.abs(exact).max() < 1e-6                   # a true score: no curl
     assert np.abs(learned).max() > 0.1                  # the network's: some
-    assert view._learned_field.clim == view._exact_field.clim == pytest.approx(np.abs(learned).max())
-    first = view._learned_field.arrows.data["x1"]
+    assert view.figures["learned field"].clim == view.figures["exact field"].clim == pytest.approx(np.abs(learned).max())
+    first = view.figures["learned field"].arrows.data["x1"]
     view.solver = "ddim"                                # a solver change does not redraw the fields
-    assert view._learned_field.arrows.data["x1"] is first
+    assert view.figures["learned field"].arrows.data["x1"] is first
     view.session.model = None                           # a model change does: now exact twice
-    assert np.abs(np.asarray(view._learned_field.image.data["image"][0])).max() < 1e-6
+    assert np.abs(np.asarray(view.figures["learned field"].image.data["image"][0])).max() < 1e-6
 
 
 # --- the session ---------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_a_second_upload_redraws_the_pages():
 
 
 # --- the training page ---------------------------------------------------------------------------
-from lab.app.train_view import EXACT, LOG_EVERY, TrainView  # noqa: E402
+from lab.app.train_view import EXACT, LOG_EVERY, PEN_WIDTH, TrainView  # noqa: E402
 
 
 def test_train_runs_off_the_page_thread_and_hands_the_model_over():
@@ -159,10 +159,10 @@ def test_train_runs_off_the_page_thread_and_hands_the_model_over():
     assert view.running and view._train_button.disabled and not view._stop_button.disabled
     view.join(timeout=120)
     assert not view.running and isinstance(session.model, NetworkField)
-    assert view._bar.value == 100 and view._status.object.startswith("done: 600 steps")
+    assert view.run.step == view.run.total == 600 and view.message.startswith("done: 600 steps")
     errors = score_error(session.model, session.exact, (0.25, 0.5, 0.9), n=2000)
     assert max(errors.values()) < 0.25, errors      # it learned the ring
-    loss = view._loss.sources["loss"].data          # the live curve got every report
+    loss = view.figures["loss"].sources["loss"].data          # the live curve got every report
     assert list(loss["x"]) == list(range(LOG_EVERY, 601, LOG_EVERY))
     assert solver_page.last.samples.shape == (N_SAMPLES, 2)  # the other page re-sampled
     assert solver_page.session.field("learned") is session.model
@@ -176,7 +176,7 @@ def test_a_run_finishing_after_the_data_set_changed_keeps_its_own_setting():
     session.dataset = "two_moons"                 # changed on another tab while it trains
     view.join(timeout=120)
     assert session.dataset == "ring" and isinstance(session.model, NetworkField)
-    assert "back to ring" in view._status.object
+    assert "back to ring" in view.message
     errors = score_error(session.model, session.exact, (0.5, 0.9), n=2000)
     assert max(errors.values()) < 0.25, errors    # compared with the truth it learned
 
@@ -185,12 +185,12 @@ def test_stop_keeps_the_model_trained_so_far():
     session = Session(dataset="ring", pretrained=False)
     view = TrainView(session, steps=20_000)
     view.start()
-    while view._progress.step < 50 and view.running:
-        view._thread.join(0.05)
+    while view.run.step < 50 and view.running:
+        view.run.join(0.05)
     view.stop()
     view.join(timeout=60)
     assert isinstance(session.model, NetworkField)
-    assert session.model.summary["steps_done"] < 20_000 and "cancelled" in view._status.object
+    assert session.model.summary["steps_done"] < 20_000 and "cancelled" in view.message
 
 
 def test_the_exact_kind_hands_over_the_exact_field():
@@ -201,7 +201,7 @@ def test_the_exact_kind_hands_over_the_exact_field():
     view.start()
     assert not view.running and session.model is session.exact and session.learned_is_exact
     assert sliced_w2(solver_page.last.samples, _truth(session)) < 0.15
-    assert "exact score" in view._preview.title
+    assert "exact score" in view.figures["preview"].title
 
 
 def test_knobs_reach_the_training_config():
@@ -219,19 +219,37 @@ def test_uploaded_points_train_and_bad_uploads_give_messages():
     for bad, words in ((b"x,y\n1,2\n3,oops\n", "line 3 is not numeric"), (b"", "holds no data"),
                        (b"1,2,3\n" * 20, "two columns"), (b"x,y\n" + b"1,nan\n" * 20, "finite"),
                        (b"\x89PNG\r\n\x1a\n\x00\x00binary", "")):
-        view._upload.value = bad
-        assert view._alert.visible and "could not use the uploaded file" in view._alert.object
-        assert words in view._alert.object, view._alert.object
+        view.upload_points(bad)
+        assert "could not use the uploaded file" in view.error
+        assert words in view.error, view.error
         assert view.session.dataset == "ring"                  # nothing changed
-    view._upload.value = b"x,y\n" + b"".join(f"{100 + i % 7},{i % 5}\n".encode() for i in range(40))
-    assert not view._alert.visible and view.session.dataset == UPLOADED
-    assert view.session.points.shape == (40, 2) and "40 points" in view._status.object
+    view.upload_points(b"x,y\n" + b"".join(f"{100 + i % 7},{i % 5}\n".encode() for i in range(40)))
+    assert not view.error and view.session.dataset == UPLOADED
+    assert view.session.points.shape == (40, 2) and "40 points" in view.message
     view.steps = 20
     view.start()
     view.join(timeout=60)
     assert isinstance(view.session.model, NetworkField) and view.session.model.summary["steps_done"] == 20
-    view._ckpt_in.value = b"not a checkpoint at all"
-    assert view._alert.visible and "not a score-lab checkpoint" in view._alert.object
+    view.upload_checkpoint(b"not a checkpoint at all")
+    assert "not a score-lab checkpoint" in view.error
+
+
+def test_a_drawing_becomes_the_data_set_as_an_upload_does():
+    """Strokes on the canvas -> points along them, standardised, with the KDE's exact field;
+    an empty canvas is refused with a message and changes nothing."""
+    view = TrainView(Session(dataset="ring"))
+    view.use_drawing()                                   # nothing drawn yet
+    assert "the drawing is empty" in view.error and view.session.dataset == "ring"
+    view.figures["drawing"].strokes.data = {"xs": [[-1.0, 1.0]], "ys": [[0.0, 0.0]]}   # as the browser sends
+    view.use_drawing()
+    x = view.session.points
+    assert view.session.dataset == UPLOADED and x.shape == (4000, 2) and "using your drawing" in view.message
+    # a horizontal segment of length 2, pen width w: std across / std along = w / sqrt(1/3 + w^2)
+    w = PEN_WIDTH
+    assert float(x[:, 1].std() / x[:, 0].std()) == pytest.approx(w / math.sqrt(1 / 3 + w**2), rel=0.1)
+    assert abs(float(x.var(0).mean()) - 1.0) < 1e-4 and not view.error
+    view.figures["drawing"].undo()
+    assert view.figures["drawing"].drawing() == []
 
 
 def test_absurd_numbers_are_refused_with_a_message_and_the_box_reset():
@@ -245,20 +263,20 @@ def test_absurd_numbers_are_refused_with_a_message_and_the_box_reset():
                               (lr, None, "needs a number"), (lr, float("nan"), "needs a number"),
                               (weight, float("inf"), "needs a number")):
         box._process_events({"value": value})          # what a browser's edit sends
-        assert view._input_alert.visible and words in view._input_alert.object
+        assert words in view.input_error
         assert (view.steps, view.batch_size, view.lr, view.fp_weight) == (2000, 1024, 0.01, 0.0)
         assert box.value == {steps: 2000, batch: 1024, lr: 0.01, weight: 0.0}[box]   # shows what holds
     steps._process_events({"value": 300})              # a good value: taken, the message goes
-    assert view.steps == 300 and not view._input_alert.visible
+    assert view.steps == 300 and not view.input_error
 
 
 def test_download_then_upload_round_trips_the_model_and_its_setting():
     session = Session(dataset="ring")
     view = TrainView(session)
-    data = view._checkpoint_bytes().getvalue()
+    data = view.download().getvalue()
     assert len(data) > 1000
     other = TrainView(Session(dataset="two_moons", schedule="ve", pretrained=False))
-    other._ckpt_in.value = data
+    other.upload_checkpoint(data)
     assert (other.session.dataset, other.session.schedule) == ("ring", "vp")  # compared with its truth
     q = torch.randn(8, 2)
     torch.testing.assert_close(other.session.model.eps(q, 0.3), session.model.eps(q, 0.3))
@@ -268,12 +286,12 @@ def test_a_failing_run_is_reported_not_raised(monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("the device fell over")
 
-    monkeypatch.setattr("lab.app.train_view.train", boom)
+    monkeypatch.setattr("lab.train.train", boom)
     view = TrainView(Session(dataset="ring"))
     before = view.session.model
     view.start()
     view.join(timeout=30)
-    assert view._alert.visible and "RuntimeError: the device fell over" in view._alert.object
+    assert "RuntimeError: the device fell over" in view.error
     assert not view._train_button.disabled and view.session.model is before   # nothing lost
 
 
@@ -288,27 +306,27 @@ def test_curl_page_exact_is_conservative_and_learned_is_not():
     assert abs(n["circulation"]["learned"]) > 1e-4 and n["asymmetry"] > 1e-3
     assert n["grad_share"] + n["rest_share"] == pytest.approx(1.0, abs=1e-9)
     assert 0.5 < n["grad_share"] < 1.0          # mostly a gradient, not only
-    exact_map = np.asarray(view._exact.image.data["image"][0])
-    learned_map = np.asarray(view._learned.image.data["image"][0])
-    diff_map = np.asarray(view._diff.image.data["image"][0])
+    exact_map = np.asarray(view.figures["exact"].image.data["image"][0])
+    learned_map = np.asarray(view.figures["learned"].image.data["image"][0])
+    diff_map = np.asarray(view.figures["difference"].image.data["image"][0])
     assert np.abs(exact_map).max() < 1e-6 and np.abs(learned_map).max() > 0.1
     np.testing.assert_allclose(diff_map, learned_map - exact_map)
     view.t = 0.5
-    assert "t = 0.50" in view._info.object
+    assert "t = 0.50" in view.message
 
 
 def test_curl_page_loop_is_a_circle_that_follows_clicks_and_sliders():
     view = CurlView(Session(dataset="ring"))
-    maps = view._maps
-    view._on_tap(Tap(model=None, x=1.234, y=-0.46))
+    maps = view.maps
+    view.move_loop(Tap(model=None, x=1.234, y=-0.46))
     assert (view.loop_x, view.loop_y) == (1.2, -0.5)
-    assert view._maps is maps                    # only the circulation was recomputed
+    assert view.maps is maps                    # only the circulation was recomputed
     view.loop_r = 0.4
-    loop = view._learned.loop.data
+    loop = view.figures["learned"].loop.data
     radius = np.hypot(np.asarray(loop["x"]) - 1.2, np.asarray(loop["y"]) + 0.5)
     np.testing.assert_allclose(radius, 0.4, rtol=1e-9)
-    assert "radius 0.40" in view._info.object and abs(view.numbers["circulation"]["exact"]) < 1e-8
-    view._on_tap(Tap(model=None, x=9.0, y=-9.0))  # outside the sliders' range: clipped
+    assert "radius 0.40" in view.message and abs(view.numbers["circulation"]["exact"]) < 1e-8
+    view.move_loop(Tap(model=None, x=9.0, y=-9.0))  # outside the sliders' range: clipped
     assert (view.loop_x, view.loop_y) == (2.5, -2.5)
 
 
@@ -316,10 +334,10 @@ def test_curl_page_against_a_field_of_known_curl():
     session = Session(dataset="ring")
     view = CurlView(session, loop_r=0.8)
     session.model = SwirlField(session.exact, c=0.5)   # curl 2c = 1, circulation 2c pi r^2
-    learned = np.asarray(view._learned.image.data["image"][0])
+    learned = np.asarray(view.figures["learned"].image.data["image"][0])
     np.testing.assert_allclose(learned, 1.0, atol=1e-6)                   # 2c
-    np.testing.assert_allclose(np.asarray(view._diff.image.data["image"][0]), 1.0, atol=1e-6)
-    assert view._learned.clim == pytest.approx(1.0, abs=1e-6)            # the map's range is +-1
+    np.testing.assert_allclose(np.asarray(view.figures["difference"].image.data["image"][0]), 1.0, atol=1e-6)
+    assert view.figures["learned"].clim == pytest.approx(1.0, abs=1e-6)            # the map's range is +-1
     assert view.numbers["circulation"]["learned"] == pytest.approx(2 * 0.5 * math.pi * 0.8**2, rel=1e-6)
     # positive curl (counter-clockwise, as here) is drawn red, negative blue, as the page says
     from lab.app.figures import CURL_PALETTE
@@ -331,7 +349,7 @@ def test_curl_page_against_a_field_of_known_curl():
 def test_curl_page_without_a_model_shows_the_exact_field_twice():
     view = CurlView(Session(dataset="ring", pretrained=False))
     assert abs(view.numbers["circulation"]["learned"]) < 1e-8 and view.numbers["asymmetry"] < 1e-10
-    assert "no model" in view._learned.title
+    assert "no model" in view.figures["learned"].title
 
 
 # --- the hallucinations page ---------------------------------------------------------------
@@ -352,26 +370,26 @@ def test_hallucination_page_shows_the_papers_operating_points():
     assert view.numbers["rate_exact"] == 0.0 and view.numbers["rate_learned"] > 0
     # the numbers are those of the samples shown, scored again here
     law = end_law(dataset_mixture("gaussian_grid"), get_schedule("vp", **GRID_SCHEDULE))
-    labels = support_labels(view._runs["learned"].samples, law, 6.0)
-    scores = trajectory_variance(view._runs["learned"], 10)
+    labels = support_labels(view.runs["learned"].samples, law, 6.0)
+    scores = trajectory_variance(view.runs["learned"], 10)
     op = operating_points(scores, labels)
     assert view.points == op and view.numbers["rate_learned"] == op.rate
     assert f"{op.retention_at_detection:.1%}" in view.message and "paper" in view.message
     assert all(0 <= f < 0.2 for f in view.numbers["floor"].values())   # a bootstrap std
     # the pictures hold what the numbers say
-    shown = {name: len(src.data["x"]) for name, src in view._scatter.sources.items()}
+    shown = {name: len(src.data["x"]) for name, src in view.figures["learned"].sources.items()}
     assert sum(shown.values()) == 20_000 and shown["in support"] == (labels == IN_SUPPORT).sum()
-    kept = sum(len(src.data["x"]) for src in view._kept.sources.values())
+    kept = sum(len(src.data["x"]) for src in view.figures["kept"].sources.values())
     assert kept == int((scores < op.threshold_at_detection).sum())
     assert int(((scores < op.threshold_at_detection) & (labels == IN_SUPPORT)).sum()) == round(
         op.retention_at_detection * int((labels == IN_SUPPORT).sum()))
-    assert view._roc.sources[AT_DETECTION].data["y"][0] == 0.95
-    counts = sum(np.asarray(src.data["top"]).sum() for src in view._hist.sources.values())
+    assert view.figures["roc"].sources[AT_DETECTION].data["y"][0] == 0.95
+    counts = sum(np.asarray(src.data["top"]).sum() for src in view.figures["histogram"].sources.values())
     assert counts == 20_000
-    assert view._hist.cut.location == pytest.approx(math.log10(op.threshold_at_detection + 1e-12))
+    assert view.figures["histogram"].cut.location == pytest.approx(math.log10(op.threshold_at_detection + 1e-12))
     view.cut = "96% retention"
-    assert view._kept.title.startswith("after the cut at 96% retention")
-    assert view._hist.cut.location == pytest.approx(math.log10(op.threshold_at_retention + 1e-12))
+    assert view.figures["kept"].title.startswith("after the cut at 96% retention")
+    assert view.figures["histogram"].cut.location == pytest.approx(math.log10(op.threshold_at_retention + 1e-12))
 
 
 def test_hallucination_page_switches_to_the_undertrained_run_which_blurs():
@@ -394,9 +412,9 @@ def test_hallucination_page_with_nothing_to_detect_says_so():
 
 def test_sample_again_draws_anew():
     view = HallucinationView(Session(dataset="gaussian_grid"), n=500, steps=20)
-    first = view._runs["learned"].samples
-    view._button.clicks += 1
-    assert view.seed == 1 and not torch.equal(view._runs["learned"].samples, first)
+    first = view.runs["learned"].samples
+    view.sample_again()
+    assert view.seed == 1 and not torch.equal(view.runs["learned"].samples, first)
 
 
 # --- the ODE-SDE gap page ------------------------------------------------------------------
@@ -416,8 +434,8 @@ def test_gap_page_shows_the_regulariser_shrinking_the_residual():
         assert view.numbers["n"] == 1000 and view.numbers["nfe"] == 110
     # the w = 1 model satisfies the Fokker-Planck equation far better at every t (measured 4-10x)
     assert all(residual[1.0][t] < 0.5 * residual[0.0][t] for t in residual[0.0]), residual
-    assert "ODE to SDE" in view._info.object
-    assert f"{model_name('lab', 0)} " in view._table.object and f"{model_name('lab', 1)} " in view._table.object
+    assert "ODE to SDE" in view.message
+    assert model_name('lab', 0) in view.table and model_name('lab', 1) in view.table   # the table so far
 
 
 def test_gap_page_on_the_exact_score_has_no_residual_and_a_small_gap():
@@ -427,38 +445,38 @@ def test_gap_page_on_the_exact_score_has_no_residual_and_a_small_gap():
     view.model = SESSION_MODEL
     # the exact score solves the score Fokker-Planck equation: R = 0 up to rounding
     assert max(view.numbers["residual"].values()) < 1e-12
-    curve = view._residual.sources[SESSION_MODEL].data
+    curve = view.figures["residual"].sources[SESSION_MODEL].data
     assert len(curve["x"]) == 5                  # the VP times up to t_max = 1
     # and its ODE and SDE agree up to sampling noise: within a small multiple of the W2^2
     # between two independent true draws (measured 0.8-1.5x at 2000 points, 200 steps)
     assert view.numbers["ode_sde"] < 3 * view.numbers["floor"]
-    assert "two independent true draws" in view._info.object
+    assert "two independent true draws" in view.message
 
 
 def test_a_full_disk_on_upload_gives_a_message_and_changes_nothing(monkeypatch):
     import errno
 
-    import lab.app.train_view as train_view
+    import lab.app.files as files
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     view = TrainView(Session(dataset="ring"))
-    monkeypatch.setattr(train_view.tempfile, "NamedTemporaryFile", full)
-    view._upload.value = b"x,y\n" + b"1,2\n3,4\n" * 20
-    assert view._alert.visible and "No space left on device" in view._alert.object
+    monkeypatch.setattr(files.tempfile, "NamedTemporaryFile", full)
+    view.upload_points(b"x,y\n" + b"1,2\n3,4\n" * 20)
+    assert "No space left on device" in view.error
     assert view.session.dataset == "ring"
     model = view.session.model
-    view._ckpt_in.value = b"whatever"
-    assert view._alert.visible and "No space left on device" in view._alert.object
+    view.upload_checkpoint(b"whatever")
+    assert "No space left on device" in view.error
     assert view.session.model is model
 
 
 def test_an_upload_over_the_size_cap_is_refused_before_it_is_read(monkeypatch):
-    import lab.app.train_view as train_view
+    import lab.app.files as files
 
-    monkeypatch.setattr(train_view, "MAX_CSV_BYTES", 1000)
+    monkeypatch.setattr(files, "MAX_CSV_BYTES", 1000)
     view = TrainView(Session(dataset="ring"))
-    view._upload.value = b"x,y\n" + b"1,2\n" * 300               # 1,204 bytes
-    assert view._alert.visible and "MiB a CSV of points may hold" in view._alert.object
+    view.upload_points(b"x,y\n" + b"1,2\n" * 300)              # 1,204 bytes
+    assert "MiB a CSV of points may hold" in view.error
     assert view.session.dataset == "ring"

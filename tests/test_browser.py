@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,6 +198,40 @@ def test_train_page_trains_and_stops(server, browser):
     steps_done = stop_training(page)
     assert int(re.search(r"step (\d+)", first).group(1)) < steps_done < 20_000  # advanced, then stopped
     finish(page, errors, "train.png")
+
+
+def test_a_drawn_data_set_trains_and_its_samples_follow_the_drawing(server, browser):
+    """Drag a diagonal stroke on the train page's canvas, use it, train: the model's samples
+    lie along a line (the smaller principal axis of their spread is a few percent of the
+    larger one; a round blob would give 1)."""
+    url, _ = server
+    page, errors = open_page(browser, 1100)
+    page.goto(f"{url}/train")
+    page.get_by_role("button", name="Use my drawing").wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)
+    canvas = page.locator(".bk-Canvas").nth(2)             # loss curve, preview, drawing
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    x0, y0 = box["x"] + 0.35 * box["width"], box["y"] + 0.65 * box["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, 31):                                  # up and to the right
+        page.mouse.move(x0 + 0.01 * i * box["width"], y0 - 0.01 * i * box["height"])
+    page.mouse.up()
+    page.get_by_role("button", name="Use my drawing").click()
+    page.get_by_text(re.compile(r"using your drawing: 4,000 points")).first.wait_for(timeout=60_000)
+    set_training_steps(page, 800)
+    page.get_by_role("button", name="Train").click()
+    page.get_by_text(re.compile(r"^done: 800 steps")).first.wait_for(timeout=180_000)
+    page.wait_for_function("""() => [...Bokeh.documents[0].all_models].some(    // the trained model's preview
+        m => m.title && m.title.text === "samples of the current model (20 steps)")""", timeout=60_000)
+    xy = page.evaluate("""() => {
+        const src = Bokeh.documents[0].get_model_by_name("samples");
+        return [Array.from(src.data.x), Array.from(src.data.y)];
+    }""")
+    spread = np.linalg.eigvalsh(np.cov(np.asarray(xy)))
+    assert len(xy[0]) == 1000 and spread[0] < 0.05 * spread[1], spread
+    finish(page, errors, "train-drawing.png")
 
 
 def test_bad_input_shows_a_message_and_the_server_lives(server, browser, tmp_path):

@@ -172,3 +172,25 @@ def test_kde_keeps_a_subset_and_picks_a_bandwidth(gen):
             GaussianMixture.kde(pts, bandwidth=bad)
     with pytest.raises(ValueError, match="all equal"):
         GaussianMixture.kde(torch.ones(10, 2))
+
+
+def test_a_drawing_becomes_points_along_its_strokes_and_dots():
+    """Points from a drawing lie on it, up to the pen's Gaussian width: along a unit
+    segment their x is uniform on [0, 1] (mean 1/2, variance 1/12) and their y has the pen's
+    std; a dot gets the share of a stroke of 4 widths; empty or broken drawings are refused."""
+    from lab.data import points_from_drawing
+
+    x = points_from_drawing([([0.0, 0.5, 1.0], [0.0, 0.0, 0.0])], n=40_000, width=0.02, seed=1).double()
+    assert x.shape == (40_000, 2)
+    assert abs(float(x[:, 0].mean()) - 0.5) < 0.01 and abs(float(x[:, 0].var()) - (1 / 12 + 0.02**2)) < 0.003
+    assert abs(float(x[:, 1].std()) - 0.02) < 0.001
+    y = points_from_drawing([([0.0, 1.0], [0.0, 0.0])], dots=[(5.0, 5.0)], n=40_000, width=0.05, seed=2)
+    share = float((y[:, 0] > 3).double().mean())               # 0.2 / (1 + 0.2)
+    assert abs(share - 0.2 / 1.2) < 0.01
+    assert torch.equal(points_from_drawing(dots=[(1, 2)], n=100, seed=3),
+                       points_from_drawing(dots=[(1, 2)], n=100, seed=3))
+    for strokes, dots, words in (((), (), "empty"), ([([0, 1], [0])], (), "as many x as y"),
+                                 ([([0, float("nan")], [0, 1])], (), "non-finite"),
+                                 ([([1, 1], [2, 2])], (), "no length")):
+        with pytest.raises(ValueError, match=words):
+            points_from_drawing(strokes, dots, n=100)

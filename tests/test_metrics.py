@@ -114,3 +114,42 @@ def test_fokker_planck_residual_is_large_for_an_untrained_network(gen):
     x = torch.randn(200, 2, generator=gen, dtype=torch.float64)
     r = fokker_planck_residual(net, x, 0.3)
     assert float(r.norm(dim=1).mean()) > 1.0
+
+
+def test_fokker_planck_norm_is_zero_for_the_exact_score_and_not_for_a_network(gen):
+    """E|sigma^3 R|^2: zero (to rounding) for the exact score at every t, O(1) for an
+    untrained network, and differentiable in the network's weights on the graph path."""
+    from lab.metrics import fokker_planck_norm
+
+    exact = MixtureField(_mixture(), "ou")
+    x = noised_samples(exact, 0.5, 300, generator=gen, dtype=torch.float64)
+    for t in (0.05, 0.5, 3.0):
+        assert float(fokker_planck_norm(exact, x, t)) < 1e-12
+    torch.manual_seed(0)
+    net = NetworkField(ScoreMLP(hidden=32, depth=2), "ou")
+    assert float(fokker_planck_norm(net, x, 0.5)) > 1e-3
+    xs, ts = x.float(), torch.full((300,), 0.5)
+    loss = fokker_planck_norm(net, xs, ts, create_graph=True)
+    loss.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in net.model.parameters())
+
+
+def test_truth_and_floor_draws_the_end_law_and_its_floor_shrinks_with_n():
+    """The truth is p_{t_min}: its mean and covariance are the noised mixture's (closed
+    form); the floor (w2 between two independent draws) falls about as 1/sqrt(n) and is
+    reproducible by seed."""
+    from lab.metrics import truth_and_floor
+
+    field = MixtureField(_mixture(), "vp")
+    s = field.schedule
+    law = field.mixture.noised(float(s.alpha(s.t_min)), float(s.sigma(s.t_min)))
+    truth, floor = truth_and_floor(field, 20_000, n_floor=500, seed=3)
+    assert truth.shape == (20_000, 2)
+    torch.testing.assert_close(truth.double().mean(0), law.mean().double(), atol=0.02, rtol=0)
+    torch.testing.assert_close(torch.cov(truth.double().T), law.cov().double(), atol=0.03, rtol=0)
+    small = [truth_and_floor(field, 200, seed=k)[1] for k in range(4)]
+    large = [truth_and_floor(field, 3200, seed=k)[1] for k in range(4)]
+    assert sum(large) < 0.6 * sum(small)          # 1/sqrt(16) = 0.25 for the sampling noise
+    assert truth_and_floor(field, 200, seed=1)[1] == truth_and_floor(field, 200, seed=1)[1] > 0
+    with pytest.raises(ValueError, match="n_floor"):
+        truth_and_floor(field, 100, n_floor=200)

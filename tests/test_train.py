@@ -220,7 +220,7 @@ def test_fokker_planck_regulariser_shrinks_the_residual(model):
     """Deveney et al.'s penalty on the OU schedule: the trained field's residual |sigma^3 R|^2
     on fresh points of the collocation square falls by at least 5x at every t (measured after
     300 steps: 13x to 500x), while the denoising loss stays where it was (within 5%)."""
-    from lab.metrics import fokker_planck_residual
+    from lab.metrics import fokker_planck_norm
 
     x = make_dataset("circles", n=5000, seed=0)
     g = torch.Generator().manual_seed(3)
@@ -229,8 +229,7 @@ def test_fokker_planck_regulariser_shrinks_the_residual(model):
                                      device="cpu", hidden=32)) for w in (0.0, 1.0)}
 
     def residual(field, t):
-        r = fokker_planck_residual(field, xc, t)
-        return float(((field.schedule.sigma(t) ** 3 * r) ** 2).sum(1).mean())
+        return float(fokker_planck_norm(field, xc, t))
 
     for t in (0.05, 0.5, 3.0):
         assert residual(runs[1.0][0], t) < 0.2 * residual(runs[0.0][0], t), t
@@ -303,3 +302,34 @@ def test_resume_refuses_another_config_or_other_data(tmp_path):
     # without resume, the state is written afresh
     field, hist = train(x, TrainConfig(**{**cfg.__dict__, "lr": 0.5}), state=state)
     assert hist["summary"]["steps_done"] == 10
+
+
+def test_training_run_is_train_on_a_thread_with_its_progress_and_errors():
+    """A TrainingRun ends with the weights and loss history of the same train() call made
+    directly; it reports every log step, a rate and the time left, calls the preview every
+    k reports; stop keeps the model so far; a failure becomes its error, not a dead thread."""
+    from lab.train import TrainingRun
+
+    x = make_dataset("ring", 2000, seed=0)
+    cfg = TrainConfig(steps=120, batch_size=64, log_every=20, device="cpu")
+    direct, hist = train(x, cfg)
+    seen = []
+    run = TrainingRun(x, cfg, preview=lambda f: seen.append(f) or len(seen), preview_every=2).start()
+    run.join(60)
+    assert run.done and not run.running and not run.error and run.stopped == ""
+    assert all(torch.equal(a, b) for a, b in zip(_weights(run.result), _weights(direct)))
+    assert run.steps == hist["step"] == list(range(20, 121, 20)) and run.losses == hist["loss"]
+    assert len(seen) == 3 and run.preview == 3 and run.preview_step == 100   # reports 1, 3, 5
+    assert run.rate > 0 and run.time_left == 0.0
+
+    long = TrainingRun(x, TrainConfig(steps=100_000, batch_size=64, log_every=10, device="cpu")).start()
+    while long.step < 20 and long.running:
+        long.join(0.05)
+    assert long.time_left > 0
+    long.stop()
+    long.join(60)
+    assert "cancelled" in long.stopped and long.result.summary["steps_done"] < 100_000
+
+    bad = TrainingRun(torch.zeros(0, 2), cfg).start()    # no data: train() refuses it
+    bad.join(60)
+    assert bad.done and bad.result is None and bad.error

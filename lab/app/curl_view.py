@@ -10,8 +10,9 @@ from bokeh.events import Tap
 
 from lab import plots
 from lab.app.figures import FieldFigure
-from lab.app.session import REDRAW_ON, Session
-from lab.app.worker import Worker, on_page
+from lab.app.session import REDRAW_ON
+from lab.app.view import LabView
+from lab.app.worker import on_page
 from lab.curl import asymmetry, circulation, field_helmholtz
 from lab.metrics import noised_samples
 
@@ -26,7 +27,7 @@ READING = ("**Reading the maps.** Arrows: the score (length grows with its size,
 LOOP_BOUND = 2.5    # the loop's centre stays in [-LOOP_BOUND, LOOP_BOUND]^2
 
 
-class CurlView(pn.viewable.Viewer):
+class CurlView(LabView):
     """Arrows over a symmetric curl map for the learned and the exact field, and their
     difference, at time t; the circulation around a circle; Helmholtz energy shares."""
 
@@ -35,34 +36,30 @@ class CurlView(pn.viewable.Viewer):
     loop_y = param.Number(default=0.0, bounds=(-LOOP_BOUND, LOOP_BOUND), step=0.1, label="loop centre y")
     loop_r = param.Number(default=1.0, bounds=(0.05, 2.5), step=0.05, label="loop radius")
 
-    def __init__(self, session: Session | None = None, **params):
-        super().__init__(**params)
-        self.session = session or Session()
-        self.numbers = {}
-        self._maps = None                   # the maps and numbers drawn last
+    title = "Curl"
+
+    def __init__(self, session=None, **params):
+        super().__init__(session, **params)
+        self.maps = None                    # the maps and numbers drawn last
         self._maps_key = None               # (t, learned, exact) they were computed for
-        self._worker = Worker("score-lab-curl", label="computing the maps…")
-        self.session.on_close(self._worker.close)
-        self._learned = FieldFigure("learned score", loop=True)
-        self._exact = FieldFigure("exact score", loop=True)
-        self._diff = FieldFigure("learned - exact", label="curl difference")
-        for fig in (self._learned, self._exact):
-            fig.fig.on_event(Tap, on_page(self._on_tap))
-        self._info = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self._alert = pn.pane.Alert("", alert_type="danger", visible=False)
+        self._worker = self.worker("curl", label="computing the maps…")
+        self.figures = f = {"learned": FieldFigure("learned score", loop=True),
+                            "exact": FieldFigure("exact score", loop=True),
+                            "difference": FieldFigure("learned - exact", label="curl difference")}
+        for fig in (f["learned"], f["exact"]):
+            fig.fig.on_event(Tap, on_page(self.move_loop))
         widgets = pn.Param(self.param, parameters=["t", "loop_x", "loop_y", "loop_r"], show_name=False,
                            widgets={name: {"type": pn.widgets.FloatSlider, "throttled": True}
                                     for name in ("t", "loop_x", "loop_y", "loop_r")})
-        self._layout = pn.FlexBox(   # the figures wrap below the controls on a narrow screen
-            pn.Column("### Curl", widgets, "Click a map to move the loop.", self._worker.indicator, self._info,
-                      self._alert, self.session.notice(), width=320),
-            pn.Column(pn.Row(self._learned.pane, self._exact.pane),
-                      pn.Row(self._diff.pane, pn.pane.Markdown(READING, width=300))))
+        self.page([widgets, "Click a map to move the loop.", self._worker.indicator],
+                  pn.Column(pn.Row(f["learned"].pane, f["exact"].pane),
+                            pn.Row(f["difference"].pane, pn.pane.Markdown(READING, width=300))))
         self.param.watch(lambda *e: self.update(), ["t", "loop_x", "loop_y", "loop_r"])
         self.session.param.watch(lambda *e: self.update(), REDRAW_ON)
         self.update()
 
-    def _on_tap(self, event):
+    def move_loop(self, event):
+        """Centre the loop where a map was clicked (``event.x``, ``event.y``), within bounds."""
         b = LOOP_BOUND
         self.param.update(loop_x=round(min(max(event.x, -b), b), 1), loop_y=round(min(max(event.y, -b), b), 1))
 
@@ -89,20 +86,20 @@ class CurlView(pn.viewable.Viewer):
                 return
             if maps:
                 m = out["maps"]
-                self._maps, self._maps_key = m, key
+                self.maps, self._maps_key = m, key
                 name = "exact score (no model)" if is_exact else "learned score"
-                self._learned.update(m["curl_learned"], m["arrows_learned"], m["clim"], f"{name}, t = {t:.2f}")
-                self._exact.update(m["curl_exact"], m["arrows_exact"], m["clim"], f"exact score, t = {t:.2f}")
-                self._diff.update(m["curl_learned"] - m["curl_exact"], m["arrows_diff"], m["clim"],
-                                  "learned - exact: score error, curl difference")
-            for fig in (self._learned, self._exact):
+                f = self.figures
+                f["learned"].update(m["curl_learned"], m["arrows_learned"], m["clim"], f"{name}, t = {t:.2f}")
+                f["exact"].update(m["curl_exact"], m["arrows_exact"], m["clim"], f"exact score, t = {t:.2f}")
+                f["difference"].update(m["curl_learned"] - m["curl_exact"], m["arrows_diff"], m["clim"],
+                                       "learned - exact: score error, curl difference")
+            for fig in (self.figures["learned"], self.figures["exact"]):
                 fig.set_loop(center, radius)
-            m = self._maps
+            m = self.maps
             self.numbers = {"circulation": out["circulation"], "asymmetry": m["asymmetry"],
                             "grad_share": m["grad_share"], "rest_share": m["rest_share"]}
-            self._alert.visible = False
-            self._info.object = self._report(t, center, radius)
-        self._worker.submit(compute, draw, self._show_error)
+            self.say(self._report(t, center, radius))
+        self._worker.submit(compute, draw, self.show_error)
 
     @staticmethod
     def _compute_maps(learned, exact, t) -> dict:
@@ -127,10 +124,3 @@ class CurlView(pn.viewable.Viewer):
                 "A true score is a gradient: zero curl, zero circulation. A trained network's is not, "
                 "yet it samples well: a rotational part that is tangent to p_t's level sets moves no "
                 "probability mass (Vuong et al. 2025).")
-
-    def _show_error(self, e: Exception):
-        text = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        self._alert.object, self._alert.visible = f"**Could not compute:** {text}", True
-
-    def __panel__(self):
-        return self._layout

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import panel as pn
-from bokeh.models import (Arrow, ColorBar, ColumnDataSource, HoverTool, Legend, LinearColorMapper,
-                          Range1d, Span, VeeHead)
+from bokeh.models import (Arrow, ColorBar, ColumnDataSource, FreehandDrawTool, HoverTool, Legend,
+                          LinearColorMapper, Range1d, Span, VeeHead)
 from bokeh.palettes import RdBu11, interp_palette
 from bokeh.plotting import figure
 
 from lab.plots import COLORS, EXTENT, SIZE, circle, clim_of, to_numpy
 
-__all__ = ["ScatterFigure", "PathsFigure", "FieldFigure", "CurvesFigure", "HistogramFigure"]
+__all__ = ["ScatterFigure", "PathsFigure", "FieldFigure", "CurvesFigure", "HistogramFigure", "DrawFigure"]
 
 FRAME = SIZE - 60                        # the data frame of a square plot, in pixels
 CURL_PALETTE = interp_palette(RdBu11, 255)   # blue < 0 < red, white at zero
@@ -108,6 +108,36 @@ class ScatterFigure(_Live):
         """The points a layer shows now, (n, 2)."""
         d = self.sources[name].data
         return np.stack([np.asarray(d["x"]), np.asarray(d["y"])], 1)
+
+
+class DrawFigure(_Live):
+    """A canvas to draw a data set on: drag to draw a stroke (Bokeh's FreehandDrawTool; a
+    stroke is selected by a tap and deleted by Backspace). The strokes live in ``strokes``
+    (xs, ys) in the browser and here alike; ``undo`` and ``clear`` edit them from the server.
+    (Bokeh's PointDrawTool is left out: it takes the drag gesture too, and the two cannot
+    both be active.)"""
+
+    def __init__(self, title: str = "draw your data: drag to draw strokes", extent: float = EXTENT):
+        self.fig = _square_figure(title, extent)
+        self.strokes = ColumnDataSource({"xs": [], "ys": []}, name="strokes")
+        lines = self.fig.multi_line("xs", "ys", source=self.strokes, color=COLORS["model"], line_width=3,
+                                    alpha=0.8)
+        pen = FreehandDrawTool(renderers=[lines], num_objects=0, description="draw strokes")
+        self.fig.add_tools(pen)
+        self.fig.toolbar.active_drag = pen
+
+    def drawing(self) -> list:
+        """The strokes drawn now, as [(xs, ys)]."""
+        s = self.strokes.data
+        return list(zip(s["xs"], s["ys"]))
+
+    def undo(self) -> None:
+        """Remove the last stroke."""
+        s = self.strokes.data
+        self.strokes.data = {"xs": list(s["xs"])[:-1], "ys": list(s["ys"])[:-1]}
+
+    def clear(self) -> None:
+        self.strokes.data = {"xs": [], "ys": []}
 
 
 class PathsFigure(_Live):

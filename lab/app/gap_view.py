@@ -9,12 +9,12 @@ import torch
 
 from lab import plots
 from lab.app.figures import CurvesFigure, ScatterFigure
-from lab.app.session import REDRAW_ON, Session
-from lab.app.worker import Worker
+from lab.app.session import REDRAW_ON
+from lab.app.view import LabView
 from lab.data import dataset_mixture
 from lab.fields import MixtureField
 from lab.hallucination import end_law
-from lab.metrics import GAP_PROTOCOL, fokker_planck_residual, gap_binned
+from lab.metrics import GAP_PROTOCOL, fokker_planck_norm, gap_binned
 from lab.pretrained import GAP_DATASET, GAP_NETWORKS, GAP_WEIGHTS, gap_path
 from lab.train import load
 
@@ -36,7 +36,7 @@ def model_name(network: str, w: float) -> str:
 _CHOICES = [(network, w) for network in GAP_NETWORKS for w in GAP_WEIGHTS]
 
 
-class GapView(pn.viewable.Viewer):
+class GapView(LabView):
     """ODE (Euler) and SDE (Euler-Maruyama) samples of a model on Deveney et al.'s grid (the
     last steps refined, the SDE's last step noise-free), their W2^2 to the truth and to each
     other beside the floor, and the Fokker-Planck residual of the models beside the exact
@@ -50,9 +50,11 @@ class GapView(pn.viewable.Viewer):
                           label="sampler steps (the paper: 890, the last 100 fine)")
     n = param.Integer(default=5000, bounds=(1000, 300_000), label="samples per sampler")
 
-    def __init__(self, session: Session | None = None, **params):
-        super().__init__(**params)
-        self.session = session or Session()
+    title = "ODE vs SDE"
+    failure = "Could not sample"
+
+    def __init__(self, session=None, **params):
+        super().__init__(session, **params)
         self.exact = MixtureField(dataset_mixture(GAP_DATASET), "ou")
         self.models = {model_name(*c): load(gap_path(c[1], c[0]), device="cpu")
                        for c in _CHOICES if gap_path(c[1], c[0]).is_file()}
@@ -60,31 +62,26 @@ class GapView(pn.viewable.Viewer):
         self.param.model.objects = [m for m in self.param.model.objects if m in self.models] + [SESSION_MODEL]
         if self.model not in self.models and self.models and "model" not in params:
             self.model = next(iter(self.models))
-        self.numbers = {}
         self.table = {}                  # model name -> numbers, for every model shown so far
         self._residuals = {}             # model name -> (field it was computed for, {t: residual})
-        self._worker = Worker("score-lab-gap", label="sampling ODE and SDE…")
-        self.session.on_close(self._worker.close)
+        self._worker = self.worker("gap", label="sampling ODE and SDE…")
         extent = GAP_PROTOCOL["extent"]    # the paper's square: its outer ring reaches 3.4
-        self._ode = ScatterFigure("ODE (Euler)", {"truth": plots.COLORS["truth"], "samples": plots.COLORS["model"]},
-                                  extent=extent)
-        self._sde = ScatterFigure("SDE (Euler-Maruyama)", {"truth": plots.COLORS["truth"], "samples": "#9467bd"},
-                                  extent=extent)
         names = self.param.model.objects
-        self._residual = CurvesFigure("Fokker-Planck residual (the exact score's is 0)",
-                                      {n: CURVE_COLORS[i % len(CURVE_COLORS)] for i, n in enumerate(names)},
-                                      "t", "mean |sigma^3 R|^2",
-                                      width=2 * plots.SIZE - 60, log_x=True, log_y=True)
-        self._info = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.figures = {
+            "ode": ScatterFigure("ODE (Euler)", {"truth": plots.COLORS["truth"], "samples": plots.COLORS["model"]},
+                                 extent=extent),
+            "sde": ScatterFigure("SDE (Euler-Maruyama)", {"truth": plots.COLORS["truth"], "samples": "#9467bd"},
+                                 extent=extent),
+            "residual": CurvesFigure("Fokker-Planck residual (the exact score's is 0)",
+                                     {n: CURVE_COLORS[i % len(CURVE_COLORS)] for i, n in enumerate(names)},
+                                     "t", "mean |sigma^3 R|^2", width=2 * plots.SIZE - 60, log_x=True, log_y=True)}
         self._table = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self._alert = pn.pane.Alert("", alert_type="danger", visible=False)
-        self._layout = pn.FlexBox(   # the figures wrap below the controls on a narrow screen
-            pn.Column("### ODE vs SDE", pn.Param(
-                self.param, parameters=["model", "steps", "n"], show_name=False,
-                widgets={"model": pn.widgets.RadioBoxGroup} |
-                        {k: {"type": pn.widgets.IntSlider, "throttled": True} for k in ("steps", "n")}),
-                self._worker.indicator, self._info, self._alert, width=340),
-            pn.Column(pn.Row(self._ode.pane, self._sde.pane), self._residual.pane, self._table))
+        f = self.figures
+        self.page([pn.Param(self.param, parameters=["model", "steps", "n"], show_name=False,
+                            widgets={"model": pn.widgets.RadioBoxGroup} |
+                                    {k: {"type": pn.widgets.IntSlider, "throttled": True} for k in ("steps", "n")}),
+                   self._worker.indicator],
+                  pn.Column(pn.Row(f["ode"].pane, f["sde"].pane), f["residual"].pane, self._table), width=340)
         self.param.watch(lambda *e: self.update(), ["model", "steps", "n"])
         self.session.param.watch(self._on_session, REDRAW_ON)
         self.update()
@@ -108,13 +105,14 @@ class GapView(pn.viewable.Viewer):
         try:
             field, exact, what = self._selected()
         except ValueError as e:
-            self._show_error(e)
+            self.show_error(e)
             return
         name, n, steps = self.model, self.n, self.steps
         others = {k: f for k, f in self._fields().items() if self._residuals.get(k, (None,))[0] is not f}
 
         def compute():
-            numbers = gap_binned(field, end_law(exact.mixture, exact.schedule), n=n, steps=steps, seed=0, keep=min(n, SHOWN_POINTS))
+            numbers = gap_binned(field, end_law(exact.mixture, exact.schedule), n=n, steps=steps, seed=0,
+                                 keep=min(n, SHOWN_POINTS))
             numbers.pop("hist")
             shown = numbers.pop("samples")
             residuals = {k: (f, self._residual_curve(f)) for k, f in others.items()}
@@ -126,14 +124,13 @@ class GapView(pn.viewable.Viewer):
             numbers["residual"] = self._residuals[name][1]
             self.numbers = numbers
             self.table[name] = dict(numbers, steps=steps, n=n)
-            self._ode.update(truth=truth, samples=ode, title=f"ODE (Euler), {name}")
-            self._sde.update(truth=truth, samples=sde, title=f"SDE (Euler-Maruyama), {name}")
+            self.figures["ode"].update(truth=truth, samples=ode, title=f"ODE (Euler), {name}")
+            self.figures["sde"].update(truth=truth, samples=sde, title=f"SDE (Euler-Maruyama), {name}")
             for k, (_, curve) in residuals.items():
-                self._residual.update(k, list(curve), list(curve.values()))
-            self._alert.visible = False
-            self._info.object = self._report(what, numbers, steps, n)
+                self.figures["residual"].update(k, list(curve), list(curve.values()))
+            self.say(self._report(what, numbers, steps, n))
             self._table.object = self._table_text()
-        self._worker.submit(compute, draw, self._show_error)
+        self._worker.submit(compute, draw, self.show_error)
 
     def _fields(self) -> dict:
         fields = dict(self.models)
@@ -147,12 +144,7 @@ class GapView(pn.viewable.Viewer):
         g = torch.Generator().manual_seed(3)
         xc = (2 * torch.rand(RESIDUAL_POINTS, 2, generator=g) - 1) * 3.5
         s = field.schedule
-        out = {}
-        for t in RESIDUAL_TIMES:
-            if s.t_min <= t <= s.t_max:
-                r = fokker_planck_residual(field, xc, t)
-                out[t] = float(((float(s.sigma(t)) ** 3 * r.cpu().double()) ** 2).sum(1).mean())
-        return out
+        return {t: float(fokker_planck_norm(field, xc, t)) for t in RESIDUAL_TIMES if s.t_min <= t <= s.t_max}
 
     @staticmethod
     def _report(what, n, steps, count) -> str:
@@ -180,10 +172,3 @@ class GapView(pn.viewable.Viewer):
                 rows.append(f"| {name} | {100 * r['ode_truth']:.2f} | {100 * r['sde_truth']:.2f} | "
                             f"{100 * r['ode_sde']:.2f} | {100 * r['floor']:.2f} | {r['steps']} | {r['n']:,} |")
         return "**The models seen so far** (W2² ×1e-2):\n\n" + "\n".join(rows)
-
-    def _show_error(self, e: Exception):
-        text = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        self._alert.object, self._alert.visible = f"**Could not sample:** {text}", True
-
-    def __panel__(self):
-        return self._layout

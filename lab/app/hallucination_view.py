@@ -15,7 +15,8 @@ import torch
 from lab import plots
 from lab.app.figures import CurvesFigure, HistogramFigure, ScatterFigure
 from lab.app.session import REDRAW_ON, Session
-from lab.app.worker import Worker, on_page
+from lab.app.view import LabView
+from lab.app.worker import on_page
 from lab.data import dataset_mixture
 from lab.fields import MixtureField
 from lab.hallucination import (IN_SUPPORT, LABEL_NAMES, PAPER_DETECTION, PAPER_RETENTION, end_law,
@@ -27,8 +28,6 @@ from lab.solvers import SPACINGS, sample
 
 __all__ = ["HallucinationView", "WELL_TRAINED", "UNDERTRAINED_MODEL", "SESSION_MODEL"]
 
-LABEL_COLORS = {0: "#2ca02c", 1: "#d62728", 2: "#ff7f0e"}
-LAYERS = {LABEL_NAMES[k]: c for k, c in LABEL_COLORS.items()}
 EXTENT = 2.5       # the lab's data sets are standardised: nearly all mass within +-2.5
 WELL_TRAINED = "grid, trained at the paper's setting"
 UNDERTRAINED_MODEL = f"grid, the same run at {UNDERTRAINED:,} steps"
@@ -70,7 +69,7 @@ def _pretrained(name: str):
         return _fields[name]
 
 
-class HallucinationView(pn.viewable.Viewer):
+class HallucinationView(LabView):
     """Sample a model and the exact score with the ancestral sampler (the paper's: 1000
     time-uniform steps); label every sample against the true law; score each by the
     variance of its predicted x0 over the last k steps; show the ROC curve and the two
@@ -90,56 +89,56 @@ class HallucinationView(pn.viewable.Viewer):
                          label="the filter's cut")
     seed = param.Integer(default=0, bounds=(0, None), doc="the draw ('Sample again' takes the next)")
 
-    def __init__(self, session: Session | None = None, **params):
-        super().__init__(**params)
-        self.session = session or Session(dataset="gaussian_grid")
-        self.numbers = {}       # what the page reports: rates, operating points, floors
+    title = "Mode interpolation"
+    failure = "Could not sample"
+
+    def __init__(self, session=None, **params):
+        super().__init__(session, **params)
         self.points = None      # the OperatingPoints shown
-        self._runs = {}
+        self.runs = {}          # "learned" / "exact" -> the samples and x0 predictions drawn last
         self._grid_exact = MixtureField(dataset_mixture("gaussian_grid"), get_schedule("vp", **GRID_SCHEDULE))
-        self._worker = Worker("score-lab-hallucinations", label="sampling both fields…")
+        self._worker = self.worker("hallucinations", label="sampling both fields…")
         # scoring has its own thread: a slider moved while sampling runs must not replace
         # (and so drop) the sampling's result in one latest-wins queue
-        self._scorer = Worker("score-lab-hallucinations-score", label="scoring…")
-        self.session.on_close(self._worker.close)
-        self.session.on_close(self._scorer.close)
-        self._scatter = ScatterFigure("learned field", LAYERS, extent=EXTENT, legend="below")
-        self._exact = ScatterFigure("exact score", LAYERS, extent=EXTENT, legend="below")
-        self._kept = ScatterFigure("learned, after filtering", LAYERS, extent=EXTENT, legend="below")
-        self._roc = CurvesFigure("ROC curve of the detector",
-                                 {"detector": "#1f77b4", "chance": "#999999", AT_DETECTION: "#d62728",
-                                  AT_RETENTION: "#9467bd"},
-                                 "share of in-support samples removed", "share of hallucinations removed",
-                                 width=plots.SIZE + 150, height=plots.SIZE - 40,
-                                 sizes={AT_DETECTION: 12, AT_RETENTION: 12})
-        self._hist = HistogramFigure("trajectory variance and the filter's cut",
-                                     {"in support": LABEL_COLORS[0], "out of support": LABEL_COLORS[1]},
-                                     "log10 variance of the predicted x0 over the last k steps",
-                                     width=plots.SIZE + 20)
-        self._info = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self._alert = pn.pane.Alert("", alert_type="danger", visible=False)
+        self._scorer = self.worker("hallucinations-score", label="scoring…")
+        layers = plots.LABEL_COLORS
+        self.figures = f = {
+            "learned": ScatterFigure("learned field", layers, extent=EXTENT, legend="below"),
+            "exact": ScatterFigure("exact score", layers, extent=EXTENT, legend="below"),
+            "kept": ScatterFigure("learned, after filtering", layers, extent=EXTENT, legend="below"),
+            "roc": CurvesFigure("ROC curve of the detector",
+                                {"detector": "#1f77b4", "chance": "#999999", AT_DETECTION: "#d62728",
+                                 AT_RETENTION: "#9467bd"},
+                                "share of in-support samples removed", "share of hallucinations removed",
+                                width=plots.SIZE + 150, height=plots.SIZE - 40,
+                                sizes={AT_DETECTION: 12, AT_RETENTION: 12}),
+            "histogram": HistogramFigure("trajectory variance and the filter's cut",
+                                         {"in support": layers["in support"],
+                                          "out of support": layers["between modes"]},
+                                         "log10 variance of the predicted x0 over the last k steps",
+                                         width=plots.SIZE + 20)}
         self._button = pn.widgets.Button(label="Sample again", color="primary")
-        self._button.on_click(on_page(lambda event: setattr(self, "seed", self.seed + 1)))
+        self._button.on_click(on_page(lambda event: self.sample_again()))
         widgets = pn.Param(self.param, parameters=["model", "steps", "spacing", "n", "last_k", "k_std", "cut"],
                            show_name=False,
                            widgets={"model": pn.widgets.RadioBoxGroup, "cut": pn.widgets.RadioButtonGroup}
                            | {k: {"type": pn.widgets.IntSlider, "throttled": True} for k in ("steps", "n", "last_k")}
                            | {"k_std": {"type": pn.widgets.FloatSlider, "throttled": True}})
-        self._layout = pn.FlexBox(   # the figures wrap below the controls on a narrow screen
-            pn.Column("### Mode interpolation", widgets,
-                      pn.Row(self._button, self._worker.indicator, self._scorer.indicator),
-                      self._info, self._alert, self.session.notice(), width=340),
-            pn.Column(pn.Row(self._scatter.pane, self._exact.pane),
-                      pn.Row(self._roc.pane, self._kept.pane), self._hist.pane))
+        self.page([widgets, pn.Row(self._button, self._worker.indicator, self._scorer.indicator)],
+                  pn.Column(pn.Row(f["learned"].pane, f["exact"].pane), pn.Row(f["roc"].pane, f["kept"].pane),
+                            f["histogram"].pane), width=340)
         self.param.watch(lambda *e: self.resample(), ["model", "steps", "spacing", "n", "seed"])
         self.param.watch(lambda *e: self.refilter(), ["last_k", "k_std", "cut"])
         self.session.param.watch(self._on_session, REDRAW_ON)
         self.resample()
 
-    @property
-    def message(self) -> str:
-        """The text the page shows beside the figures (numbers and what they mean)."""
-        return self._info.object
+    @staticmethod
+    def new_session() -> Session:
+        return Session(dataset="gaussian_grid")
+
+    def sample_again(self) -> None:
+        """A new draw: the next seed ("Sample again")."""
+        self.seed += 1
 
     def _on_session(self, *events):
         if self.model == SESSION_MODEL:
@@ -169,16 +168,16 @@ class HallucinationView(pn.viewable.Viewer):
             compute = (lambda inner=compute, key=cache_key: _cached_runs(key, inner))
 
         def draw(result):
-            self._runs, self._runs_exact = result
+            self.runs, self._runs_exact = result
             self.refilter()
-        self._worker.submit(compute, draw, self._show_error)
+        self._worker.submit(compute, draw, self.show_error)
 
     def refilter(self):
         """Label, score and filter the stored runs: the numbers on the worker (the bootstrap
         takes a few tenths of a second), the drawing on the page."""
-        if not self._runs:
+        if not self.runs:
             return
-        runs, exact = self._runs, self._runs_exact
+        runs, exact = self.runs, self._runs_exact
         k_std, cut, last_k = self.k_std, self.cut, min(self.last_k, runs["learned"].x0_preds.shape[0])
 
         def compute():
@@ -194,20 +193,18 @@ class HallucinationView(pn.viewable.Viewer):
                 out["threshold"] = op.threshold_at_detection if cut == AT_DETECTION else op.threshold_at_retention
             return out
 
-        def draw(r):
-            self._alert.visible = False
-            self._draw(runs, r, k_std, cut, last_k)
-        self._scorer.submit(compute, draw, self._show_error)
+        self._scorer.submit(compute, lambda r: self._draw(runs, r, k_std, cut, last_k), self.show_error)
 
     def _draw(self, runs, r, k_std, cut, last_k):
         labels, scores, bad, op = r["labels"], r["scores"], r["bad"], r["op"]
         learned = runs["learned"]
         rates = {key: float((lab != IN_SUPPORT).double().mean()) for key, lab in labels.items()}
-        self._draw_labelled(self._scatter, learned.samples, labels["learned"])
-        self._draw_labelled(self._exact, runs["exact"].samples, labels["exact"])
+        f = self.figures
+        self._draw_labelled(f["learned"], learned.samples, labels["learned"])
+        self._draw_labelled(f["exact"], runs["exact"].samples, labels["exact"])
         name = "learned" if self.model == SESSION_MODEL else PRETRAINED[self.model]
-        self._scatter.title = f"{name}: {rates['learned']:.1%} out of support"
-        self._exact.title = f"exact score: {rates['exact']:.1%} out of support"
+        f["learned"].title = f"{name}: {rates['learned']:.1%} out of support"
+        f["exact"].title = f"exact score: {rates['exact']:.1%} out of support"
         self.numbers = {"rate_learned": rates["learned"], "rate_exact": rates["exact"], "n": len(scores),
                         "n_out": int(bad.sum()), "last_k": last_k}
         self.points = op
@@ -217,15 +214,15 @@ class HallucinationView(pn.viewable.Viewer):
         floor = r["floor"]
         self.numbers |= op.as_dict() | {"floor": floor}
         kept = scores < r["threshold"]
-        self._draw_labelled(self._kept, learned.samples[kept], labels["learned"][kept])
-        self._kept.title = f"after the cut at {cut}: {int(kept.sum())} of {len(scores)} kept"
+        self._draw_labelled(f["kept"], learned.samples[kept], labels["learned"][kept])
+        f["kept"].title = f"after the cut at {cut}: {int(kept.sum())} of {len(scores)} kept"
         fpr, tpr, _ = r["roc"]
-        self._roc.update("detector", fpr, tpr, title=f"ROC curve of the detector (AUC {op.auc:.3f})")
-        self._roc.update("chance", [0, 1], [0, 1])
-        self._roc.update(AT_DETECTION, [1 - op.retention_at_detection], [PAPER_DETECTION])
-        self._roc.update(AT_RETENTION, [1 - PAPER_RETENTION], [op.detection_at_retention])
+        f["roc"].update("detector", fpr, tpr, title=f"ROC curve of the detector (AUC {op.auc:.3f})")
+        f["roc"].update("chance", [0, 1], [0, 1])
+        f["roc"].update(AT_DETECTION, [1 - op.retention_at_detection], [PAPER_DETECTION])
+        f["roc"].update(AT_RETENTION, [1 - PAPER_RETENTION], [op.detection_at_retention])
         self._draw_histogram(scores, bad, r["threshold"])
-        self._info.object = (
+        self.say(
             f"**Out of support** (further than {k_std:g} std from every mode): learned "
             f"**{rates['learned']:.1%}** ({int(bad.sum())} of {len(scores)}), exact score "
             f"**{rates['exact']:.1%}**.\n\n"
@@ -256,28 +253,22 @@ class HallucinationView(pn.viewable.Viewer):
     def _draw_histogram(self, scores, bad, threshold):
         counts_good, edges = plots.log_histogram(scores[~bad], edges=plots.log_histogram(scores)[1])
         counts_bad, _ = plots.log_histogram(scores[bad], edges=edges)
-        self._hist.update(edges, cut=math.log10(threshold + 1e-12),
+        self.figures["histogram"].update(edges, cut=math.log10(threshold + 1e-12),
                           **{"in support": counts_good, "out of support": counts_bad})
 
     def _draw_unscored(self, samples, labels, scores, k_std):
         """Every sample on one side of the line: there is nothing to detect."""
-        self._draw_labelled(self._kept, samples, labels)
-        self._kept.title = "no filter: nothing to tell apart"
-        for name in self._roc.sources:
-            self._roc.update(name, [], [])
+        f = self.figures
+        self._draw_labelled(f["kept"], samples, labels)
+        f["kept"].title = "no filter: nothing to tell apart"
+        for name in f["roc"].sources:
+            f["roc"].update(name, [], [])
         self._draw_histogram(scores, labels != IN_SUPPORT, float(scores.max()))
         side = "in" if (labels == IN_SUPPORT).all() else "out of"
-        self._info.object = (f"All {len(samples)} samples are {side} support at {k_std:g} std: "
+        self.say(f"All {len(samples)} samples are {side} support at {k_std:g} std: "
                              "there is nothing for the detector to tell apart. Draw more samples, or "
                              "change k.\n\n" + self._lesson())
 
     @staticmethod
     def _draw_labelled(fig: ScatterFigure, samples, labels):
         fig.update(**{name: samples[labels == v] for v, name in LABEL_NAMES.items()})
-
-    def _show_error(self, e: Exception):
-        text = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        self._alert.object, self._alert.visible = f"**Could not sample:** {text}", True
-
-    def __panel__(self):
-        return self._layout

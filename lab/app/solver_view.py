@@ -5,13 +5,12 @@ import time
 
 import panel as pn
 import param
-import torch
 
 from lab import plots
 from lab.app.figures import FieldFigure, PathsFigure, ScatterFigure
-from lab.app.session import REDRAW_ON, Session
-from lab.app.worker import Worker
-from lab.metrics import noised_samples, sliced_w2
+from lab.app.session import REDRAW_ON
+from lab.app.view import LabView
+from lab.metrics import sliced_w2, truth_and_floor
 from lab.solvers import SOLVERS, SPACINGS, sample
 
 __all__ = ["SolverView", "MAX_STEPS_SERVED", "N_SAMPLES"]
@@ -24,8 +23,11 @@ W2_DIRECTIONS = 64        # its random directions
 FIELD_T = 0.1             # time at which the learned and exact fields are drawn
 
 
-class SolverView(pn.viewable.Viewer):
+class SolverView(LabView):
     """Solver, steps, spacing and the ODE <-> SDE knob eta, on the session's field."""
+
+    title = "Solver"
+    failure = "Could not sample"
 
     solver = param.Selector(default="dpm++2m", objects=list(SOLVERS))
     steps = param.Integer(default=20, bounds=(1, MAX_STEPS_SERVED))
@@ -35,40 +37,32 @@ class SolverView(pn.viewable.Viewer):
     source = param.Selector(default="learned", objects=["learned", "exact"], label="field")
     seed = param.Integer(default=0, bounds=(0, 10_000))
 
-    def __init__(self, session: Session | None = None, **params):
-        super().__init__(**params)
-        self.session = session or Session()
+    def __init__(self, session=None, **params):
+        super().__init__(session, **params)
         self.last = None              # the last Trajectory
         self.last_ms = float("nan")   # server time of the last update (sampling, W2, drawing)
         self.w2 = float("nan")        # its sliced W2 to the truth
         self._truth = None            # (key, truth samples, the W2 noise floor)
         self._truth_shown = None      # the truth samples the figure holds
-        self._worker = Worker("score-lab-solvers", label="sampling…")
-        self.session.on_close(self._worker.close)
-        self._fields_worker = Worker("score-lab-solver-fields")
-        self.session.on_close(self._fields_worker.close)
-        self._samples = ScatterFigure("samples", {"truth": plots.COLORS["truth"],
-                                                  "samples": plots.COLORS["model"]})
-        self._paths = PathsFigure(f"{N_TRAJECTORIES} trajectories")
-        self._learned_field = FieldFigure("learned score")
-        self._exact_field = FieldFigure("exact score")
-        self._info = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self._alert = pn.pane.Alert("", alert_type="danger", visible=False)          # sampling
-        self._fields_alert = pn.pane.Alert("", alert_type="danger", visible=False)   # field maps
+        self._worker = self.worker("solvers", label="sampling…")
+        self._fields_worker = self.worker("solver-fields")
+        self.figures = {"samples": ScatterFigure("samples", {"truth": plots.COLORS["truth"],
+                                                             "samples": plots.COLORS["model"]}),
+                        "paths": PathsFigure(f"{N_TRAJECTORIES} trajectories"),
+                        "learned field": FieldFigure("learned score"),
+                        "exact field": FieldFigure("exact score")}
+        f = self.figures
         widgets = pn.Param(
             self.param, parameters=["solver", "steps", "spacing", "eta", "source", "seed"],
             widgets={"steps": {"type": pn.widgets.IntSlider, "throttled": True},
                      "eta": {"type": pn.widgets.FloatSlider, "throttled": True},
                      "source": pn.widgets.RadioButtonGroup},
             show_name=False)
-        self._layout = pn.FlexBox(   # the figures wrap below the controls on a narrow screen
-            pn.Column("### Solver", widgets, self._worker.indicator, self._info, self._alert, self._fields_alert,
-                      self.session.notice(),
-                      width=320),
-            pn.Column(pn.Row(self._samples.pane, self._paths.pane),
-                      pn.pane.Markdown(f"The learned score beside the exact one at t = {FIELD_T:g}: arrows "
-                                       "show the score, colours its curl (zero for a true score)."),
-                      pn.Row(self._learned_field.pane, self._exact_field.pane)))
+        self.page([widgets, self._worker.indicator],
+                  pn.Column(pn.Row(f["samples"].pane, f["paths"].pane),
+                            pn.pane.Markdown(f"The learned score beside the exact one at t = {FIELD_T:g}: arrows "
+                                             "show the score, colours its curl (zero for a true score)."),
+                            pn.Row(f["learned field"].pane, f["exact field"].pane)))
         self.param.watch(self._on_change, ["solver", "steps", "spacing", "eta", "source", "seed"])
         self.session.param.watch(lambda *e: self._on_session(), REDRAW_ON)
         self._on_session()
@@ -96,22 +90,18 @@ class SolverView(pn.viewable.Viewer):
 
         def draw(result):
             maps, clim = result
-            self._fields_alert.visible = False
-            self._learned_field.update(*maps["learned"], clim=clim, title=f"{name} at t = {t:g}")
-            self._exact_field.update(*maps["exact"], clim=clim, title=f"exact score at t = {t:g}")
-        self._fields_worker.submit(compute, draw,
-                                   lambda e: self._show_error(e, "Could not draw the fields", self._fields_alert))
+            self.figures["learned field"].update(*maps["learned"], clim=clim, title=f"{name} at t = {t:g}")
+            self.figures["exact field"].update(*maps["exact"], clim=clim, title=f"exact score at t = {t:g}")
+        self._fields_worker.submit(compute, draw, lambda e: self.show_error(e, "Could not draw the fields"))
 
     # --- sampling (on every change) -------------------------------------------------------------
     def _truth_samples(self, exact, key):
-        """True samples at t_min (noised data) of ``exact`` (the session's field under
-        ``key``), and the sliced W2 between two independent draws of W2_POINTS: the floor
-        below which no sampler can go at this sample size."""
+        """True samples at t_min of ``exact`` (the session's field under ``key``) and the
+        sliced W2 between two independent draws of W2_POINTS: the floor below which no
+        sampler can go at this sample size (computed once per setting)."""
         if self._truth is None or self._truth[0] != key:
-            g = torch.Generator().manual_seed(1)
-            truth = noised_samples(exact, exact.schedule.t_min, N_SAMPLES, generator=g)
-            other = noised_samples(exact, exact.schedule.t_min, W2_POINTS, generator=g)
-            floor = sliced_w2(other, truth[:W2_POINTS], n_projections=W2_DIRECTIONS)
+            truth, floor = truth_and_floor(exact, N_SAMPLES, n_floor=W2_POINTS, seed=1,
+                                           distance=lambda a, b: sliced_w2(a, b, n_projections=W2_DIRECTIONS))
             self._truth = (key, truth, floor)
         return self._truth[1], self._truth[2]
 
@@ -134,28 +124,17 @@ class SolverView(pn.viewable.Viewer):
             traj, truth, dist, floor, start = result
             self.last, self.w2 = traj, dist
             if truth is not self._truth_shown:        # send the grey layer only when it changes
-                self._samples.update(truth=truth)
+                self.figures["samples"].update(truth=truth)
                 self._truth_shown = truth
-            self._samples.update(samples=traj.samples,
-                                 title=f"{source} field, {settings['solver']}, {traj.nfe} NFE")
-            self._paths.update(traj.xs[:, :N_TRAJECTORIES])
+            self.figures["samples"].update(samples=traj.samples,
+                                           title=f"{source} field, {settings['solver']}, {traj.nfe} NFE")
+            self.figures["paths"].update(traj.xs[:, :N_TRAJECTORIES])
             self.last_ms = (time.perf_counter() - start) * 1e3
-            self._alert.visible = False
+            self.numbers = {"nfe": traj.nfe, "w2": dist, "floor": floor, "ms": self.last_ms}
             eta_note = "" if spec.takes_eta else f" (this solver has eta = {spec.eta_default:g})"
-            self._info.object = (f"**{settings['solver']}** — {spec.doc}\n\n"
-                                 f"NFE **{traj.nfe}**, {settings['spacing']} spacing, eta {eta:g}{eta_note}, "
-                                 f"seed {settings['seed']}\n\n"
-                                 f"sliced W2 to the truth **{dist:.3f}** (floor at {W2_POINTS} points: "
-                                 f"{floor:.3f})\n\n"
-                                 f"server time {self.last_ms:.0f} ms")
-        self._worker.submit(compute, draw, self._show_error)
-
-    def _show_error(self, e: Exception, what: str = "Could not sample", alert=None):
-        """Bad settings or a diverging solver: say so and keep the page (ValueError is the
-        lab's way of naming a problem; anything else is a bug, shown rather than lost)."""
-        text = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        alert = alert or self._alert
-        alert.object, alert.visible = f"**{what}:** {text}", True
-
-    def __panel__(self):
-        return self._layout
+            self.say(f"**{settings['solver']}** — {spec.doc}\n\n"
+                     f"NFE **{traj.nfe}**, {settings['spacing']} spacing, eta {eta:g}{eta_note}, "
+                     f"seed {settings['seed']}\n\n"
+                     f"sliced W2 to the truth **{dist:.3f}** (floor at {W2_POINTS} points: {floor:.3f})\n\n"
+                     f"server time {self.last_ms:.0f} ms")
+        self._worker.submit(compute, draw, self.show_error)

@@ -1,14 +1,14 @@
-"""Train a model live: knobs, Train / Stop, progress, a live loss curve and sample preview.
+"""Train a model live: knobs, Train / Stop, progress (steps/s, time left), a live loss curve
+and sample preview; your own points (a CSV) or a checkpoint in, the model out.
 
-Training runs on a background thread (on the GPU when there is one); the thread only
-writes a small progress record, and a periodic callback on the page's own thread draws it.
-The finished model becomes the session's model, so every other tab shows it.
+Training is a ``lab.train.TrainingRun`` (a background thread, on the GPU when there is one);
+the thread only writes its progress record, and a periodic callback on the page's own thread
+draws it. The finished model becomes the session's model, so every other tab shows it.
 """
 from __future__ import annotations
 
 import io
-import os
-import tempfile
+import math
 import threading
 
 import panel as pn
@@ -16,17 +16,19 @@ import param
 import torch
 
 from lab import plots
-from lab.app.figures import CurvesFigure, ScatterFigure
+from lab.app.figures import CurvesFigure, DrawFigure, ScatterFigure
+from lab.app.files import checkpoint_bytes, field_from_upload, points_from_upload
 from lab.app.inputs import number_input
-from lab.app.session import REDRAW_ON, Session, log
-from lab.app.worker import Worker, on_page
-from lab.data import MAX_CSV_BYTES, load_points
+from lab.app.session import REDRAW_ON, log
+from lab.app.view import LabView
+from lab.app.worker import on_page
+from lab.data import points_from_drawing
 from lab.fields import MixtureField
 from lab.hallucination import end_law
 from lab.models import MODELS
 from lab.schedules import SCHEDULES
 from lab.solvers import sample
-from lab.train import TrainConfig, load, save, train
+from lab.train import TrainConfig, TrainingRun
 
 __all__ = ["TrainView", "MAX_TRAIN_STEPS", "EXACT"]
 
@@ -38,6 +40,8 @@ PREVIEW_EVERY = 4           # preview every k progress reports (each is LOG_EVER
 LOG_EVERY = 50              # steps between progress reports
 POLL_MS = 300               # how often the page redraws the progress
 N_TRAIN_POINTS = 20_000     # points drawn from a built-in data set
+N_DRAWN_POINTS = 4000       # points made from a drawing
+PEN_WIDTH = 0.04            # their spread around the strokes, in the canvas's units (it spans +-2.5)
 
 
 def _page_loop_running() -> bool:
@@ -54,19 +58,7 @@ def _page_loop_running() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-class _Progress:
-    """What the training thread shares with the page: appended to there, read here."""
-
-    def __init__(self, total: int = 0):
-        self.steps, self.losses, self.step, self.total = [], [], 0, total
-        self.preview = None
-        self.done = False
-        self.result = None
-        self.error = ""
-        self.stopped = ""
-
-
-class TrainView(pn.viewable.Viewer):
+class TrainView(LabView):
     """Train on the session's data set (or uploaded points) and hand the model to the session."""
 
     model_kind = param.Selector(default="score_mlp", objects=[*MODELS, EXACT], label="model",
@@ -79,19 +71,18 @@ class TrainView(pn.viewable.Viewer):
                              label="Fokker-Planck weight w",
                              doc="the regulariser of Deveney et al. (see the ODE vs SDE tab)")
 
-    def __init__(self, session: Session | None = None, **params):
-        super().__init__(**params)
-        self.session = session or Session()
-        self._thread = None
-        self._cancel = threading.Event()
-        self._progress = _Progress()
+    title = "Train"
+    failure = ""                 # the train page's messages say what failed themselves
+
+    def __init__(self, session=None, **params):
+        super().__init__(session, **params)
+        self.run = None                         # the TrainingRun under way or last finished
+        self._finished = None                   # the run whose end has been drawn
         self._drawn = 0                         # loss points already on the curve
         self._preview_shown = None
         self._poller = None
-        self._worker = Worker("score-lab-train-preview", label="sampling…")
-        self.session.on_close(self._worker.close)
-        self._reader = Worker("score-lab-upload", label="reading your points…")   # off the page's thread
-        self.session.on_close(self._reader.close)
+        self._worker = self.worker("train-preview", label="sampling…")
+        self._reader = self.worker("upload", label="reading your points…")   # off the page's thread
         self.session.on_close(self._on_session_closed)
         self._train_button = pn.widgets.Button(label=self._train_label(self.model_kind), color="primary",
                                                width=140)
@@ -99,17 +90,23 @@ class TrainView(pn.viewable.Viewer):
         self._train_button.on_click(on_page(lambda event: self.start()))
         self._stop_button.on_click(on_page(lambda event: self.stop()))
         self._bar = pn.indicators.Progress(value=0, max=100, width=280)
-        self._status = pn.pane.Markdown("")
-        self._alert = pn.pane.Alert("", alert_type="danger", visible=False)
-        self._loss = CurvesFigure("training loss (press Train)", {"loss": "#1f77b4"},
-                                  "step", "loss", width=2 * plots.SIZE - 60, log_y=True)
-        self._preview = ScatterFigure("samples of the current model", {"truth": plots.COLORS["truth"],
-                                                                       "samples": plots.COLORS["model"]})
+        self.figures = {"loss": CurvesFigure("training loss (press Train)", {"loss": "#1f77b4"},
+                                             "step", "loss", width=2 * plots.SIZE - 60, log_y=True),
+                        "preview": ScatterFigure("samples of the current model",
+                                                 {"truth": plots.COLORS["truth"], "samples": plots.COLORS["model"]}),
+                        "drawing": DrawFigure()}
+        drawing = self.figures["drawing"]
+        use = pn.widgets.Button(label="Use my drawing", color="primary", width=130)
+        undo = pn.widgets.Button(label="Undo", width=70)
+        clear = pn.widgets.Button(label="Clear", width=70)
+        use.on_click(on_page(lambda event: self.use_drawing()))
+        undo.on_click(on_page(lambda event: drawing.undo()))
+        clear.on_click(on_page(lambda event: drawing.clear()))
         self._upload = pn.widgets.FileInput(accept=".csv,.txt", label="points (CSV)")
-        self._upload.param.watch(self._on_upload, "value")
+        self._upload.param.watch(lambda e: e.new is not None and self.upload_points(e.new), "value")
         self._ckpt_in = pn.widgets.FileInput(accept=".pt", label="checkpoint")
-        self._ckpt_in.param.watch(self._on_checkpoint, "value")
-        self._download = pn.widgets.FileDownload(callback=self._checkpoint_bytes, filename="model.pt",
+        self._ckpt_in.param.watch(lambda e: e.new is not None and self.upload_checkpoint(e.new), "value")
+        self._download = pn.widgets.FileDownload(callback=self.download, filename="model.pt",
                                                  label="Download the model")
         self._input_alert = pn.pane.Alert("", alert_type="warning", visible=False)  # refused numbers
         knobs = pn.Column(
@@ -118,18 +115,22 @@ class TrainView(pn.viewable.Viewer):
             number_input(self, "batch_size", self._show_input_error, step=256),
             number_input(self, "lr", self._show_input_error, step=1e-3, format="0.[00000]"),
             number_input(self, "fp_weight", self._show_input_error, step=0.1), self._input_alert)
-        self._layout = pn.FlexBox(   # the figures wrap below the controls on a narrow screen
-            pn.Column("### Train", pn.Param(self.session.param, parameters=["dataset", "schedule"],
-                                            show_name=False),
-                      knobs, pn.Row(self._train_button, self._stop_button), self._bar, self._status,
-                      self._alert, self.session.notice(),
-                      "**Your own points** (a CSV of two columns x, y):", self._upload,
-                      "**Load a checkpoint:**", self._ckpt_in, self._download, width=320),
-            pn.Column(self._loss.pane, self._preview.pane))
+        self.page([pn.Param(self.session.param, parameters=["dataset", "schedule"], show_name=False),
+                   knobs, pn.Row(self._train_button, self._stop_button), self._bar],
+                  pn.Column(self.figures["loss"].pane,
+                            pn.Row(self.figures["preview"].pane,
+                                   pn.Column(drawing.pane, pn.Row(use, undo, clear)))),
+                  after=["**Your own points** (a CSV of two columns x, y):", self._upload,
+                         "**Load a checkpoint:**", self._ckpt_in, self._download])
         self.param.watch(self._on_kind, "model_kind")
         self.session.param.watch(lambda *e: self._draw_preview(self.session.field("learned")),
                                  REDRAW_ON)
         self._draw_preview(self.session.field("learned"))
+
+    @property
+    def input_error(self) -> str:
+        """The refused number's message beside the boxes ("" when none)."""
+        return self._input_alert.object if self._input_alert.visible else ""
 
     # --- training on a background thread ------------------------------------------------
     def config(self) -> TrainConfig:
@@ -149,125 +150,102 @@ class TrainView(pn.viewable.Viewer):
         if self.running:
             return
         if self.model_kind == EXACT:
-            self._alert.visible = False
             self.session.model = self.session.exact
-            self._status.object = f"using the exact score of {self.session.dataset}: nothing to train"
+            self.say(f"using the exact score of {self.session.dataset}: nothing to train")
             return
         try:
             cfg = self.config()
             data = self.session.data(N_TRAIN_POINTS)
         except ValueError as e:
-            self._show_error(str(e))
+            self.show_error(e)
             return
-        self._alert.visible = False
-        self._cancel.clear()
         self._run_key = self.session.key        # the setting this run trains for
-        self._progress = progress = _Progress(cfg.steps)
         self._drawn = 0
-        self._loss.clear()
-        self._loss.title = f"training loss (denoising score matching{', Fokker-Planck w = %g' % cfg.fp_weight if cfg.fp_weight else ''})"
-        self._thread = threading.Thread(target=self._run, args=(data, cfg, progress), daemon=True,
-                                        name="score-lab-train")
-        self._thread.start()
+        loss = self.figures["loss"]
+        loss.clear()
+        loss.title = ("training loss (denoising score matching"
+                      f"{', Fokker-Planck w = %g' % cfg.fp_weight if cfg.fp_weight else ''})")
+        self.run = TrainingRun(data, cfg, preview=_preview, preview_every=PREVIEW_EVERY).start()
         self._train_button.disabled, self._stop_button.disabled = True, False
-        self._status.object = f"starting: {cfg.steps} steps of a {cfg.model}"
+        self.say(f"starting: {cfg.steps} steps of a {cfg.model}")
         if self._poller is None and _page_loop_running():
             self._poller = pn.state.add_periodic_callback(self.poll, period=POLL_MS)
 
-    def _run(self, data, cfg, progress: _Progress):
-        reports = [0]
-
-        def callback(p):
-            progress.steps.append(p.step)       # list.append is atomic: the page reads a prefix
-            progress.losses.append(p.loss)
-            progress.step = p.step
-            reports[0] += 1
-            if reports[0] % PREVIEW_EVERY == 1:
-                progress.preview = sample(p.field, n=PREVIEW_POINTS, steps=PREVIEW_STEPS, seed=0).samples.cpu()
-            return None
-
-        try:
-            field, history = train(data, cfg, callback=callback, cancel=self._cancel)
-            progress.stopped = history["summary"]["stopped"] or ""
-            progress.result = field
-        except Exception as e:  # a thread must not die silently: the page shows it
-            progress.error = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        progress.done = True
-
     def stop(self):
         """Ask the training thread to stop; the model trained so far is kept."""
-        self._cancel.set()
+        if self.run is not None:
+            self.run.stop()
 
     def _on_session_closed(self):
         """Stop training; a helper thread waits for it to end and logs (never the page's thread)."""
         if not self.running:
             return
-        self.stop()
-        thread, progress = self._thread, self._progress
+        run = self.run
+        run.stop()
 
         def report():
-            thread.join(60)
-            state = "still running after 60 s" if thread.is_alive() else "stopped"
-            log.info("score-lab: training %s at step %d of %d (its session closed)", state,
-                     progress.step, progress.total)
+            run.join(60)
+            state = "still running after 60 s" if run.running else "stopped"
+            log.info("score-lab: training %s at step %d of %d (its session closed)", state, run.step, run.total)
         threading.Thread(target=report, name="score-lab-train-reaper", daemon=True).start()
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.run is not None and self.run.running
 
     def join(self, timeout: float | None = None):
         """Wait for the training thread (tests, scripts), then draw its result."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self.run is not None:
+            self.run.join(timeout)
         self.poll()
 
     # --- drawing, on the page's thread ------------------------------------------------------
     def poll(self):
-        """Draw the progress the thread has written; finish up when it is done."""
-        p = self._progress
-        if p.total:
-            self._bar.value = int(100 * p.step / p.total)
-            n = len(p.losses)
-            last = f", loss {p.losses[n - 1]:.4f}" if n else ""
-            self._status.object = f"step {p.step} of {p.total}{last}"
-            if n > self._drawn:
-                self._loss.stream("loss", p.steps[self._drawn:n], p.losses[self._drawn:n])
-                self._drawn = n
-        if p.preview is not None and p.preview is not self._preview_shown:
-            self._preview_shown = p.preview
-            self._preview.update(samples=p.preview,
-                                 title=f"samples while training ({PREVIEW_STEPS} steps), step {p.step}")
-        if p.done and not self.running:
-            self._finish(p)
+        """Draw the progress the run has written; finish up when it is done."""
+        run = self.run
+        if run is None:
+            return
+        self._bar.value = int(100 * run.step / run.total)
+        n = len(run.losses)
+        if not run.done:
+            self.say(progress_text(run))
+        if n > self._drawn:
+            self.figures["loss"].stream("loss", run.steps[self._drawn:n], run.losses[self._drawn:n])
+            self._drawn = n
+        if run.preview is not None and run.preview is not self._preview_shown:
+            self._preview_shown = run.preview
+            self.figures["preview"].update(
+                samples=run.preview, title=f"samples while training ({PREVIEW_STEPS} steps), step {run.preview_step}")
+        if run.done and not run.running and run is not self._finished:
+            self._finished = run
+            self._finish(run)
 
-    def _finish(self, p: _Progress):
+    def _finish(self, run: TrainingRun):
         self._train_button.disabled, self._stop_button.disabled = False, True
         if self._poller is not None:
             self._poller.stop()
             self._poller = None
-        if p.error:
-            self._show_error(f"training failed: {p.error}")
-        elif p.result is not None:
-            summary = p.result.summary
+        if run.error:
+            self.show_error(f"training failed: {run.error}")
+        elif run.result is not None:
+            summary = run.result.summary
             loss = f", final loss {summary['final_loss']:.4f}" if summary["final_loss"] is not None else ""
-            self._status.object = (f"done: {summary['steps_done']} steps in {summary['train_s']:.1f} s "
-                                   f"on {summary.get('device', 'cpu')}{loss}"
-                                   f"{' (' + p.stopped + ')' if p.stopped else ''}")
-            self._install(p.result)
-        self._progress = _Progress()
+            self.say(f"done: {summary['steps_done']} steps in {summary['train_s']:.1f} s "
+                     f"on {summary.get('device', 'cpu')} ({run.rate:.0f} steps/s){loss}"
+                     f"{' (' + run.stopped + ')' if run.stopped else ''}")
+            self._install(run.result)
 
     def _install(self, field):
         """Make a finished run the session's model, in the setting it was trained for: if the
         data set or schedule changed meanwhile (here or on another tab), go back to it."""
         s, (dataset, schedule, version) = self.session, self._run_key
         if version != s.points_version:
-            self._show_error("training finished, but the uploaded points were replaced while it ran: "
-                             "its model was not used; press Train again")
+            self.show_error("training finished, but the uploaded points were replaced while it ran: "
+                            "its model was not used; press Train again")
             return
         if s.key != self._run_key:
             s.param.update(dataset=dataset, schedule=schedule)
-            self._status.object += f"; back to {dataset} with the {schedule} schedule, which it was trained for"
+            self._info.object += f"; back to {dataset} with the {schedule} schedule, which it was trained for"
         s.model = field
 
     def _draw_preview(self, field):
@@ -282,91 +260,77 @@ class TrainView(pn.viewable.Viewer):
 
         def draw(result):
             truth, x = result
-            self._preview.update(truth=truth, samples=x, title=f"samples of the {name} (20 steps)")
-        self._worker.submit(compute, draw, lambda e: self._show_error(f"could not sample the model: {e}"))
-
-    def _show_error(self, message: str):
-        """Show a problem on the page ("" hides the last one)."""
-        self._alert.object, self._alert.visible = message, bool(message)
+            self.figures["preview"].update(truth=truth, samples=x, title=f"samples of the {name} (20 steps)")
+        self._worker.submit(compute, draw, lambda e: self.show_error(e, "could not sample the model"))
 
     def _show_input_error(self, message: str):
         """A refused number, beside the boxes ("" hides it)."""
         self._input_alert.object, self._input_alert.visible = message, bool(message)
 
     # --- files ---------------------------------------------------------------------------------
-    def _on_upload(self, event):
-        if event.new is None:
-            return
-        if len(event.new) > MAX_CSV_BYTES:          # refused before anything is written or parsed
-            self._show_error(f"could not use the uploaded file: it holds {len(event.new) / 2**20:.0f} MiB, "
-                             f"more than the {MAX_CSV_BYTES >> 20} MiB a CSV of points may hold")
-            return
-        data = event.new
-
-        def read():                                 # on the worker: parsing 1M rows takes seconds
-            fh = None
-            try:
-                with tempfile.NamedTemporaryFile("wb", suffix=".csv", delete=False) as fh:
-                    fh.write(data)
-                return load_points(fh.name)
-            except ValueError as e:
-                raise ValueError(str(e).replace(f"{fh.name}: ", "").replace(fh.name, "the file")) from None
-            except OSError as e:                    # a full disk or an unwritable temp folder
-                raise OSError(f"could not store the uploaded file on the server: {e.strerror or e}") from None
-            finally:
-                if fh is not None and os.path.exists(fh.name):
-                    os.unlink(fh.name)
-
+    def upload_points(self, data: bytes) -> None:
+        """Use the points of an uploaded CSV as the session's data set (read on a worker:
+        parsing a million rows takes seconds); a refused file leaves everything as it was."""
         def use(points):                            # on the page
             try:
                 x = self.session.use_points(points)
             except ValueError as e:
                 failed(e)
                 return
-            self._alert.visible = False
-            self._status.object = (f"using your {x.shape[0]:,} points (centred and scaled to unit variance); "
-                                   "press Train")
+            self.say(f"using your {x.shape[0]:,} points (centred and scaled to unit variance); press Train")
 
         def failed(e):
-            self._show_error(str(e) if isinstance(e, OSError) else f"could not use the uploaded file: {e}")
-        self._reader.submit(read, use, failed)
+            self.show_error(e, None if isinstance(e, OSError) else "could not use the uploaded file")
+        self._reader.submit(lambda: points_from_upload(data), use, failed)
 
-    def _on_checkpoint(self, event):
-        if event.new is None:
-            return
-        fh = None
+    def use_drawing(self, strokes=None, dots=()) -> None:
+        """Make the strokes on the canvas (or the ``strokes`` and ``dots`` given, see
+        ``lab.data.points_from_drawing``) the session's data set, as an uploaded CSV does."""
+        strokes = self.figures["drawing"].drawing() if strokes is None else strokes
         try:
-            with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as fh:
-                fh.write(event.new)
-            field = load(fh.name, device="cpu")
+            x = self.session.use_points(points_from_drawing(strokes, dots, N_DRAWN_POINTS, PEN_WIDTH))
         except ValueError as e:
-            self._show_error(str(e).replace(fh.name, "the uploaded file"))
+            self.show_error(e, "could not use the drawing")
             return
-        except OSError as e:                        # a full disk or an unwritable temp folder
-            self._show_error(f"could not store the uploaded checkpoint on the server: {e.strerror or e}")
+        self.say(f"using your drawing: {x.shape[0]:,} points along it (centred and scaled to unit variance); "
+                 "press Train")
+
+    def upload_checkpoint(self, data: bytes) -> None:
+        """Make an uploaded checkpoint the session's model, with its data set and schedule."""
+        try:
+            field = field_from_upload(data)
+        except (ValueError, OSError) as e:
+            self.show_error(e)
             return
-        finally:
-            if fh is not None and os.path.exists(fh.name):
-                os.unlink(fh.name)
-        self._alert.visible = False
         dataset = field.meta.get("dataset")
         if dataset in self.session.param.dataset.objects:
             self.session.dataset = dataset      # compare it with the truth it was trained on
         if field.schedule.name in SCHEDULES:
             self.session.schedule = field.schedule.name
         self.session.model = field
-        self._status.object = (f"loaded the uploaded checkpoint: a {type(field.model).__name__} "
-                               f"({field.schedule.name} schedule{', ' + dataset if dataset else ''})")
+        self.say(f"loaded the uploaded checkpoint: a {type(field.model).__name__} "
+                 f"({field.schedule.name} schedule{', ' + dataset if dataset else ''})")
 
-    def _checkpoint_bytes(self):
-        field = self.session.model
-        if field is None or isinstance(field, MixtureField):
-            self._show_error("there is no trained model to download yet (the exact score needs no file)")
+    def download(self) -> io.BytesIO:
+        """The session's model as a checkpoint file (empty, with a message, when there is none)."""
+        try:
+            return io.BytesIO(checkpoint_bytes(self.session.model, {"dataset": self.session.dataset}))
+        except ValueError as e:
+            self.show_error(e)
             return io.BytesIO(b"")
-        with tempfile.TemporaryDirectory() as folder:
-            path = save(field, os.path.join(folder, "model.pt"), meta={"dataset": self.session.dataset})
-            with open(path, "rb") as fh:
-                return io.BytesIO(fh.read())
 
-    def __panel__(self):
-        return self._layout
+
+def _preview(field):
+    """The live preview's samples of the model as it is (on the training thread)."""
+    return sample(field, n=PREVIEW_POINTS, steps=PREVIEW_STEPS, seed=0).samples.cpu()
+
+
+def progress_text(run: TrainingRun) -> str:
+    """"step 400 of 2000, loss 0.41, 52 steps/s, about 31 s left" (before the first report:
+    "starting")."""
+    n = len(run.losses)      # the thread appends the step first, then the loss
+    if not n:
+        return f"starting: {run.total} steps"
+    left = run.time_left
+    eta = f", about {left:.0f} s left" if math.isfinite(left) else ""
+    return f"step {run.steps[n - 1]} of {run.total}, loss {run.losses[n - 1]:.4f}, {run.rate:.0f} steps/s{eta}"
