@@ -102,6 +102,11 @@ def texts(doc) -> list[str]:
             if type(m).__name__ == "HTML" and "text" in m.properties()]
 
 
+def first_match(doc, pattern: str):
+    """The first match of ``pattern`` in the page's texts, or None."""
+    return next((m for m in (re.search(pattern, t) for t in texts(doc)) if m), None)
+
+
 class User(threading.Thread):
     """A browser-like session on one page, run on its own thread and IOLoop."""
 
@@ -250,12 +255,10 @@ class Trainer(User):
         self.click(self.model("Button", label="Stop"))
 
         def finished():
-            for t in texts(self.doc):
-                m = re.search(r"done: (\d+) steps", t)
-                if m:
-                    self.done = int(m.group(1))
-                    return True
-            return False
+            m = first_match(self.doc, r"done: (\d+) steps")
+            if m:
+                self.done = int(m.group(1))
+            return m is not None
         await self.until(finished, "the end of training")
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import User, cpu_seconds, start_server, texts  # noqa: E402
+from load import User, cpu_seconds, first_match, start_server, texts  # noqa: E402
 
 
 class PageTrainer(User):
@@ -40,12 +40,10 @@ class PageTrainer(User):
 
     def done(self):
         self.progress()
-        for t in texts(self.doc):
-            m = re.search(r"done: (\d+) steps in ([\d.]+) s", t)
-            if m:
-                self.page_train_s = float(m.group(2))
-                return True
-        return False
+        m = first_match(self.doc, r"done: (\d+) steps in ([\d.]+) s")
+        if m:
+            self.page_train_s = float(m.group(2))
+        return m is not None
 
     async def script(self):
         await self.until(lambda: any(getattr(m, "label", None) == "Train" for m in self.doc.models),

@@ -493,7 +493,7 @@ class TrainingRun:
         self._cancel.set()
 
     def join(self, timeout: float | None = None) -> None:
-        if self._thread.is_alive() or self._thread.ident is not None:
+        if self._thread.ident is not None:     # started
             self._thread.join(timeout)
 
     @property
@@ -515,7 +515,7 @@ class TrainingRun:
             self.step = p.step
             self.rate = p.step / max(time.perf_counter() - start, 1e-9)
             reports += 1
-            if self._preview is not None and reports % self._preview_every == 1:
+            if self._preview is not None and (reports - 1) % self._preview_every == 0:   # reports 1, 1 + k, ...
                 self.preview, self.preview_step = self._preview(p.field), p.step
             return None
 

@@ -321,6 +321,9 @@ def test_training_run_is_train_on_a_thread_with_its_progress_and_errors():
     assert run.steps == hist["step"] == list(range(20, 121, 20)) and run.losses == hist["loss"]
     assert len(seen) == 3 and run.preview == 3 and run.preview_step == 100   # reports 1, 3, 5
     assert run.rate > 0 and run.time_left == 0.0
+    every = []
+    TrainingRun(x, cfg, preview=every.append, preview_every=1).start().join(60)
+    assert len(every) == 6                                   # a preview at every report
 
     long = TrainingRun(x, TrainConfig(steps=100_000, batch_size=64, log_every=10, device="cpu")).start()
     while long.step < 20 and long.running:
