@@ -411,15 +411,29 @@ def test_a_notebook_renders_its_plots_offline_in_jupyterlab(browser, tmp_path):
         page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
         page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=120_000)
         # Run All through JupyterLab's own command (a menu click can land before the menu is
-        # wired and do nothing); again if no cell has started within a minute
-        for _ in range(3):
+        # wired and do nothing). The command is disabled until the notebook is the shell's
+        # current widget, which a headless browser does not always make it: a click on the
+        # first cell does. Again if no cell has started within a minute.
+        started = re.compile(r"\[(\*|\d+)\]")
+        for _ in range(4):
+            page.locator(".jp-Notebook .jp-Cell").first.click()
+            try:
+                page.wait_for_function(
+                    "() => window.jupyterapp.commands.isEnabled('notebook:run-all-cells')", timeout=30_000)
+            except PlaywrightTimeout:
+                continue
             page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")   # not awaited
             try:
-                page.locator(".jp-InputPrompt", has_text=re.compile(r"\[(\*|\d+)\]")).first.wait_for(
-                    state="attached", timeout=60_000)
+                page.locator(".jp-InputPrompt", has_text=started).first.wait_for(state="attached", timeout=60_000)
                 break
             except PlaywrightTimeout:
                 continue
+        else:
+            state = page.evaluate("() => [window.jupyterapp.commands.isEnabled('notebook:run-all-cells'), "
+                                  "String(window.jupyterapp.shell.currentWidget && "
+                                  "window.jupyterapp.shell.currentWidget.title.label)]")
+            raise AssertionError(f"Run All never started a cell (command enabled, current tab: {state});"
+                                 f" server log:\n{log_path.read_text()[-3000:]}")
         # the last cell embeds the solver view: its plots draw once the whole notebook has run
         last = page.locator(".jp-Cell").last
         last.scroll_into_view_if_needed()
