@@ -151,6 +151,9 @@ class EmpiricalField(MixtureField):
         return f"EmpiricalField(N={self.mixture.n_components}, {self.schedule.name})"
 
 
+CPU_BLOCK_ROWS = 2048   # rows a CPU evaluates at once when sampling (see NetworkField)
+
+
 class NetworkField(ScoreField):
     """A network as a field. ``model(x_in, t)`` returns eps (n, 2) for a ``ScoreMLP``; for
     a conservative model (``model.conservative``, e.g. ``PotentialMLP``) eps is the
@@ -203,7 +206,14 @@ class NetworkField(ScoreField):
         # by the network, instead of n equal rows (a third of an evaluation's cost)
         c_noise = (-lam.clamp_min(LAMBDA_FLOOR) / 4).reshape(-1)
         if not getattr(self.model, "conservative", False):
-            return self.model(x * c_in, c_noise)
+            x_in = x * c_in
+            if torch.is_grad_enabled() or x.device.type != "cpu" or x.shape[0] <= CPU_BLOCK_ROWS:
+                return self.model(x_in, c_noise)
+            # sampling on a CPU: blocks of rows whose activations stay in cache (the
+            # network's adds and SiLUs are memory-bound): 1.5x faster at 20,000 points
+            blocks = x_in.split(CPU_BLOCK_ROWS)
+            levels = c_noise.split(CPU_BLOCK_ROWS) if c_noise.shape[0] > 1 else [c_noise] * len(blocks)
+            return torch.cat([self.model(xb, cb) for xb, cb in zip(blocks, levels)])
         return self._grad_x(lambda xg: self.model(xg * c_in, c_noise), x)
 
     def _grad_x(self, scalar, x: Tensor) -> Tensor:
