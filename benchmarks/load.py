@@ -44,6 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 # the solvers the users walk through, each from its own place
+POLL_S = 0.02      # how often a virtual user looks at its page (the latencies' resolution)
 SOLVER_CYCLE = ["ddim", "ode_heun", "dpm2", "deis", "euler_maruyama", "dpm3", "ode_euler"]   # not the default
 
 
@@ -54,19 +55,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(log_path: Path, port: int | None = None,
-                 torch_threads: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(log_path: Path, port: int | None = None, torch_threads: int | None = None,
+                 profile: Path | None = None, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
     """``python -m lab serve`` on loopback (closed pages' sessions end within ~2 s), with
-    ``torch_threads`` intra-op threads (None: torch's default, as served)."""
+    ``torch_threads`` intra-op threads (None: torch's default, as served); under yappi
+    (benchmarks/profile_serve.py) when ``profile`` names its report; the lab of the checkout
+    at ``root`` (another version's, for a before/after comparison)."""
     port = port or free_port()
     env = {**os.environ, "LAB_DEVICE": "cpu"}
     env.pop("OMP_NUM_THREADS", None)
     if torch_threads is not None:
         env["OMP_NUM_THREADS"] = str(torch_threads)
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", str(port),
+    serve = ([str(ROOT / "benchmarks" / "profile_serve.py"), str(profile)] if profile
+             else ["-m", "lab", "serve"])
+    proc = subprocess.Popen([sys.executable, *serve, "--port", str(port),
                              "--check-unused-sessions", "500", "--unused-session-lifetime", "1000"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     import urllib.request
@@ -97,9 +102,15 @@ def cpu_seconds(pid: int) -> float:
 
 # --- virtual users -------------------------------------------------------------------------
 def texts(doc) -> list[str]:
-    """The page's rendered texts (Panel's Markdown panes arrive HTML-escaped)."""
-    return [html.unescape(html.unescape(str(m.text))) for m in doc.models
-            if type(m).__name__ == "HTML" and "text" in m.properties()]
+    """The page's rendered texts (Panel's Markdown panes arrive HTML-escaped). The text
+    models are looked up again only when the page's models change in number: the virtual
+    users share the server's cores, and a scan of every model at every poll cost them a
+    third of the machine."""
+    cached = getattr(doc, "_lab_text_models", None)
+    if cached is None or cached[0] != len(doc.models):
+        cached = (len(doc.models), [m for m in doc.models if type(m).__name__ == "HTML" and "text" in m.properties()])
+        doc._lab_text_models = cached
+    return [html.unescape(html.unescape(str(m.text))) for m in cached[1]]
 
 
 def first_match(doc, pattern: str):
@@ -144,7 +155,7 @@ class User(threading.Thread):
             self.session.close()
 
     async def until(self, predicate, what: str) -> float:
-        """Wait (polling every 5 ms, the session's messages flowing meanwhile) until
+        """Wait (polling every POLL_S, the session's messages flowing meanwhile) until
         ``predicate()`` holds; the seconds it took."""
         start = time.perf_counter()
         while True:
@@ -154,7 +165,7 @@ class User(threading.Thread):
             if time.perf_counter() - start > self.timeout:
                 raise TimeoutError(f"{self.label}: no {what} within {self.timeout:.0f} s; "
                                    f"page shows: {texts(self.doc)}")
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(POLL_S)
 
     def model(self, kind: str, **match):
         for m in self.doc.models:
@@ -355,13 +366,13 @@ def wait_for_threads(pid: int, threads: int, seconds: float = 30.0) -> dict:
         time.sleep(0.5)
 
 
-def bench(args, torch_threads: int | None) -> dict:
-    """One server, warmed up; one user alone, then everyone at once. Prints and returns the
-    figures."""
+def bench(args, torch_threads: int | None, root: Path = ROOT, name: str = "") -> dict:
+    """One server (of the checkout at ``root``), warmed up; one user alone, then everyone at
+    once. Prints and returns the figures."""
     import tempfile
     log = Path(tempfile.mkdtemp()) / "server.log"
-    proc, url = start_server(log, torch_threads=torch_threads)
-    print(f"--- server with torch on {torch_threads or 'its default'} intra-op thread(s) "
+    proc, url = start_server(log, torch_threads=torch_threads, profile=args.profile, root=root)
+    print(f"--- {name or 'server'} with torch on {torch_threads or 'its default'} intra-op thread(s) "
           f"({os.cpu_count()} cores here) ---", flush=True)
     try:
         # warm up (the first session loads the pretrained models), then the baseline: one user alone
@@ -380,6 +391,9 @@ def bench(args, torch_threads: int | None) -> dict:
         print(f"all solver users done in {res['solvers_s']:.1f} s ({len(lat) / res['solvers_s']:.1f} "
               f"updates/s); CPU used over the {res['wall_s']:.1f} s: server {cpu['server_s']:.1f} s, "
               f"the virtual users (this process) {cpu['clients_s']:.1f} s")
+        by_change = list(zip(*[u.latencies for u in res["users"] if u.latencies]))
+        print("median ms by change (1st = the seed, sent once the page has drawn): "
+              + " ".join(f"{1e3 * statistics.median(c):.0f}" for c in by_change))
         print("per user, median ms: " + " ".join(f"{1e3 * statistics.median(u.latencies):.0f}"
                                                 for u in res["users"] if u.latencies))
         t = res["trainer"]
@@ -396,7 +410,29 @@ def bench(args, torch_threads: int | None) -> dict:
         proc.wait(timeout=30)
     text = log.read_text()
     print("server log:", "no errors" if "Traceback" not in text else text[-3000:], flush=True)
+    if args.profile:
+        print(f"the server's profile: {args.profile}")
     return {"alone": base, "all": lat, "solvers_s": res["solvers_s"]}
+
+
+def compare_with(args, rev: str) -> None:
+    """The same benchmark against the lab as of ``rev`` (checked out in a temporary git
+    worktree), then against this checkout; both printed, then side by side."""
+    import tempfile
+    where = Path(tempfile.mkdtemp()) / "baseline"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), rev], check=True,
+                   capture_output=True)
+    try:
+        commit = subprocess.run(["git", "-C", str(where), "log", "-1", "--format=%h %s"], check=True,
+                                capture_output=True, text=True).stdout.strip()[:70]
+        before = bench(args, args.torch_threads, root=where, name=f"before ({commit})")
+        after = bench(args, args.torch_threads, name="after (this checkout)")
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], capture_output=True)
+    print(f"--- before / after, {args.users} users ---")
+    for key, label in (("alone", "one user alone"), ("all", f"{args.users} users at once")):
+        print(f"{label:22s} before: {summary(before[key])}\n{'':22s} after:  {summary(after[key])}")
+    print(f"all solver users done in {before['solvers_s']:.1f} s before, {after['solvers_s']:.1f} s after")
 
 
 def main():
@@ -408,7 +444,15 @@ def main():
                     help="the server's torch intra-op threads (default: torch's default, as served)")
     ap.add_argument("--compare-threads", action="store_true",
                     help="run twice: torch's default threads, then one thread (OMP_NUM_THREADS=1)")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="run the server under yappi (pip install yappi) and write where its CPU went here")
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help="first serve the lab as of git revision REV (a temporary worktree), then this "
+                         "checkout's, and compare: before / after in one run")
     args = ap.parse_args()
+    if args.baseline:
+        compare_with(args, args.baseline)
+        return
     if not args.compare_threads:
         bench(args, args.torch_threads)
         return

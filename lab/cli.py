@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-__all__ = ["main"]
+__all__ = ["main", "serve_command"]
 
 DEFAULT_DATASET = "gaussian_grid"
 # the largest websocket message the served lab accepts: a CSV upload just over
@@ -121,21 +121,28 @@ def _pretrain(args) -> int:
     return 0
 
 
-def _serve(args) -> int:
+def serve_command(port: int = 5006, address: str = "127.0.0.1", num_procs: int = 1,
+                  panel_args=()) -> list[str]:
+    """The ``panel serve`` command line that ``python -m lab serve`` becomes (benchmarks run
+    the same server under a profiler with it)."""
     import glob
 
     folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps")
     apps = sorted(glob.glob(os.path.join(folder, "*.py")))
     if not apps:
         raise ValueError("no apps/*.py found beside the lab package (serve from a checkout)")
-    cmd = [sys.executable, "-m", "panel", "serve", *apps, "--port", str(args.port),
-           "--address", args.address, "--num-procs", str(args.num_procs),
-           "--index", os.path.join(folder, "index.html"),
-           "--allow-websocket-origin", f"{args.address}:{args.port}",
-           "--allow-websocket-origin", f"localhost:{args.port}",
-           # an uploaded file travels in one websocket message (base64): Bokeh's 20 MiB default
-           # would drop the page's connection before a 64 MiB CSV could be refused with a message
-           "--websocket-max-message-size", str(WEBSOCKET_MAX_BYTES), *args.panel_args]
+    return [sys.executable, "-m", "panel", "serve", *apps, "--port", str(port),
+            "--address", address, "--num-procs", str(num_procs),
+            "--index", os.path.join(folder, "index.html"),
+            "--allow-websocket-origin", f"{address}:{port}",
+            "--allow-websocket-origin", f"localhost:{port}",
+            # an uploaded file travels in one websocket message (base64): Bokeh's 20 MiB default
+            # would drop the page's connection before a 64 MiB CSV could be refused with a message
+            "--websocket-max-message-size", str(WEBSOCKET_MAX_BYTES), *panel_args]
+
+
+def _serve(args) -> int:
+    cmd = serve_command(args.port, args.address, args.num_procs, args.panel_args)
     print(f"serving the lab: open http://{args.address}:{args.port}/all in a browser "
           f"(every page as a tab; http://{args.address}:{args.port}/ is the lab's index)", flush=True)
     os.execv(sys.executable, cmd)  # become the server: a signal to this process reaches it

@@ -207,10 +207,13 @@ class NetworkField(ScoreField):
         c_noise = (-lam.clamp_min(LAMBDA_FLOOR) / 4).reshape(-1)
         if not getattr(self.model, "conservative", False):
             x_in = x * c_in
-            if torch.is_grad_enabled() or x.device.type != "cpu" or x.shape[0] <= CPU_BLOCK_ROWS:
+            if (torch.is_grad_enabled() or x.device.type != "cpu" or x.shape[0] <= CPU_BLOCK_ROWS
+                    or torch.get_num_threads() > 1):
                 return self.model(x_in, c_noise)
-            # sampling on a CPU: blocks of rows whose activations stay in cache (the
-            # network's adds and SiLUs are memory-bound): 1.5x faster at 20,000 points
+            # sampling on one CPU thread: blocks of rows whose activations stay in cache (the
+            # network's adds and SiLUs are memory-bound): 1.5x faster at 20,000 points. Not
+            # with more threads: each block is another parallel region, and a served lab's
+            # many sampling threads then spin in OpenMP's barriers (measured: slower under load)
             blocks = x_in.split(CPU_BLOCK_ROWS)
             levels = c_noise.split(CPU_BLOCK_ROWS) if c_noise.shape[0] > 1 else [c_noise] * len(blocks)
             return torch.cat([self.model(xb, cb) for xb, cb in zip(blocks, levels)])

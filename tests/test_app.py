@@ -94,6 +94,28 @@ def test_sessions_do_not_share_state():
     assert a.figures["samples"].fig is not b.figures["samples"].fig
 
 
+def test_sessions_share_the_shipped_models_and_their_pictures_but_not_their_own():
+    """A class opening one page: the shipped model and the built-in exact field are one copy a
+    process, and what a page computes from them alone is computed once; a session's own
+    model, or uploaded points, is its own."""
+    from lab.app import shared
+
+    a, b = Session(), Session()
+    assert a.model is b.model and a.exact is b.exact
+    va, vb = SolverView(a), SolverView(b)
+    assert vb.last is va.last                          # the same first run, computed once
+    assert torch.equal(vb.last.samples, va.last.samples)
+    calls = []
+    assert shared.memo(("test", id(a.model)), lambda: calls.append(1) or len(calls), [a.model]) == 1
+    assert shared.memo(("test", id(a.model)), lambda: calls.append(1) or len(calls), [a.model]) == 1
+    own = NetworkField(a.model.model, a.model.schedule)    # a model of the session's own
+    assert not shared.is_shared(own)
+    assert shared.memo(("test", id(own)), lambda: calls.append(1) or len(calls), [own]) == 2
+    assert shared.memo(("test", id(own)), lambda: calls.append(1) or len(calls), [own]) == 3
+    b.use_points(dataset_mixture("ring").sample(500, generator=torch.Generator().manual_seed(0)))
+    assert b.exact is not a.exact and not shared.is_shared(b.exact)
+
+
 def test_changing_the_data_set_resamples_the_new_one(view):
     moons = _truth(view.session)
     view.session.dataset = "ring"

@@ -336,3 +336,19 @@ def test_training_run_is_train_on_a_thread_with_its_progress_and_errors():
     bad = TrainingRun(torch.zeros(0, 2), cfg).start()    # no data: train() refuses it
     bad.join(60)
     assert bad.done and bad.result is None and bad.error
+
+
+def test_a_training_run_sets_torch_threads_for_its_own_thread_only():
+    """One intra-op thread for the run (its preview runs on its thread and sees it), the
+    process's setting untouched: a served training page leaves the other cores alone."""
+    from lab.train import TrainingRun
+
+    x = make_dataset("ring", 500, seed=0)
+    cfg = TrainConfig(steps=40, batch_size=64, log_every=10, device="cpu")
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        TrainingRun(x, cfg, preview=lambda f: seen.append(torch.get_num_threads()), preview_every=1).start().join(60)
+        assert seen == [1] * 4 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)

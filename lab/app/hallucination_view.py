@@ -5,24 +5,22 @@ session's own model."""
 from __future__ import annotations
 
 import math
-import threading
 from types import SimpleNamespace
 
 import panel as pn
 import param
-import torch
 
 from lab import plots
+from lab.app import shared
 from lab.app.figures import CurvesFigure, HistogramFigure, ScatterFigure
 from lab.app.session import REDRAW_ON, Session
+from lab.app.shared import memo
 from lab.app.view import LabView
 from lab.app.worker import on_page
-from lab.data import dataset_mixture
-from lab.fields import MixtureField
 from lab.hallucination import (IN_SUPPORT, LABEL_NAMES, PAPER_DETECTION, PAPER_RETENTION, end_law,
                                operating_floor, operating_points, roc_curve, support_labels,
                                trajectory_variance)
-from lab.pretrained import GRID_SCHEDULE, UNDERTRAINED, load_pretrained
+from lab.pretrained import GRID_SCHEDULE, UNDERTRAINED
 from lab.schedules import get_schedule
 from lab.solvers import SPACINGS, sample
 
@@ -37,38 +35,6 @@ AT_DETECTION = f"{PAPER_DETECTION:.0%} detection"
 AT_RETENTION = f"{PAPER_RETENTION:.0%} retention"
 MAX_LAST_K = 50        # x0 predictions kept per run: the last_k slider's range
 BOOTSTRAP = 100        # resamples for the figures' noise floor
-CACHE_RUNS = 12        # runs of the shipped models and the exact score kept per process
-                       # (a class opening the page shares them; 8 MB each at 20,000)
-
-_cache: dict[tuple, dict] = {}
-_fields: dict[str, object] = {}
-_cache_lock = threading.Lock()
-
-
-def _cached_runs(key: tuple, compute):
-    """Runs of the shipped models (and of the exact score) are the same for every visitor:
-    compute once a process."""
-    with _cache_lock:
-        if key in _cache:
-            return _cache[key]
-    runs = compute()
-    with _cache_lock:
-        _cache[key] = runs
-        while len(_cache) > CACHE_RUNS:
-            _cache.pop(next(iter(_cache)))
-    return runs
-
-
-def _pretrained(name: str):
-    """A shipped checkpoint, loaded once a process (read-only: sampling never trains it)."""
-    with _cache_lock:
-        if name not in _fields:
-            field = load_pretrained(name, device="cpu")
-            if field is None:
-                raise ValueError(f"the lab has no {name} checkpoint: run `python -m lab pretrain "
-                                 "gaussian_grid` to build it")
-            _fields[name] = field
-        return _fields[name]
 
 
 class HallucinationView(LabView):
@@ -98,7 +64,7 @@ class HallucinationView(LabView):
         super().__init__(session, **params)
         self.points = None      # the OperatingPoints shown
         self.runs = {}          # "learned" / "exact" -> the samples and x0 predictions drawn last
-        self._grid_exact = MixtureField(dataset_mixture("gaussian_grid"), get_schedule("vp", **GRID_SCHEDULE))
+        self._grid_exact = shared.exact_field("gaussian_grid", get_schedule("vp", **GRID_SCHEDULE))
         self._worker = self.worker("hallucinations", label="sampling both fields…")
         # scoring has its own thread: a slider moved while sampling runs must not replace
         # (and so drop) the sampling's result in one latest-wins queue
@@ -165,8 +131,12 @@ class HallucinationView(LabView):
             if not shipped:
                 return {"learned": run(learned), "exact": run(exact)}, exact
             # the exact score's run is the same whichever shipped model it is shown beside
-            return {"learned": _cached_runs((name, key), lambda: run(_pretrained(name))),
-                    "exact": _cached_runs(("exact", key), lambda: run(exact))}, exact
+            model = shared.pretrained(name)
+            if model is None:
+                raise ValueError(f"the lab has no {name} checkpoint: run `python -m lab pretrain "
+                                 "gaussian_grid` to build it")
+            return {"learned": memo(("hallucinations", id(model), key), lambda: run(model), [model]),
+                    "exact": memo(("hallucinations", id(exact), key), lambda: run(exact), [exact])}, exact
 
         def draw(result):
             self.runs, self._runs_exact = result

@@ -11,6 +11,7 @@ import panel as pn
 import param
 import torch
 
+from lab.app import shared
 from lab.data import DATASETS, GaussianMixture, dataset_mixture, load_points, make_dataset, standardize
 from lab.fields import MixtureField, ScoreField
 from lab.schedules import SCHEDULES, get_schedule
@@ -66,11 +67,9 @@ class Session(param.Parameterized):
         """Start from the data set's pretrained model (VP only), so every page is useful at once."""
         if not self._pretrained:
             return
-        from lab.pretrained import load_pretrained
-
         model = None
         if self.dataset in DATASETS and self.schedule == "vp":
-            model = load_pretrained(self.dataset, device="cpu")
+            model = shared.pretrained(self.dataset)     # one read-only copy a process
         if model is not None:
             self.message = ""
         elif self.dataset == UPLOADED:
@@ -137,7 +136,9 @@ class Session(param.Parameterized):
         schedule = self.schedule_obj
         key = (*self.key, tuple(sorted(schedule.config().items())))   # the model's arguments too
         if cached is None or cached[0] != key:
-            cached = self._exact = (key, MixtureField(self.mixture, schedule))
+            field = (MixtureField(self.mixture, schedule) if self.dataset == UPLOADED
+                     else shared.exact_field(self.dataset, schedule))   # a built-in one: shared
+            cached = self._exact = (key, field)
         return cached[1]
 
     def field(self, source: str = "learned") -> ScoreField:

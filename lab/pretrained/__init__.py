@@ -193,8 +193,6 @@ def pretrain_gap(out_dir=None, report=print, weights=None, networks=GAP_NETWORKS
     ``state_dir`` every few minutes; ``resume`` continues) and keep snapshots every
     GAP_SNAPSHOT_EVERY steps. A run at another scale (``steps``, ``batch_size``) is written to
     ``state_dir/RUN/final.pt``, not to the lab."""
-    import dataclasses
-
     from lab.data import make_dataset
     from lab.train import save, train
 

@@ -1,0 +1,78 @@
+"""What every session of a served process may share: the shipped models, the built-in data
+sets' exact fields, and what pages compute from them.
+
+A class opens the same page at once: twenty sessions that each loaded the same checkpoint,
+built the same exact field and drew the same first picture did twenty times the work of one
+(``benchmarks/load.py``). These objects are read-only once made (sampling, Jacobians and
+drawing never change a field; training makes a new one), so one copy per process serves every
+session. A session's own trained model or uploaded points are never shared.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any, Callable, Hashable
+
+from lab.data import dataset_mixture
+from lab.fields import MixtureField
+
+__all__ = ["pretrained", "exact_field", "memo", "is_shared", "MEMO_ENTRIES"]
+
+MEMO_ENTRIES = 24      # results kept by ``memo`` (up to 8 MB each: samples, maps, runs)
+
+_lock = threading.Lock()
+_fields: dict[Hashable, Any] = {}                      # shared fields, kept for the process
+_memo: collections.OrderedDict = collections.OrderedDict()
+_shared_ids: set[int] = set()                           # id() of every shared field
+
+
+def _keep(key: Hashable, make: Callable[[], Any]):
+    with _lock:
+        if key in _fields:
+            return _fields[key]
+    made = make()            # outside the lock: a checkpoint load must not block the others
+    with _lock:
+        field = _fields.setdefault(key, made)
+        if field is not None:
+            _shared_ids.add(id(field))
+        return field
+
+
+def pretrained(name: str):
+    """The shipped model ``name`` (``lab.pretrained.load_pretrained``, on the CPU), loaded once
+    a process; None when the lab has none."""
+    from lab.pretrained import load_pretrained
+
+    return _keep(("pretrained", name), lambda: load_pretrained(name, device="cpu"))
+
+
+def exact_field(dataset: str, schedule) -> MixtureField:
+    """The exact field of a built-in data set under ``schedule`` (a Schedule), once a process
+    per data set and schedule configuration."""
+    key = ("exact", dataset, tuple(sorted(schedule.config().items())))
+    return _keep(key, lambda: MixtureField(dataset_mixture(dataset), schedule))
+
+
+def is_shared(*fields) -> bool:
+    """True when every field is one of this module's shared ones (so results computed from
+    them alone may be shared too)."""
+    with _lock:
+        return all(id(f) in _shared_ids for f in fields)
+
+
+def memo(key: Hashable, compute: Callable[[], Any], fields=()) -> Any:
+    """``compute()``, remembered under ``key`` for the process when every one of ``fields``
+    is shared (the key should name them, e.g. by ``id``, and every setting the result depends
+    on); computed afresh otherwise. Keeps the newest MEMO_ENTRIES results."""
+    if not is_shared(*fields):
+        return compute()
+    with _lock:
+        if key in _memo:
+            _memo.move_to_end(key)
+            return _memo[key]
+    result = compute()
+    with _lock:
+        _memo[key] = result
+        while len(_memo) > MEMO_ENTRIES:
+            _memo.popitem(last=False)
+    return result
