@@ -5,6 +5,7 @@ import panel as pn
 from lab.app import servable
 from lab.app.curl_view import CurlView
 from lab.app.gap_view import GapView
+from lab.app.guidance_view import GuidanceView
 from lab.app.hallucination_view import HallucinationView
 from lab.app.session import Session
 from lab.app.solver_view import SolverView
@@ -21,8 +22,9 @@ def later(view):
 
 
 tabs = pn.Tabs(("Train", TrainView(session)), ("Solvers", later(SolverView)), ("Curl", later(CurlView)),
-               ("Hallucinations", later(HallucinationView)), ("ODE vs SDE", later(GapView)), dynamic=True)
-TAB_NAMES = ["train", "solvers", "curl", "hallucinations", "gap"]   # ?tab=NAME opens that tab
+               ("Hallucinations", later(HallucinationView)), ("ODE vs SDE", later(GapView)),
+               ("Guidance", later(GuidanceView)), dynamic=True)
+TAB_NAMES = ["train", "solvers", "curl", "hallucinations", "gap", "guidance"]   # ?tab=NAME opens that tab
 asked = [a.decode() for a in pn.state.session_args.get("tab", [])]
 if asked and asked[0] in TAB_NAMES:
     tabs.active = TAB_NAMES.index(asked[0])

@@ -47,7 +47,7 @@ from lab.schedules import Schedule
 
 __all__ = ["KINDS", "CombinedField", "guided_field", "product_field", "annealed_field", "class_mixture",
            "grid_classes", "combination", "exact_target", "ExactTarget", "GridTarget", "fkc_sample",
-           "FKCResult", "RESAMPLERS"]
+           "FKCResult", "RESAMPLERS", "Example", "example"]
 
 KINDS = ("cfg", "product", "anneal")
 GRID_CELLS = 1024          # cells per side of a GridTarget (error bounded in tests/test_guidance.py)
@@ -421,3 +421,54 @@ def fkc_sample(kind: str, n: int = 2000, steps: int = 500, seed: int = 0, resamp
     idx = _resample(log_w, resample, g)
     return FKCResult(samples=x[idx], particles=x, log_weights=log_w, ess=ess, resampled=resampled,
                      ts=ts, nfe=(steps + 1) * len(fields))
+
+
+# --- the lab's examples (the guidance page and lesson 6) ----------------------------------------
+@dataclass
+class Example:
+    """One guided or composed sampler on exact fields: ``parts`` for ``fkc_sample``,
+    ``target_parts`` for ``exact_target`` (the laws at the samplers' end, t_min), the naive
+    combined ``field``, and a ``title``."""
+
+    kind: str
+    parts: dict
+    target_parts: dict
+    field: CombinedField
+    title: str
+
+
+def example(kind: str, weight: float | None = None, schedule: Schedule | str = "vp") -> Example:
+    """The lab's example of each kind, on exact mixture fields of ``schedule``:
+
+    - "cfg" (weight w, default 3): the upper of the two moons as the condition, both moons
+      as the unconditional law;
+    - "product": the ring's eight modes times a broad blob over two of them;
+    - "anneal" (weight beta, default 0.5): the two moons to the power beta.
+    """
+    from lab.data import dataset_mixture
+    from lab.fields import MixtureField
+    from lab.hallucination import end_law
+    from lab.schedules import get_schedule
+
+    schedule = get_schedule(schedule)
+    if kind == "cfg":
+        w = 3.0 if weight is None else _check.real(weight, "w", 0.0, 1e3)
+        moons = dataset_mixture("two_moons")
+        upper = [i for i in range(moons.n_components) if moons.means[i, 1] > moons.means[:, 1].mean()]
+        cond = class_mixture(moons, upper)
+        fc, fu = MixtureField(cond, schedule), MixtureField(moons, schedule)
+        return Example(kind, dict(cond=fc, uncond=fu, w=w),
+                       dict(cond=end_law(cond, schedule), uncond=end_law(moons, schedule), w=w),
+                       guided_field(fc, fu, w), f"guidance w = {w:g} toward the upper moon")
+    if kind == "product":
+        ring, blob = dataset_mixture("ring"), GaussianMixture([[0.6, 0.6]], 0.5)
+        fa, fb = MixtureField(ring, schedule), MixtureField(blob, schedule)
+        return Example(kind, dict(a=fa, b=fb), dict(a=end_law(ring, schedule), b=end_law(blob, schedule)),
+                       product_field(fa, fb), "the ring times a blob")
+    if kind == "anneal":
+        beta = 0.5 if weight is None else _check.real(weight, "beta", 0.0, 1e3, low_open=True)
+        moons = dataset_mixture("two_moons")
+        f = MixtureField(moons, schedule)
+        return Example(kind, dict(field=f, beta=beta), dict(mixture=end_law(moons, schedule), beta=beta),
+                       annealed_field(f, beta), f"the two moons to the power {beta:g}")
+    raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")

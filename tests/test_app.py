@@ -502,3 +502,21 @@ def test_an_upload_over_the_size_cap_is_refused_before_it_is_read(monkeypatch):
     view.upload_points(b"x,y\n" + b"1,2\n" * 300)              # 1,204 bytes
     assert "MiB a CSV of points may hold" in view.error
     assert view.session.dataset == "ring"
+
+
+def test_guidance_page_shows_fkc_nearer_the_exact_target_than_the_naive_sampler():
+    """The product and the annealed kinds at the page's defaults: FKC's samples
+    end within twice the floor of the exact target, the naive sampler's over three times;
+    the figures hold what was measured, the ESS curve one point a step."""
+    from lab.app.guidance_view import GuidanceView
+
+    view = GuidanceView(kind="product", n=1000, steps=500)
+    for kind in ("product", "anneal"):
+        view.kind = kind
+        r = view.numbers
+        assert not view.error and "FKC" in view.message and "the floor" in view.message
+        assert r["fkc"] < 2 * r["floor"] < r["naive"] / 1.5, (kind, r)
+        assert view.figures["fkc"].points("samples").shape == (1000, 2)
+        assert len(view.figures["ess"].sources["ESS"].data["x"]) == 500
+    view.ess_threshold = 0.0       # never resampled: the weights' ESS only reported
+    assert view.numbers["resamples"] == 0
