@@ -454,8 +454,7 @@ def example(kind: str, weight: float | None = None, schedule: Schedule | str = "
     if kind == "cfg":
         w = 3.0 if weight is None else _check.real(weight, "w", 0.0, 1e3)
         moons = dataset_mixture("two_moons")
-        upper = [i for i in range(moons.n_components) if moons.means[i, 1] > moons.means[:, 1].mean()]
-        cond = class_mixture(moons, upper)
+        cond = class_mixture(moons, range(moons.n_components // 2))   # lab.data: the upper moon first
         fc, fu = MixtureField(cond, schedule), MixtureField(moons, schedule)
         return Example(kind, dict(cond=fc, uncond=fu, w=w),
                        dict(cond=end_law(cond, schedule), uncond=end_law(moons, schedule), w=w),

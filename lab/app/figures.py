@@ -217,8 +217,9 @@ class CurvesFigure(_Live):
 
     def __init__(self, title: str, names: dict[str, str], x_label: str, y_label: str,
                  width: int = SIZE, height: int = 240, log_x: bool = False, log_y: bool = False,
-                 sizes: dict[str, float] | None = None):
-        """``sizes``: dot size of some names (default 4), e.g. marked single points."""
+                 sizes: dict[str, float] | None = None, dots_only=()):
+        """``sizes``: dot size of some names (default 4), e.g. marked single points;
+        ``dots_only``: names drawn as dots without a line (marked events)."""
         self.fig = figure(title=title, width=width, height=height, tools=TOOLS, toolbar_location="above",
                           x_axis_type="log" if log_x else "linear", y_axis_type="log" if log_y else "linear",
                           x_axis_label=x_label, y_axis_label=y_label)
@@ -226,9 +227,12 @@ class CurvesFigure(_Live):
         self.sources, items = {}, []
         for name, color in names.items():
             self.sources[name] = ColumnDataSource({"x": [], "y": []})
-            line = self.fig.line("x", "y", source=self.sources[name], color=color, line_width=2)
             dots = self.fig.scatter("x", "y", source=self.sources[name], color=color,
                                     size=(sizes or {}).get(name, 4))
+            if name in dots_only:
+                items.append((name, [dots]))
+                continue
+            line = self.fig.line("x", "y", source=self.sources[name], color=color, line_width=2)
             items.append((name, [line, dots]))
         self.fig.add_tools(HoverTool(tooltips=[(x_label, "@x{0.[000]}"), (y_label, "@y{0.[0000]}")]))
         if len(names) > 1:

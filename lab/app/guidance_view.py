@@ -52,7 +52,7 @@ class GuidanceView(LabView):
             "ess": CurvesFigure("FKC: effective sample size of the weights", {"ESS": "#2ca02c",
                                                                               "resampled": "#d62728"},
                                 "t (the sampler runs from 1 down)", "ESS / n", width=2 * plots.SIZE - 60,
-                                sizes={"resampled": 7})}
+                                sizes={"resampled": 7, "ESS": 2}, dots_only=("resampled",))}
         widgets = pn.Param(self.param, parameters=["kind", "w", "beta", "steps", "n", "ess_threshold", "seed"],
                            show_name=False,
                            widgets={"kind": pn.widgets.RadioBoxGroup}
