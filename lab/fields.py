@@ -11,6 +11,7 @@ noise prediction; everything else is derived here, once, from eps and the schedu
 """
 from __future__ import annotations
 
+import copy
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -175,6 +176,24 @@ class NetworkField(ScoreField):
         self.config = None   # the TrainConfig it was trained with, when known
         self.summary = None  # the training summary (steps, wall time, device, ...)
         self.meta = {}       # free-form facts kept in its checkpoint (e.g. the data set)
+        self.label = None    # a class-conditional model's class (None: unconditional)
+
+    @property
+    def n_classes(self) -> int:
+        """Classes of a class-conditional network (0: not conditional)."""
+        return getattr(self.model, "n_classes", 0)
+
+    def with_label(self, label: int | None) -> "NetworkField":
+        """The same network as the field of one class (``label`` in 0..n_classes-1), or of
+        none (None: the unconditional field label dropout trained): the pair classifier-free
+        guidance combines (``lab.guidance.guided_field``). Shares the weights."""
+        if not self.n_classes:
+            raise ValueError("this model is not class-conditional (train with TrainConfig(n_classes=K))")
+        if label is not None:
+            label = _check.integer(label, "label", 0, self.n_classes - 1)
+        other = copy.copy(self)
+        other.label = label
+        return other
 
     @property
     def device(self) -> torch.device:
@@ -184,12 +203,17 @@ class NetworkField(ScoreField):
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def eps(self, x: Tensor, t) -> Tensor:
+    def eps(self, x: Tensor, t, labels: Tensor | None = None) -> Tensor:
+        """eps(x_t, t); ``labels`` (n,): a class-conditional network's class per point
+        (training; n_classes means none), instead of the field's own ``label``."""
         tt, alpha, sigma = self._coeffs(x, t)
         if getattr(self.model, "log_density", False):   # Deveney et al.'s u(t, x): eps = -sigma grad u
             return -sigma * self._grad_x(lambda xg: self.model(xg, tt.reshape(-1)), x)
         lam = self.schedule.lambda_(tt)
-        out = self._network_eps(x, alpha, sigma, lam)
+        if labels is None and self.n_classes:
+            labels = torch.full((1,), self.n_classes if self.label is None else self.label,
+                                dtype=torch.long, device=x.device)
+        out = self._network_eps(x, alpha, sigma, lam, labels)
         # Past the floor (a schedule such as VP with beta up to 200 reaches lambda = -50) the
         # field is eps = x / sigma, the exact one to O(alpha^2): its denoiser there is 0, the
         # data's mean, instead of the network's tiny eps error divided by alpha (e^-50),
@@ -199,25 +223,26 @@ class NetworkField(ScoreField):
             out = torch.where(noise_only, x / sigma, out)
         return out
 
-    def _network_eps(self, x: Tensor, alpha: Tensor, sigma: Tensor, lam: Tensor) -> Tensor:
+    def _network_eps(self, x: Tensor, alpha: Tensor, sigma: Tensor, lam: Tensor, labels=None) -> Tensor:
         c_in = torch.rsqrt(alpha**2 * self.data_std**2 + sigma**2)
         # the network sees the noise level, not the time: EDM's c_noise = log(sigma/alpha)/4
         # one time for all points (sampling): one row of noise-level features, broadcast
         # by the network, instead of n equal rows (a third of an evaluation's cost)
         c_noise = (-lam.clamp_min(LAMBDA_FLOOR) / 4).reshape(-1)
+        extra = () if labels is None else (labels,)
         if not getattr(self.model, "conservative", False):
             x_in = x * c_in
             if (torch.is_grad_enabled() or x.device.type != "cpu" or x.shape[0] <= CPU_BLOCK_ROWS
-                    or torch.get_num_threads() > 1):
-                return self.model(x_in, c_noise)
+                    or torch.get_num_threads() > 1 or (labels is not None and labels.shape[0] > 1)):
+                return self.model(x_in, c_noise, *extra)
             # sampling on one CPU thread: blocks of rows whose activations stay in cache (the
             # network's adds and SiLUs are memory-bound): 1.5x faster at 20,000 points. Not
             # with more threads: each block is another parallel region, and a served lab's
             # many sampling threads then spin in OpenMP's barriers (measured: slower under load)
             blocks = x_in.split(CPU_BLOCK_ROWS)
             levels = c_noise.split(CPU_BLOCK_ROWS) if c_noise.shape[0] > 1 else [c_noise] * len(blocks)
-            return torch.cat([self.model(xb, cb) for xb, cb in zip(blocks, levels)])
-        return self._grad_x(lambda xg: self.model(xg * c_in, c_noise), x)
+            return torch.cat([self.model(xb, cb, *extra) for xb, cb in zip(blocks, levels)])
+        return self._grad_x(lambda xg: self.model(xg * c_in, c_noise, *extra), x)
 
     def _grad_x(self, scalar, x: Tensor) -> Tensor:
         """grad_x of sum(scalar(x)). The graph is kept when the caller differentiates

@@ -40,11 +40,19 @@ class TimeEmbedding(nn.Module):
 
 class _MLP(nn.Module):
     """x (n, 2) and noise level c (n,) -> (n, out): its features enter every hidden layer.
-    c may also be (1,): one level for every point, broadcast (what sampling passes)."""
+    c may also be (1,): one level for every point, broadcast (what sampling passes).
 
-    def __init__(self, out: int, hidden: int, depth: int, t_dim: int):
+    With ``n_classes`` > 0 the network is class-conditional (classifier-free guidance, Ho &
+    Salimans 2022): a learned embedding of the label (n,) or (1,) is added to the noise-level
+    features; label ``n_classes`` (or None) is "no class", the unconditional model that label
+    dropout trains (``TrainConfig.label_dropout``)."""
+
+    def __init__(self, out: int, hidden: int, depth: int, t_dim: int, n_classes: int = 0):
         super().__init__()
         hidden, depth = _check.integer(hidden, "hidden", 1, 4096), _check.integer(depth, "depth", 1, 64)
+        self.n_classes = _check.integer(n_classes, "n_classes", 0, 100_000)
+        if self.n_classes:
+            self.label_embed = nn.Embedding(self.n_classes + 1, t_dim)
         self.embed = TimeEmbedding(t_dim)
         self.inp = nn.Linear(2, hidden)
         self.t_proj = nn.Linear(t_dim, hidden * depth)
@@ -52,9 +60,16 @@ class _MLP(nn.Module):
         self.out = nn.Linear(hidden, out)
         self.depth = depth
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        features = self.embed(t)
+        if self.n_classes:
+            if labels is None:
+                labels = torch.full((1,), self.n_classes, dtype=torch.long, device=x.device)
+            features = features + self.label_embed(labels)
+        elif labels is not None:
+            raise ValueError("this network has no classes (train with TrainConfig(n_classes=K))")
         h = self.inp(x)
-        temb = self.t_proj(self.embed(t)).chunk(self.depth, dim=1)
+        temb = self.t_proj(features).chunk(self.depth, dim=1)
         for layer, te in zip(self.layers, temb):
             h = h + layer(nn.functional.silu(h + te))  # residual block
         return self.out(nn.functional.silu(h))
@@ -65,9 +80,9 @@ class ScoreMLP(_MLP):
 
     conservative = False
 
-    def __init__(self, hidden: int = 64, depth: int = 3, t_dim: int = 32):
-        super().__init__(2, hidden, depth, t_dim)
-        self.kwargs = dict(hidden=hidden, depth=depth, t_dim=t_dim)
+    def __init__(self, hidden: int = 64, depth: int = 3, t_dim: int = 32, n_classes: int = 0):
+        super().__init__(2, hidden, depth, t_dim, n_classes)
+        self.kwargs = dict(hidden=hidden, depth=depth, t_dim=t_dim) | ({"n_classes": n_classes} if n_classes else {})
 
 
 class PotentialMLP(_MLP):
@@ -76,12 +91,12 @@ class PotentialMLP(_MLP):
 
     conservative = True
 
-    def __init__(self, hidden: int = 64, depth: int = 3, t_dim: int = 32):
-        super().__init__(1, hidden, depth, t_dim)
-        self.kwargs = dict(hidden=hidden, depth=depth, t_dim=t_dim)
+    def __init__(self, hidden: int = 64, depth: int = 3, t_dim: int = 32, n_classes: int = 0):
+        super().__init__(1, hidden, depth, t_dim, n_classes)
+        self.kwargs = dict(hidden=hidden, depth=depth, t_dim=t_dim) | ({"n_classes": n_classes} if n_classes else {})
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return super().forward(x, t).squeeze(1)
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        return super().forward(x, t, labels).squeeze(1)
 
 
 class LogDensityMLP(nn.Module):

@@ -89,6 +89,8 @@ class TrainConfig:
     fp_region: float = 3.5          # collocation x uniform in [-fp_region, fp_region]^2
     fp_points: int = 256            # collocation points per step
     fp_form: str = "score"          # the residual penalised: "score" (vector) or "log_density" (scalar)
+    n_classes: int = 0              # > 0: a class-conditional network (train(..., labels=)), 0: none
+    label_dropout: float = 0.1      # share of a conditional batch trained as "no class" (Ho & Salimans 2022)
     log_every: int = 50             # call back (and check the loss is finite) every k steps
     seed: int = 0                   # seeds the weights, batches, times and noise; in [-2**63, 2**64)
     device: str | None = None       # None: lab.pick_device() (cuda, then mps, then cpu)
@@ -107,13 +109,18 @@ class TrainConfig:
                              f"model={self.model!r} gives eps, use model='log_density_mlp' or fp_form='score'")
         for name, low, high in (("hidden", 1, 4096), ("depth", 1, 64), ("steps", 1, 10_000_000),
                                 ("batch_size", 1, 1_000_000), ("warmup", 0, 10_000_000),
-                                ("log_every", 1, 10_000_000), ("fp_points", 1, 1_000_000)):
+                                ("log_every", 1, 10_000_000), ("fp_points", 1, 1_000_000),
+                                ("n_classes", 0, 100_000)):
             _check.integer(getattr(self, name), f"TrainConfig.{name}", low, high)
         for name, low, high, low_open, high_open in (
                 ("lr", 0, 10, True, False), ("lr_final", 0, 1, False, False), ("ema", 0, 1, False, True),
-                ("fp_weight", 0, 1e6, False, False), ("fp_region", 1e-3, 1e3, False, False)):
+                ("fp_weight", 0, 1e6, False, False), ("fp_region", 1e-3, 1e3, False, False),
+                ("label_dropout", 0, 1, False, True)):
             _check.real(getattr(self, name), f"TrainConfig.{name}", low, high,
                         low_open=low_open, high_open=high_open)
+        if self.n_classes and getattr(MODELS[self.model], "log_density", False):
+            raise ValueError(f"model={self.model!r} has no classes; a class-conditional model is "
+                             "'score_mlp' or 'potential_mlp'")
         if self.grad_clip is not None:
             _check.real(self.grad_clip, "TrainConfig.grad_clip (a positive number or None)", 0, low_open=True)
         if self.t_min is not None:
@@ -214,7 +221,7 @@ def _fp_penalty(field: NetworkField, cfg: TrainConfig, to_time, t_lo: float, gen
 def train(data, config: TrainConfig | None = None,
           callback: Callable[[Progress], bool | None] | None = None,
           cancel: threading.Event | None = None, state=None, resume: bool = False,
-          state_every: float = STATE_EVERY_S) -> tuple[NetworkField, dict]:
+          state_every: float = STATE_EVERY_S, labels=None) -> tuple[NetworkField, dict]:
     """Train a score model on 2-D points by denoising score matching.
 
     Args:
@@ -230,6 +237,10 @@ def train(data, config: TrainConfig | None = None,
         resume: continue from ``state`` when that file exists: the same data and config
             (``steps`` may grow) give the same weights, bit for bit on one device and thread
             count, as one uninterrupted run. A finished state returns its model at once.
+        labels: with ``config.n_classes`` = K > 0, each point's class (n,) in 0..K-1: the
+            network learns eps(x, t, class), and a ``config.label_dropout`` share of each
+            batch is shown as "no class", so one network is both the conditional and the
+            unconditional model of classifier-free guidance (``field.with_label``).
 
     Returns:
         ``(field, history)``: a :class:`NetworkField` holding the EMA weights (eval mode, on
@@ -253,10 +264,12 @@ def train(data, config: TrainConfig | None = None,
         warnings.warn(f"the data's scale (std {data_std:.3g}) is far from 1, which the schedules "
                       "assume; lab.data.standardize(x) centres and scales points", stacklevel=2)
     state_every = _check.real(state_every, "state_every", 0.0)
+    y = _labels(labels, cfg.n_classes, x.shape[0], device)
 
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, hidden=cfg.hidden, depth=cfg.depth).to(device)
+        model = build_model(cfg.model, hidden=cfg.hidden, depth=cfg.depth,
+                            **({"n_classes": cfg.n_classes} if cfg.n_classes else {})).to(device)
     ema_model = copy.deepcopy(model).requires_grad_(False).eval()
     field = NetworkField(model, schedule, data_std)
     ema_field = NetworkField(ema_model, schedule, data_std)
@@ -267,7 +280,8 @@ def train(data, config: TrainConfig | None = None,
     params, ema_params = list(model.parameters()), list(ema_model.parameters())
     history = {"step": [], "loss": [], "samples_per_s": [], "seconds": [], "lr": []}
     loss_sum = torch.zeros((), device=device)
-    run = _RunState(model, ema_model, opt, gen, history, loss_sum, _fingerprint(x), cfg)
+    run = _RunState(model, ema_model, opt, gen, history, loss_sum,
+                    _fingerprint(x if y is None else torch.cat([x, y[:, None].to(x.dtype)], 1)), cfg)
     if state is not None and resume and os.path.isfile(os.fspath(state)):
         run.restore(os.fspath(state))
     else:
@@ -288,7 +302,11 @@ def train(data, config: TrainConfig | None = None,
         eps = torch.randn(cfg.batch_size, 2, device=device, generator=gen)
         tc = t[:, None]
         xt = schedule.alpha(tc) * x[idx] + schedule.sigma(tc) * eps
-        err = ((field.eps(xt, t) - eps) ** 2).sum(1)
+        yb = None
+        if y is not None:   # label dropout: "no class" (index n_classes) for a share of the batch
+            drop = torch.rand(cfg.batch_size, device=device, generator=gen) < cfg.label_dropout
+            yb = torch.where(drop, cfg.n_classes, y[idx])
+        err = ((field.eps(xt, t, labels=yb) - eps) ** 2).sum(1)
         loss = (weight(t) * err).mean()
         if cfg.fp_weight > 0:
             loss = loss + cfg.fp_weight * _fp_penalty(field, cfg, to_time, t_lo, gen, device)
@@ -345,6 +363,23 @@ def train(data, config: TrainConfig | None = None,
     }
     ema_field.config, ema_field.summary = cfg, history["summary"]
     return ema_field, history
+
+
+def _labels(labels, n_classes: int, n: int, device) -> Tensor | None:
+    """Checked class labels (n,) as a long tensor on ``device``, or None."""
+    if not n_classes:
+        if labels is not None:
+            raise ValueError("labels were given but TrainConfig.n_classes is 0: set it to the number of classes")
+        return None
+    if labels is None:
+        raise ValueError(f"TrainConfig.n_classes = {n_classes}: train() needs labels=, one class per point")
+    y = torch.as_tensor(labels)
+    if y.shape != (n,) or y.is_floating_point() and not torch.equal(y, y.round()):
+        raise ValueError(f"labels must be {n} whole numbers (one per point), got shape {tuple(y.shape)}")
+    y = y.long()
+    if n and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}, got {int(y.min())}..{int(y.max())}")
+    return y.to(device)
 
 
 def _fingerprint(x: Tensor) -> list[float]:
