@@ -114,6 +114,8 @@ def test_sessions_share_the_shipped_models_and_their_pictures_but_not_their_own(
     assert shared.memo(("test", id(own)), lambda: calls.append(1) or len(calls), [own]) == 3
     b.use_points(dataset_mixture("ring").sample(500, generator=torch.Generator().manual_seed(0)))
     assert b.exact is not a.exact and not shared.is_shared(b.exact)
+    # sub-VP has VP's arguments: still its own field
+    assert Session(schedule="subvp").exact.schedule.name == "subvp" and a.exact.schedule.name == "vp"
 
 
 def test_changing_the_data_set_resamples_the_new_one(view):

@@ -49,7 +49,7 @@ def pretrained(name: str):
 def exact_field(dataset: str, schedule) -> MixtureField:
     """The exact field of a built-in data set under ``schedule`` (a Schedule), once a process
     per data set and schedule configuration."""
-    key = ("exact", dataset, tuple(sorted(schedule.config().items())))
+    key = ("exact", dataset, schedule.name, tuple(sorted(schedule.config().items())))   # vp, subvp: one config
     return _keep(key, lambda: MixtureField(dataset_mixture(dataset), schedule))
 
 
