@@ -11,7 +11,7 @@ Correctors in Diffusion: Annealing, Guidance, and Product of Experts", arXiv 250
 
 The naive sampler runs the reverse SDE (or any solver) on the combined score. Its marginals
 are not the intended prod_i q_i,t^beta_i at intermediate t (a sum of noised scores is not the
-score of the noised product), so it ends somewhere else. FKC (their Props. 3.1-3.3) keeps the
+score of the noised product), so it ends somewhere else. FKC (the paper's weighted SDEs) keeps the
 SDE and carries importance weights that correct it. Written here in the lab's notation
 (forward dx = f x dt + g dW, tau = T - t the sampling time, s_i = grad log q_i,t): the target
 path pi_tau ∝ exp(l), l = sum_i beta_i log q_i,t, and the SDE dx = [-f x + g^2 s] dtau + g dW
@@ -225,23 +225,26 @@ class GridTarget(ExactTarget):
         x0, x1, y0, y1 = box
         self.cells = _check.integer(cells, "cells", 16, 8192)
         self.hx, self.hy = (x1 - x0) / cells, (y1 - y0) / cells
-        xs = x0 + self.hx * (torch.arange(cells, dtype=torch.float64) + 0.5)
-        ys = y0 + self.hy * (torch.arange(cells, dtype=torch.float64) + 0.5)
-        self.centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
-        logd = torch.cat([log_density(c) for c in self.centres.split(65_536)])
-        self.log_z = float(torch.logsumexp(logd, 0)) + math.log(self.hx * self.hy)
-        self._cell_logp = logd
         self.box = box
+        rows = torch.arange(cells * cells).split(65_536)
+        logd = torch.cat([log_density(self._centres(r)) for r in rows])
+        self.log_z = float(torch.logsumexp(logd, 0)) + math.log(self.hx * self.hy)
+        self._cell_p = torch.softmax(logd, 0).float()     # what sampling needs (4 MB at 1024^2)
+
+    def _centres(self, index: Tensor) -> Tensor:
+        """Centres of the cells numbered ``index`` (row-major, x fastest)."""
+        x0, _, y0, _ = self.box
+        i, j = index % self.cells, index // self.cells
+        return torch.stack([x0 + self.hx * (i.double() + 0.5), y0 + self.hy * (j.double() + 0.5)], 1)
 
     def log_prob(self, x: Tensor) -> Tensor:
         return self.log_density(x) - self.log_z
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         n = _check.integer(n, "n", 1, 100_000_000)
-        p = torch.softmax(self._cell_logp, 0)
-        idx = torch.multinomial(p, n, replacement=True, generator=generator)
+        idx = torch.multinomial(self._cell_p, n, replacement=True, generator=generator)
         jitter = torch.rand(n, 2, dtype=torch.float64, generator=generator) - 0.5
-        return self.centres[idx] + jitter * torch.tensor([self.hx, self.hy], dtype=torch.float64)
+        return self._centres(idx) + jitter * torch.tensor([self.hx, self.hy], dtype=torch.float64)
 
     def __repr__(self) -> str:
         return f"GridTarget({self.cells}x{self.cells} over {self.box})"
