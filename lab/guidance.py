@@ -443,8 +443,9 @@ class Example:
 def example(kind: str, weight: float | None = None, schedule: Schedule | str = "vp") -> Example:
     """The lab's example of each kind, on exact mixture fields of ``schedule``:
 
-    - "cfg" (weight w, default 3): the upper of the two moons as the condition, both moons
-      as the unconditional law;
+    - "cfg" (weight w, default 3): the right one of two overlapping blobs as the condition,
+      both as the unconditional law (FKC's weights stay healthy here; between far-apart
+      classes they degenerate, see docs/guidance.md);
     - "product": the ring's eight modes times a broad blob over two of them;
     - "anneal" (weight beta, default 0.5): the two moons to the power beta.
     """
@@ -456,12 +457,12 @@ def example(kind: str, weight: float | None = None, schedule: Schedule | str = "
     schedule = get_schedule(schedule)
     if kind == "cfg":
         w = 3.0 if weight is None else _check.real(weight, "w", 0.0, 1e3)
-        moons = dataset_mixture("two_moons")
-        cond = class_mixture(moons, range(moons.n_components // 2))   # lab.data: the upper moon first
-        fc, fu = MixtureField(cond, schedule), MixtureField(moons, schedule)
+        whole = GaussianMixture([[0.6, 0.0], [-0.6, 0.0]], 0.4)
+        cond = class_mixture(whole, [0])
+        fc, fu = MixtureField(cond, schedule), MixtureField(whole, schedule)
         return Example(kind, dict(cond=fc, uncond=fu, w=w),
-                       dict(cond=end_law(cond, schedule), uncond=end_law(moons, schedule), w=w),
-                       guided_field(fc, fu, w), f"guidance w = {w:g} toward the upper moon")
+                       dict(cond=end_law(cond, schedule), uncond=end_law(whole, schedule), w=w),
+                       guided_field(fc, fu, w), f"guidance w = {w:g} toward the right of two blobs")
     if kind == "product":
         ring, blob = dataset_mixture("ring"), GaussianMixture([[0.6, 0.6]], 0.5)
         fa, fb = MixtureField(ring, schedule), MixtureField(blob, schedule)
