@@ -34,6 +34,7 @@ grid otherwise), so the lab can show the naive sampler's error and FKC's correct
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 
@@ -169,14 +170,16 @@ def _require(kind, parts, *names):
 
 
 # --- the exact targets ------------------------------------------------------------------------
-class ExactTarget:
+class ExactTarget(abc.ABC):
     """A target density with a normalised ``log_prob(x)`` and exact ``sample(n)``."""
 
+    @abc.abstractmethod
     def log_prob(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Normalised log-density at points x (n, 2) -> (n,)."""
 
+    @abc.abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        raise NotImplementedError
+        """n independent samples (n, 2)."""
 
 
 class MixtureTarget(ExactTarget):
