@@ -29,8 +29,8 @@ import torch
 
 from lab.data import GaussianMixture, dataset_mixture
 from lab.fields import MixtureField
-from lab.guidance import (annealed_field, class_mixture, exact_target, fkc_sample, grid_classes, guided_field,
-                          product_field)
+from lab.guidance import (annealed_field, class_mixture, exact_target, example, fkc_sample, grid_classes,
+                          guided_field, product_field)
 from lab.hallucination import end_law
 from lab.metrics import w2
 from lab.schedules import get_schedule
@@ -45,7 +45,7 @@ def cases():
     blobs = GaussianMixture([[0.5, 0.0], [-0.5, 0.0]], 0.35)
     grid = dataset_mixture("gaussian_grid")
     moons = dataset_mixture("two_moons")
-    ring, blob = dataset_mixture("ring"), GaussianMixture([[0.6, 0.6]], 0.5)
+    blob = GaussianMixture([[0.6, 0.6]], 0.5)
     for label, whole, members in (("two overlapping blobs", blobs, [0]),
                                   ("5x5 grid, chessboard classes", grid, grid_classes(grid)[0])):
         cond = class_mixture(whole, members)
@@ -53,10 +53,11 @@ def cases():
         for w in (0.0, 1.0, 3.0, 7.0):
             yield (f"cfg w={w:g}, {label}", "cfg", dict(cond=fc, uncond=fu, w=w),
                    dict(cond=end_law(cond, VP), uncond=end_law(whole, VP), w=w), guided_field(fc, fu, w))
-    for label, a, b in (("ring x blob", ring, blob), ("moons x blob", moons, blob)):
-        fa, fb = MixtureField(a, VP), MixtureField(b, VP)
-        yield (f"product, {label}", "product", dict(a=fa, b=fb), dict(a=end_law(a, VP), b=end_law(b, VP)),
-               product_field(fa, fb))
+    ex = example("product")
+    yield "product, ring x blob", "product", ex.parts, ex.target_parts, ex.field
+    fa, fb = MixtureField(moons, VP), MixtureField(blob, VP)
+    yield ("product, moons x blob", "product", dict(a=fa, b=fb), dict(a=end_law(moons, VP), b=end_law(blob, VP)),
+           product_field(fa, fb))
     for label, mix in (("5x5 grid", grid), ("two moons", moons)):
         f = MixtureField(mix, VP)
         for beta in (0.5, 2.0):

@@ -146,8 +146,7 @@ def combination(kind: str, **parts) -> tuple[list, list[float]]:
     """The items (fields or mixtures) and betas of a kind: "cfg" (cond, uncond, w) ->
     [cond, uncond], [1 + w, -w]; "product" (a, b) -> [a, b], [1, 1]; "anneal"
     (field or mixture, beta) -> [it], [beta]."""
-    need = {"cfg": ("cond", "uncond", "w"), "product": ("a", "b"), "anneal": (None, "beta")}
-    if kind not in need:
+    if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     if kind == "cfg":
         _require(kind, parts, "cond", "uncond", "w")

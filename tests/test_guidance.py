@@ -8,8 +8,8 @@ import torch
 
 from lab.data import GaussianMixture, dataset_mixture
 from lab.fields import MixtureField
-from lab.guidance import (CombinedField, GridTarget, annealed_field, class_mixture, exact_target, fkc_sample,
-                          grid_classes, guided_field, mixture_product, product_field)
+from lab.guidance import (CombinedField, GridTarget, annealed_field, class_mixture, exact_target, example,
+                          fkc_sample, grid_classes, guided_field, mixture_product, product_field)
 from lab.hallucination import end_law
 from lab.metrics import w2
 from lab.schedules import get_schedule
@@ -165,9 +165,8 @@ def _case(kind):
         return (dict(cond=fc, uncond=fu, w=3.0), dict(cond=end_law(cond, VP), uncond=end_law(whole, VP), w=3.0),
                 guided_field(fc, fu, 3.0))
     if kind == "product":   # the ring's modes weighted by a blob over two of them
-        ring, blob = dataset_mixture("ring"), GaussianMixture([[0.6, 0.6]], 0.5)
-        fr, fb = MixtureField(ring, VP), MixtureField(blob, VP)
-        return dict(a=fr, b=fb), dict(a=end_law(ring, VP), b=end_law(blob, VP)), product_field(fr, fb)
+        ex = example("product")
+        return ex.parts, ex.target_parts, ex.field
     grid = dataset_mixture("gaussian_grid")   # p^0.5 of the 5x5 grid
     field = MixtureField(grid, VP)
     return dict(field=field, beta=0.5), dict(mixture=end_law(grid, VP), beta=0.5), annealed_field(field, 0.5)
@@ -226,6 +225,12 @@ def test_a_class_conditional_network_learns_each_class_and_the_whole(tmp_path):
     assert 0.35 < share_of_class_0(field.with_label(None)) < 0.7
     # guidance makes the imperfect conditional model keep to its class (what CFG is used for)
     assert share_of_class_0(guided_field(field.with_label(0), field.with_label(None), 2.0)) > max(0.98, cond)
+    # one label per point, sampled in row blocks on one thread: as in one pass
+    xs, ys = torch.randn(5000, 2), torch.randint(0, 3, (5000,))
+    with torch.no_grad():
+        whole = field.eps(xs, 0.3, labels=ys)
+        assert torch.allclose(whole[:100], field.eps(xs[:100], 0.3, labels=ys[:100]), atol=1e-5)
+        assert torch.allclose(whole[-100:], field.eps(xs[-100:], 0.3, labels=ys[-100:]), atol=1e-5)
     save(field, tmp_path / "cond.pt")
     again = load(tmp_path / "cond.pt", device="cpu")
     xs = torch.randn(10, 2)
