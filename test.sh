@@ -13,4 +13,6 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "setup: no chromium (install it as root: apt-get install chromium); browser tests will be skipped"
   fi
 fi
-exec "${LAB_VENV:-.venv}/bin/python" -m pytest "$@"
+# Two workers (CI has two cores; each test keeps torch to one thread); a file's tests stay
+# on one worker, in order (a notebook's cells share a kernel). LAB_TEST_WORKERS=0: none.
+exec "${LAB_VENV:-.venv}/bin/python" -m pytest -n "${LAB_TEST_WORKERS:-2}" --dist loadfile "$@"

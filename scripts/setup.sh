@@ -45,7 +45,7 @@ fi
 stamp="$VENV/.score-lab-stamp"
 want="$(cksum < pyproject.toml)$extra"
 check='import lab, lab.train, panel, holoviews, ot, torchdiffeq, tqdm'
-[ -n "$extra" ] && check="$check, pytest, nbval, yaml, playwright"
+[ -n "$extra" ] && check="$check, pytest, xdist, nbval, yaml, playwright"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VENV/bin/python" -c "$check" 2>/dev/null; then
   echo "setup: installing score-lab$extra and its dependencies"
   pip_install -e ".$extra"
