@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -253,20 +254,29 @@ def ddpm(run: _Run, x: Tensor, variance: str = "small") -> Tensor:
     ``variance``: "small", the posterior's (Ho et al.'s sigma^2 = beta-tilde); or "large",
     sigma_ts^2 (their sigma^2 = beta, for VP the step's beta) with no noise on the last
     step, as DDPM's code and Aithal et al.'s ("fixed-large") sample."""
-    if variance not in ("small", "large"):
-        raise ValueError(f"variance must be 'small' or 'large', got {variance!r}")
+    _check_variance(variance)
     for i in range(len(run.ts) - 1):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
-        a_s, sg_s, _ = run.coef(s)
-        a_t, sg_t, _ = run.coef(t)
         x0 = run.x0(x, s)
-        a_ts = a_s / a_t                       # alpha_{s|t}
-        var_ts = sg_s**2 - a_ts**2 * sg_t**2   # sigma_{s|t}^2
-        mean = a_ts * sg_t**2 / sg_s**2 * x + a_t * var_ts / sg_s**2 * x0
-        var = var_ts * sg_t**2 / sg_s**2 if variance == "small" else 0.0 if _last(run, i) else var_ts
-        x = mean + math.sqrt(max(var, 0.0)) * run.noise(x)
+        x = _ancestral_step(run, x, x0, s, t, variance, _last(run, i))
         run.record(i, x, x0)
     return x
+
+
+def _check_variance(variance):
+    if variance not in ("small", "large"):
+        raise ValueError(f"variance must be 'small' or 'large', got {variance!r}")
+
+
+def _ancestral_step(run: _Run, x, x0, s, t, variance, last):
+    """One draw of ``ddpm``'s posterior step from s to t, given the x0 prediction."""
+    a_s, sg_s, _ = run.coef(s)
+    a_t, sg_t, _ = run.coef(t)
+    a_ts = a_s / a_t                       # alpha_{s|t}
+    var_ts = sg_s**2 - a_ts**2 * sg_t**2   # sigma_{s|t}^2
+    mean = a_ts * sg_t**2 / sg_s**2 * x + a_t * var_ts / sg_s**2 * x0
+    var = var_ts * sg_t**2 / sg_s**2 if variance == "small" else 0.0 if last else var_ts
+    return mean + math.sqrt(max(var, 0.0)) * run.noise(x)
 
 
 def ddim(run: _Run, x: Tensor) -> Tensor:
@@ -278,6 +288,90 @@ def ddim(run: _Run, x: Tensor) -> Tensor:
         s, t = float(run.ts[i]), float(run.ts[i + 1])
         x0 = run.x0(x, s)
         x = _first_order_step(run, x, x0, s, t, run.eta)
+        run.record(i, x, x0)
+    return x
+
+
+# --- time-shifted sampling (Li et al. 2024) ----------------------------------------------
+TS_WINDOW = 10     # candidate times s + k/1000 of the range, |k| <= window (theirs: 5-30)
+TS_CUTOFF = 300    # shift only above this thousandth of the range (theirs: 300-900)
+
+
+def _data_variance(field, data_var) -> float:
+    """The data's variance per coordinate, what the forward marginals' variance is made of:
+    given, or the exact mixture's, or the network's data_std^2 (the scale it was trained at)."""
+    if data_var is not None:
+        return _check.real(data_var, "data_var", 0.0, 1e12)
+    mixture = getattr(field, "mixture", None)
+    if mixture is not None:
+        return float(torch.diagonal(mixture.cov()).mean())
+    if hasattr(field, "data_std"):
+        return float(field.data_std) ** 2
+    raise ValueError("time-shifted sampling needs the data's variance: pass data_var=...")
+
+
+def _shifted_time(run: _Run, x: Tensor, s: float, t: float, window: int, cutoff: int, var0: float) -> float:
+    """Li et al. 2024's shifted time: among s + k/1000 of the time range (|k| <= window, and
+    after t), the time whose forward marginal variance alpha^2 var0 + sigma^2 is nearest
+    the variance of the samples x, per coordinate; s itself below the cutoff. Their images
+    take each image's variance over its pixels; a 2-D point has two coordinates, so here the
+    whole batch shares one time, matched to the batch's variance."""
+    sch = run.schedule
+    span = sch.t_max - sch.t_min
+    if window == 0 or (s - sch.t_min) <= cutoff / 1000 * span:
+        return s
+    v = float(x.double().var(dim=0).mean())
+    best, best_d = s, math.inf
+    for k in sorted(range(-window, window + 1), key=abs):       # ties go to the nearest to s
+        tau = min(s + k * span / 1000, sch.t_max)
+        if tau <= t:
+            continue
+        a, sg, _ = run.coef(tau)
+        d = abs(v - (a * a * var0 + sg * sg))
+        if d < best_d - 1e-9 * (1 + v):      # round-off is no reason to move
+            best, best_d = tau, d
+    return best
+
+
+def _ts_options(run, window, cutoff, data_var):
+    window = _check.integer(window, "window", 0, 1000)
+    cutoff = _check.integer(cutoff, "cutoff", 0, 1000)
+    return window, cutoff, _data_variance(run.field, data_var)
+
+
+def ts_ddim(run: _Run, x: Tensor, window: int = TS_WINDOW, cutoff: int = TS_CUTOFF,
+            data_var: float | None = None) -> Tensor:
+    """TS-DDIM (Li et al. 2024, "Alleviating exposure bias in diffusion models through sampling
+    with shifted time steps", Alg. 2): DDIM whose network is asked at a shifted time, the one
+    whose noise level the current samples' variance matches (``_shifted_time``), and which
+    steps from there to the grid's next time. Exposure bias leaves the samples noisier than
+    their time says; the shift asks the network about the noise they have.
+
+    ``window``, ``cutoff``: in thousandths of the time range, as the paper's steps of a
+    1000-step chain; ``data_var``: the data's variance per coordinate (default: the field's).
+    With VP or OU and data of unit variance, alpha^2 + sigma^2 = 1 at every time: the variance
+    says nothing of the noise level, no time is shifted, and this is DDIM."""
+    window, cutoff, var0 = _ts_options(run, window, cutoff, data_var)
+    for i in range(len(run.ts) - 1):
+        s, t = float(run.ts[i]), float(run.ts[i + 1])
+        tau = _shifted_time(run, x, s, t, window, cutoff, var0)
+        x0 = run.x0(x, tau)
+        x = _first_order_step(run, x, x0, tau, t, run.eta)
+        run.record(i, x, x0)
+    return x
+
+
+def ts_ddpm(run: _Run, x: Tensor, window: int = TS_WINDOW, cutoff: int = TS_CUTOFF,
+            data_var: float | None = None, variance: str = "small") -> Tensor:
+    """TS-DDPM (Li et al. 2024, Alg. 1): ancestral sampling (``ddpm``) whose network is asked
+    at the shifted time of ``ts_ddim``, the posterior step taken from there."""
+    _check_variance(variance)
+    window, cutoff, var0 = _ts_options(run, window, cutoff, data_var)
+    for i in range(len(run.ts) - 1):
+        s, t = float(run.ts[i]), float(run.ts[i + 1])
+        tau = _shifted_time(run, x, s, t, window, cutoff, var0)
+        x0 = run.x0(x, tau)
+        x = _ancestral_step(run, x, x0, tau, t, variance, _last(run, i))
         run.record(i, x, x0)
     return x
 
@@ -500,6 +594,261 @@ def deis(run: _Run, x: Tensor, order: int = 3) -> Tensor:
     return x
 
 
+UNIPC_VARIANTS = ("bh1", "bh2")
+
+
+def _unipc_rhos(rks: list[float], h: float, variant: str) -> tuple[float, list[float], list[float]]:
+    """UniPC's coefficients for one step of size h in lambda (Zhao et al. 2023, Alg. 2-3, data
+    prediction): ``rks`` the past points' r_k = (lambda_k - lambda_s)/h (negative), then 1 for
+    the point the corrector adds. Returns B(h) (bh1: -h, bh2: e^-h - 1) and the predictor's
+    and corrector's weights rho, solved from sum_k rho_k r_k^(j-1) = j! phi_(j+1)(-h) / B(h)
+    for j = 1..p (phi_1 = (e^x - 1)/x, phi_(j+1) = (phi_j - 1/j!)/x): the conditions for
+    order p of the predictor (its p-1 past points) and p+1 of the corrector (all p). Solved
+    exactly, B(h) would cancel; UniPC sets a lone rho to its limit 1/2, and only there do
+    bh1 and bh2 differ."""
+    hh = -h
+    b_h = hh if variant == "bh1" else math.expm1(hh)
+    phi, factorial, b = math.expm1(hh) / hh - 1, 1, []
+    for j in range(1, len(rks) + 1):
+        b.append(phi * factorial / b_h)
+        factorial *= j + 1
+        phi = phi / hh - 1 / factorial
+    r = torch.tensor(rks, dtype=torch.float64)
+    mat = torch.stack([r**j for j in range(len(rks))])      # row j: r_k^j
+    rhs = torch.tensor(b, dtype=torch.float64)
+    def solve(k):   # a single unknown takes its h -> 0 limit 1/2, as UniPC's code: there B(h) matters
+        return [] if k == 0 else [0.5] if k == 1 else torch.linalg.solve(mat[:k, :k], rhs[:k]).tolist()
+    return b_h, solve(len(rks) - 1), solve(len(rks))
+
+
+def unipc(run: _Run, x: Tensor, order: int = 2, variant: str = "bh2", corrector: bool = True,
+          lower_order_final: bool = True) -> Tensor:
+    """UniPC (Zhao et al. 2023): multistep predictor UniP-p on the x0 prediction, each state
+    then corrected by UniC with the model output at it, which the next step reuses: no
+    extra evaluation (NFE = steps), order p+1 instead of p.
+
+    ``order`` p (1-3): past outputs the predictor uses (the first steps use fewer);
+    ``variant``: B(h) = -h ("bh1", the paper's choice for few steps on unconditional models)
+    or e^-h - 1 ("bh2"); ``corrector`` False: UniP alone; ``lower_order_final``: the last
+    steps lower the order to the steps left (as diffusers' UniPC), which steadies very few
+    steps. The last state is not corrected (that would cost one more evaluation)."""
+    order = _check.integer(order, "unipc order", 1, 3)
+    if variant not in UNIPC_VARIANTS:
+        raise ValueError(f"unipc variant must be one of {', '.join(UNIPC_VARIANTS)}, got {variant!r}")
+    n = len(run.ts) - 1
+    m = run.x0(x, float(run.ts[0]))
+    past: list[tuple[float, Tensor]] = []      # (lambda, x0 prediction), most recent first
+    for i in range(n):
+        s, t = float(run.ts[i]), float(run.ts[i + 1])
+        _, sg_s, l_s = run.coef(s)
+        a_t, sg_t, l_t = run.coef(t)
+        h = l_t - l_s
+        p = min(order, i + 1, n - i if lower_order_final else order)
+        used = past[:p - 1]
+        rks = [(l_k - l_s) / h for l_k, _ in used] + [1.0]
+        diffs = [(m_k - m) / r for (_, m_k), r in zip(used, rks)]
+        b_h, rho_p, rho_c = _unipc_rhos(rks, h, variant)
+        x_lin = (sg_t / sg_s) * x - a_t * math.expm1(-h) * m
+        x_new = x_lin - a_t * b_h * sum((r * d for r, d in zip(rho_p, diffs)), torch.zeros_like(x))
+        m_new = None
+        if i < n - 1:
+            m_new = run.x0(x_new, t)
+            if corrector:
+                corr = sum((r * d for r, d in zip(rho_c[:-1], diffs)), rho_c[-1] * (m_new - m))
+                x_new = x_lin - a_t * b_h * corr
+        run.record(i, x_new, m)
+        past = [(l_s, m)] + past[:order - 1]
+        x, m = x_new, m_new
+    return x
+
+
+# --- DPM-Solver-v3 (Zheng et al. 2023) ---------------------------------------------------
+EMS_POINTS = 400      # noise levels at which DPM-Solver-v3's statistics are taken, at least
+EMS_SAMPLES = 1000    # points per noise level
+_EMS_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class EMS:
+    """DPM-Solver-v3's empirical model statistics on a fine grid of lambda (K+1,) that holds
+    the sampling grid (its points at ``index``): l, s, b (K+1, 2) per coordinate and their
+    integrals from the start, L = int l, S = int s, B = int e^-S b, I = int e^(L+S),
+    C = int e^(L+S) B (trapezoid rule). ``nfe``: the field evaluations they cost."""
+
+    lam: Tensor
+    index: list[int]
+    l: Tensor
+    s: Tensor
+    b: Tensor
+    L: Tensor
+    S: Tensor
+    B: Tensor
+    I: Tensor
+    C: Tensor
+    nfe: int
+
+
+def _cumtrapz(y: Tensor, x: Tensor) -> Tensor:
+    """int_x0^x y (K+1, ...) over x (K+1,), by the trapezoid rule (0 at the start)."""
+    dx = (x[1:] - x[:-1]).reshape(-1, *([1] * (y.ndim - 1)))
+    return torch.cat([torch.zeros_like(y[:1]), torch.cumsum(dx * (y[1:] + y[:-1]) / 2, 0)])
+
+
+def empirical_model_statistics(field: ScoreField, ts: Tensor, points: int = EMS_POINTS,
+                               samples: int = EMS_SAMPLES, seed: int = 0) -> EMS:
+    """DPM-Solver-v3's EMS (Zheng et al. 2023, Sec. 3.2) of ``field`` for the sampling grid
+    ``ts``, computed here by finite differences (2-D is cheap). On lambda points that split
+    each step of ``ts`` evenly (``points`` in all, at least), with x_lambda = alpha x0 + sigma z
+    for fixed draws x0 (the field's exact mixture, or its own samples) and z, per coordinate:
+
+        l  = E[d(sigma eps_i)/dx_i]            (the linear part: argmin E|grad_x(sigma eps - l x)|^2)
+        f  = (sigma eps - l x) / alpha         (what is left, in data units)
+        s, b = argmin E|f' - s f - b|^2        (f' = df/dlambda along the probability-flow ODE)
+
+    Cost: about 7 evaluations of ``samples`` points per lambda point (and the draws of x0
+    for a field with no mixture: 100 more). Cached per field object and grid in ``sample``."""
+    import numpy as np
+
+    gen = torch.Generator().manual_seed(seed)
+    sch = field.schedule
+    lam_grid = sch.lambda_(ts).double()
+    m = max(1, math.ceil(points / (len(ts) - 1)))
+    ramp = torch.arange(m, dtype=torch.float64) / m
+    lam = torch.cat([lam_grid[:-1, None] + ramp * (lam_grid[1:] - lam_grid[:-1])[:, None]]).reshape(-1)
+    lam = torch.cat([lam, lam_grid[-1:]])
+    t = sch.t_of_lambda(lam).double()
+    t[::m] = ts.double()                                      # the grid's own times, exactly
+    mixture = getattr(field, "mixture", None)
+    nfe = 0
+    if mixture is not None:
+        x0 = mixture.sample(samples, generator=gen, dtype=torch.float64)
+    else:
+        traj = sample(field, n=samples, solver="dpm++2m", steps=100, seed=int(torch.randint(2**31, (), generator=gen)))
+        x0, nfe = traj.samples.double(), traj.nfe
+    z = torch.randn(samples, 2, generator=gen, dtype=torch.float64)
+    alpha, sigma = sch.alpha(t).double(), sch.sigma(t).double()
+
+    def eps(x, tk):
+        return field.eps(field.as_input(x), float(tk)).double()
+
+    ls, epss = [], []
+    for k in range(len(lam)):                                  # pass 1: l, from the Jacobian's diagonal
+        x = alpha[k] * x0 + sigma[k] * z
+        e = eps(x, t[k])
+        d = 1e-3 * float(sigma[k])
+        diag = [(eps(x + d * u, t[k])[:, i] - eps(x - d * u, t[k])[:, i]).mean() / (2 * d)
+                for i, u in enumerate(torch.eye(2, dtype=torch.float64))]
+        ls.append(sigma[k] * torch.stack(diag))
+        epss.append(e)
+        nfe += 5
+    l = torch.stack(ls)
+    dl = torch.from_numpy(np.gradient(l.numpy(), lam.numpy(), axis=0))      # l' on the grid
+    ss, bs = [], []
+    dlam = 1e-3
+    for k in range(len(lam)):                                  # pass 2: s, b, by least squares
+        x, e = alpha[k] * x0 + sigma[k] * z, epss[k]
+        # central differences, one-sided at the grid's ends (a schedule may end there)
+        lp, lm = min(float(lam[k]) + dlam, float(lam[-1])), max(float(lam[k]) - dlam, float(lam[0]))
+        tp, tm = (float(t[-1]) if lj == float(lam[-1]) else float(t[0]) if lj == float(lam[0])
+                  else float(sch.t_of_lambda(torch.tensor(lj, dtype=torch.float64))) for lj in (lp, lm))
+        dlog_alpha = (float(sch.log_alpha(tp)) - float(sch.log_alpha(tm))) / (lp - lm)
+        v = dlog_alpha * x - sigma[k] * e                      # dx/dlambda on the ODE
+        de = (eps(x + (lp - lam[k]) * v, tp) - eps(x + (lm - lam[k]) * v, tm)) / (lp - lm)
+        nfe += 2
+        el = math.exp(-float(lam[k]))
+        f = el * e - l[k] * x / alpha[k]
+        df = el * (de - e) - dl[k] * x / alpha[k] + l[k] * el * e
+        fc, dfc = f - f.mean(0), df - df.mean(0)
+        var = (fc * fc).mean(0)       # f constant (a Gaussian's is 0): nothing to regress, s = 0
+        s_k = torch.where(var > 1e-14, (fc * dfc).mean(0) / var.clamp_min(1e-14), torch.zeros_like(var))
+        ss.append(s_k)
+        bs.append(df.mean(0) - s_k * f.mean(0))
+    s, b = torch.stack(ss), torch.stack(bs)
+    L, S = _cumtrapz(l, lam), _cumtrapz(s, lam)
+    B = _cumtrapz(torch.exp(-S) * b, lam)
+    I = _cumtrapz(torch.exp(L + S), lam)
+    C = _cumtrapz(torch.exp(L + S) * B, lam)
+    return EMS(lam, list(range(0, len(lam), m)), l, s, b, L, S, B, I, C, nfe)
+
+
+def _ems_for(run: _Run, points: int, samples: int) -> EMS:
+    key = (tuple(run.ts.tolist()), points, samples)
+    try:
+        per_field = _EMS_CACHE.setdefault(run.field, {})
+    except TypeError:                                          # a field that takes no weak reference
+        per_field = {}
+    if key not in per_field:
+        per_field[key] = empirical_model_statistics(run.field, run.ts, points, samples)
+    return per_field[key]
+
+
+def _v3_update(ems: EMS, x_s: Tensor, a_s: float, a_t: float, i: int, j: int, pts: list) -> Tensor:
+    """One step of DPM-Solver-v3 (Zheng et al. 2023, eq. 14 and Alg. 1) from fine index i to j:
+    ``pts`` [(fine index, alpha, sigma, x, eps)], the step's start first, then the points whose
+    g = e^(S_i - S_k) f_k - e^S_i (B_k - B_i) the Taylor expansion of g in lambda is fitted to."""
+    L, S, B, I, C, lam = ems.L, ems.S, ems.B, ems.I, ems.C, ems.lam
+    g = []
+    for k, a_k, sg_k, x_k, e_k in pts:
+        f = (sg_k * e_k.double() - ems.l[k] * x_k.double()) / a_k
+        g.append(torch.exp(S[i] - S[k]) * f - torch.exp(S[i]) * (B[k] - B[i]))
+    out = (a_t / a_s * torch.exp(L[i] - L[j]) * x_s.double()
+           - a_t * torch.exp(-L[j] - S[i]) * (I[j] - I[i]) * g[0]
+           - a_t * torch.exp(-L[j]) * (C[j] - C[i] - B[i] * (I[j] - I[i])))
+    n = len(pts) - 1
+    if n:
+        dl = torch.tensor([float(lam[k] - lam[i]) for k, *_ in pts[1:]], dtype=torch.float64)
+        vander = torch.stack([dl**p for p in range(1, n + 1)], 1)          # (n, n)
+        coef = torch.linalg.solve(vander, torch.stack([gk - g[0] for gk in g[1:]]).reshape(n, -1))
+        seg = slice(i, j + 1)
+        w = torch.exp(L[seg] + S[seg] - L[i] - S[i])
+        dlam = (lam[seg] - lam[i])[:, None]
+        for p in range(1, n + 1):        # coef[p-1] = g^(p) / p!: times int e^(L+S) (lam - lam_i)^p
+            e_p = _cumtrapz(w * dlam**p, lam[seg])[-1]
+            out = out - a_t * torch.exp(L[i] - L[j]) * e_p * coef[p - 1].reshape(x_s.shape)
+    return out.to(x_s.dtype)
+
+
+def dpm_v3(run: _Run, x: Tensor, order: int = 2, corrector: bool = True, lower_order_final: bool = True,
+           ems_points: int = EMS_POINTS, ems_samples: int = EMS_SAMPLES) -> Tensor:
+    """DPM-Solver-v3 (Zheng et al. 2023): multistep, on the parameterisation the field's own
+    empirical model statistics make best (``empirical_model_statistics``): the linear part
+    l x taken out of sigma eps, and of what is left the part s f + b that follows its own
+    derivative, so the Taylor expansion is of the smallest remainder g.
+
+    ``order`` (1-3): points of g's expansion (the first steps use fewer); ``corrector``: each
+    state redone with the output at it, one order higher, the output's nonlinear part kept
+    (their pseudo-corrector, no extra evaluation); ``lower_order_final`` as in ``unipc``.
+    The statistics cost about 7 x ``ems_samples`` x ``ems_points`` point evaluations, once
+    per field and grid (not counted in the NFE; ``empirical_model_statistics`` says how many)."""
+    order = _check.integer(order, "dpm_v3 order", 1, 3)
+    points = _check.integer(ems_points, "ems_points", 1, 100_000)
+    samples = _check.integer(ems_samples, "ems_samples", 2, 1_000_000)
+    ems = _ems_for(run, points, samples)
+    n = len(run.ts) - 1
+    hist: list = []                     # (fine index, alpha, sigma, x, eps), most recent first
+    e = run.eps(x, float(run.ts[0]))
+    for i in range(n):
+        s, t = float(run.ts[i]), float(run.ts[i + 1])
+        a_s, sg_s, _ = run.coef(s)
+        a_t, sg_t, _ = run.coef(t)
+        hist = [(ems.index[i], a_s, sg_s, x, e)] + hist[:order - 1]
+        p = min(order, i + 1, n - i if lower_order_final else order)
+        x0 = eps_to_x0(x, e, a_s, sg_s)
+        x_new = _v3_update(ems, x, a_s, a_t, ems.index[i], ems.index[i + 1], hist[:p])
+        e_new = None
+        if i < n - 1:
+            e_new = run.eps(x_new, t)
+            if corrector:
+                new = (ems.index[i + 1], a_t, sg_t, x_new, e_new)
+                x_c = _v3_update(ems, x, a_s, a_t, ems.index[i], ems.index[i + 1], [hist[0], new] + hist[1:p])
+                l_t = ems.l[ems.index[i + 1]].to(x.dtype)
+                e_new = e_new + l_t * (x_c - x_new) / sg_t   # sigma eps - l x kept: eps moves with x
+                x_new = x_c
+        run.record(i, x_new, x0)
+        x, e = x_new, e_new
+    return x
+
+
 def pc(run: _Run, x: Tensor, snr: float = PC_SNR, corrector_steps: int = 1) -> Tensor:
     """Predictor-corrector (Song et al. 2021, Alg. 2-3): per step, Langevin corrector with
     step 2 a (snr |z|/|score|)^2, then an Euler-Maruyama predictor on the eta family."""
@@ -550,6 +899,10 @@ SOLVERS: dict[str, Solver] = {
     "dpm++2m": Solver(dpmpp_2m, nfe_per_step=1, eta_default=0.0, takes_eta=False, order=2),
     "dpm++2m_sde": Solver(dpmpp_2m_sde, nfe_per_step=1, eta_default=1.0, takes_eta=True, order=None),
     "deis": Solver(deis, nfe_per_step=1, eta_default=0.0, takes_eta=False, order=3),
+    "unipc": Solver(unipc, nfe_per_step=1, eta_default=0.0, takes_eta=False, order=2),
+    "dpm_v3": Solver(dpm_v3, nfe_per_step=1, eta_default=0.0, takes_eta=False, order=2),
+    "ts_ddpm": Solver(ts_ddpm, nfe_per_step=1, eta_default=1.0, takes_eta=False, order=None),
+    "ts_ddim": Solver(ts_ddim, nfe_per_step=1, eta_default=0.0, takes_eta=True, order=None),
     "pc": Solver(pc, nfe_per_step=2, eta_default=1.0, takes_eta=True, order=None),
 }
 
@@ -579,7 +932,9 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
             last keep_last + 1 states and times, ``x0_preds`` the last keep_last predictions
             (memory: 20,000 samples x 1000 steps recorded whole take 320 MB). None: all.
         options: solver options: ``rtol``/``atol`` (ode_adaptive), ``snr`` and
-            ``corrector_steps`` (pc), ``order`` (deis), ``variance`` (ddpm: "small" or "large").
+            ``corrector_steps`` (pc), ``order`` (deis), ``variance`` (ddpm: "small" or "large"),
+            ``order``/``variant``/``corrector``/``lower_order_final`` (unipc),
+            ``window``/``cutoff``/``data_var`` (ts_ddim, ts_ddpm; ts_ddpm also ``variance``).
 
     Raises:
         ValueError: an unknown solver or spacing (the message lists the valid ones), a bad
@@ -638,11 +993,11 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
 
 
 def convergence_order(field: ScoreField, solver: str, steps, x_T: Tensor, reference: Tensor,
-                      spacing: str = "logsnr") -> tuple[float, list[float]]:
+                      spacing: str = "logsnr", **options) -> tuple[float, list[float]]:
     """Measured order of convergence of ``solver`` on the probability-flow ODE: sample from
     the same starting points ``x_T`` (n, 2) with each step count in ``steps``, take the mean
     distance of the samples to ``reference`` (n, 2) (a much finer solution from the same
-    x_T), and fit error ~ steps^-order by least squares in log-log.
+    x_T), and fit error ~ steps^-order by least squares in log-log. ``options`` go to the solver.
 
     Returns (order, errors). A method of order p gives p once the steps are small enough
     and the reference error is far below the others (Euler 1, Heun 2, DPM-Solver-3 3)."""
@@ -651,7 +1006,7 @@ def convergence_order(field: ScoreField, solver: str, steps, x_T: Tensor, refere
     steps = [int(k) for k in steps]
     if len(steps) < 2 or len(set(steps)) < len(steps):
         raise ValueError(f"need at least two different step counts, got {steps}")
-    errors = [float((sample(field, x_T=x_T, solver=solver, steps=k, spacing=spacing, keep_last=1).samples
+    errors = [float((sample(field, x_T=x_T, solver=solver, steps=k, spacing=spacing, keep_last=1, **options).samples
                      - reference).norm(dim=1).mean()) for k in steps]
     if not all(e > 0 and math.isfinite(e) for e in errors):
         raise ValueError(f"errors must be positive and finite to fit an order, got {errors}")

@@ -310,3 +310,113 @@ def test_a_network_field_past_the_floor_predicts_the_mean():
     assert float(field.schedule.lambda_(0.3)) > -10 and field.x0(x, 0.3).abs().max() > 0.1
     out = sample(field, n=500, solver="ddpm", steps=20, spacing="time_uniform", seed=0).samples
     assert out.abs().max() < 3
+
+
+# --- the seed papers' newer samplers (UniPC, DPM-Solver-v3, time-shifted sampling) ---------
+@pytest.mark.parametrize("solver, options, steps, low, high", [
+    # UniP-p alone has order p; UniC adds one (Zhao et al. 2023, Thm. 3.1-3.2), held back a
+    # little here by the uncorrected last state and the lowered final orders. Measured (bh2):
+    # UniP-2 2.01, UniP-3 2.87, UniPC-1 1.87, UniPC-2 2.53, UniPC-3 3.41
+    ("unipc", dict(order=2, corrector=False), [10, 20, 40, 80], 1.8, 2.3),
+    ("unipc", dict(order=3, corrector=False), [10, 20, 40, 80], 2.6, 3.3),
+    ("unipc", dict(order=1), [20, 40, 80, 160], 1.7, 2.2),
+    ("unipc", dict(order=2), [10, 20, 40, 80], 2.3, 3.2),
+    ("unipc", dict(order=2, variant="bh1"), [10, 20, 40, 80], 2.3, 3.3),
+    ("unipc", dict(order=3), [10, 20, 40, 80], 3.0, 4.0),
+    # DPM-Solver-v3: its nominal order without the corrector (2.01, 3.06), above with it
+    ("dpm_v3", dict(order=2, corrector=False), [10, 20, 40, 80], 1.8, 2.3),
+    ("dpm_v3", dict(order=3, corrector=False), [10, 20, 40, 80], 2.7, 3.4),
+    ("dpm_v3", dict(order=2), [10, 20, 40, 80], 2.2, 3.2),
+])
+def test_new_solvers_reach_their_orders(reference, solver, options, steps, low, high):
+    field, x, ref = reference
+    order, errs = convergence_order(field, solver, steps, x, ref, **options)
+    assert low < order < high, (solver, options, errs, order)
+
+
+def test_unipc_variants_differ_only_where_a_lone_coefficient_is_set_to_its_limit(reference):
+    """B(h) cancels from an exactly solved system of UniPC's coefficients: bh1 and bh2 differ
+    only through a lone rho set to its limit 1/2 (UniP-2's predictor, UniC-1's corrector).
+    UniP-1 alone is DDIM, whatever B(h)."""
+    field, x, _ = reference
+    a, b = (sample(field, x_T=x, solver="unipc", steps=8, variant=v, order=1, corrector=False).samples
+            for v in ("bh1", "bh2"))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a, sample(field, x_T=x, solver="ddim", steps=8).samples, rtol=1e-12, atol=1e-12)
+    a, b = (sample(field, x_T=x, solver="unipc", steps=8, variant=v).samples for v in ("bh1", "bh2"))
+    assert float((a - b).abs().max()) > 1e-6
+    with pytest.raises(ValueError, match="variant"):
+        sample(field, x_T=x, solver="unipc", steps=8, variant="bh3")
+    with pytest.raises(ValueError, match="order"):
+        sample(field, x_T=x, solver="unipc", steps=8, order=4)
+
+
+def test_dpm_v3_statistics_of_a_gaussian_are_its_closed_form_and_one_step_is_exact():
+    """For data N(0, v I) eps = sigma x / (alpha^2 v + sigma^2): the linear part is all of it,
+    l = sigma^2 / (alpha^2 v + sigma^2), and nothing is left (f = 0, s = b = 0). Then one
+    step of DPM-Solver-v3 is the exact flow x_t = x_s sqrt(v_t / v_s), v = alpha^2 v + sigma^2,
+    to the quadrature's error."""
+    from lab.solvers import empirical_model_statistics
+
+    v = 0.3
+    field = MixtureField(GaussianMixture([[0.0, 0.0]], v**0.5), "vp")
+    sch = field.schedule
+    ts = time_grid(sch, 1)
+    ems = empirical_model_statistics(field, ts, points=200, samples=500)
+    t = sch.t_of_lambda(ems.lam)
+    a2, s2 = sch.alpha(t) ** 2, sch.sigma(t) ** 2
+    torch.testing.assert_close(ems.l, (s2 / (a2 * v + s2))[:, None].expand(-1, 2), rtol=1e-5, atol=1e-6)
+    assert float(ems.s.abs().max()) == 0 and float(ems.b.abs().max()) < 1e-4   # finite differences
+    x = x_T(field, 256)
+    out = sample(field, x_T=x, solver="dpm_v3", steps=1, ems_points=200, ems_samples=500).samples
+    var = [float(sch.alpha(u)) ** 2 * v + float(sch.sigma(u)) ** 2 for u in (sch.t_max, sch.t_min)]
+    exact = x * (var[1] / var[0]) ** 0.5
+    err = float((out - exact).abs().max())
+    assert err < 2e-4
+    assert float((sample(field, x_T=x, solver="dpm++2m", steps=1).samples - exact).abs().max()) > 100 * err
+
+
+def test_dpm_v3_statistics_are_computed_once_per_field_and_grid(reference, monkeypatch):
+    import lab.solvers as solvers
+
+    field, x, _ = reference
+    calls = []
+    real = solvers.empirical_model_statistics
+    monkeypatch.setattr(solvers, "empirical_model_statistics", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for _ in range(2):
+        sample(field, x_T=x, solver="dpm_v3", steps=7, ems_points=50, ems_samples=100)
+    assert len(calls) == 1
+    sample(field, x_T=x, solver="dpm_v3", steps=8, ems_points=50, ems_samples=100)
+    assert len(calls) == 2
+
+
+def test_time_shift_is_nothing_where_the_variance_says_nothing():
+    """VP keeps alpha^2 + sigma^2 = 1: with data of unit variance every time has the same
+    marginal variance, so TS-DDIM and TS-DDPM ask at the grid's own times: DDIM and DDPM."""
+    field = smooth_field("vp")
+    x = x_T(field, 128)
+    for shifted, base in (("ts_ddim", "ddim"), ("ts_ddpm", "ddpm")):
+        a = sample(field, x_T=x, solver=shifted, steps=20, seed=1, data_var=1.0).samples
+        b = sample(field, x_T=x, solver=base, steps=20, seed=1).samples
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_time_shift_finds_the_time_whose_variance_the_samples_have():
+    """On VE the marginal variance v + sigma^2 grows with t: a batch whose variance is that of
+    a time tau inside the window is asked at tau (to the window's resolution, 1/1000 of the
+    range); below the cutoff, at its own time."""
+    from lab.solvers import _Run, _shifted_time
+
+    field = MixtureField(GaussianMixture([[0.0, 0.0]], 1.0), "ve")
+    sch = field.schedule
+    run = _Run(field, time_grid(sch, 10), 0.0, torch.Generator(), None, "ts_ddim")
+    span = sch.t_max - sch.t_min
+    s = sch.t_min + 0.6 * span
+    tau = s + 7 * span / 1000
+    z = torch.randn(200_000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = (z - z.mean(0)) / z.std(0) * (1.0 + float(sch.sigma(tau)) ** 2) ** 0.5
+    assert _shifted_time(run, x, s, sch.t_min, 10, 300, 1.0) == pytest.approx(tau, abs=1.01 * span / 1000)
+    assert _shifted_time(run, x, s, sch.t_min, 10, 700, 1.0) == s           # below the cutoff
+    assert _shifted_time(run, x, s, sch.t_min, 3, 300, 1.0) == pytest.approx(s + 3 * span / 1000)  # window's edge
+    with pytest.raises(ValueError, match="data_var"):
+        sample(field, x_T=x_T(field), solver="ts_ddim", steps=5, data_var=-1.0)
