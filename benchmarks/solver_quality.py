@@ -4,10 +4,14 @@ For every solver: W2 between its samples and fresh true samples at 5, 10, 20, 50
 NFE, on the exact mixture field and on a trained network, beside the noise floor (W2
 between two independent true draws of the same size) and a 1000-step ancestral (DDPM)
 reference; every cell is the mean over --seeds runs, each against its own truth draw.
+Then the solver race (``lab.metrics.solver_race``, the table the solvers page draws): each
+solver at 5, 10, 20, 50 NFE on both fields from the same points, and which error dominates.
 Then each solver's overhead per step beside the cost of one field evaluation.
 
-    python benchmarks/solver_quality.py                     # two_moons, trains a model (~20 s)
+    python benchmarks/solver_quality.py                     # two_moons, the shipped model
     python benchmarks/solver_quality.py --dataset gaussian_grid --model runs/grid.pt
+    python benchmarks/solver_quality.py --race-only         # the race's table alone
+    python benchmarks/solver_quality.py --time-shift        # TS-DDIM / TS-DDPM against DDIM / DDPM
 """
 from __future__ import annotations
 
@@ -18,8 +22,9 @@ import torch
 
 from lab.data import dataset_mixture, make_dataset
 from lab.fields import MixtureField
-from lab.metrics import noised_samples, w2
-from lab.solvers import SOLVERS, sample
+from lab.metrics import noised_samples, solver_race, w2
+from lab.pretrained import load_pretrained, pretrained_path
+from lab.solvers import SOLVERS, TS_CUTOFF, TS_WINDOW, sample
 from lab.train import TrainConfig, load, train
 
 BUDGETS = (5, 10, 20, 50, 100)
@@ -80,26 +85,69 @@ def overhead(field, n=4000, steps=20, repeats=3):
         print(f"{name:16s}{traj.nfe:6d}{best * 1e3:10.1f}{over * 1e3:18.3f}")
 
 
+def time_shift_table(n=2000, seeds=3):
+    """Li et al. 2024's time shift against its base sampler at 10, 20, 50 steps, on trained
+    models: the shipped two_moons model (VP, data of unit variance: nothing to shift) and
+    the gap page's circles models (OU, the paper's units), mean W2 over ``seeds`` draws."""
+    from lab.hallucination import end_law
+    from lab.pretrained import gap_path
+
+    cases = [("two_moons (vp)", load_pretrained("two_moons"), dataset_mixture("two_moons"))]
+    for net in ("lab", "paper"):
+        m = load(gap_path(0, net))
+        cases.append((f"gap_circles, {net} network w = 0 (ou)", m, dataset_mixture("gap_circles")))
+    print(f"\ntime-shifted sampling (window {TS_WINDOW}, cutoff {TS_CUTOFF}): mean W2 to the truth, {n} points x {seeds}")
+    print(f"{'model':38s}{'steps':>6s}{'ddim':>9s}{'ts_ddim':>9s}{'ddpm':>9s}{'ts_ddpm':>9s}{'floor':>8s}")
+    for name, field, mix in cases:
+        law = end_law(mix, field.schedule)
+        for steps in (10, 20, 50):
+            cells, floors = {}, []
+            for seed in range(seeds):
+                g = torch.Generator().manual_seed(50 + seed)
+                x = field.schedule.prior_sample(n, generator=g)
+                truth = law.sample(n, generator=g)
+                floors.append(w2(truth, law.sample(n, generator=g)))
+                for solver in ("ddim", "ts_ddim", "ddpm", "ts_ddpm"):
+                    d = w2(sample(field, x_T=x, solver=solver, steps=steps, seed=seed).samples, truth)
+                    cells[solver] = cells.get(solver, 0.0) + d / seeds
+            print(f"{name:38s}{steps:6d}" + "".join(f"{cells[k]:9.4f}" for k in ("ddim", "ts_ddim", "ddpm", "ts_ddpm"))
+                  + f"{sum(floors) / seeds:8.4f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="two_moons")
-    ap.add_argument("--model", help="a checkpoint trained on --dataset (default: train one now)")
+    ap.add_argument("--model", help="a checkpoint trained on --dataset (default: the shipped one, else train one)")
     ap.add_argument("--n", type=int, default=1500, help="samples per W2 (exact OT: keep <= 4000)")
     ap.add_argument("--seeds", type=int, default=3, help="runs (and truth draws) averaged per cell")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--race-only", action="store_true", help="only the solver race's table")
+    ap.add_argument("--race-n", type=int, default=500, help="samples per run of the race (the page's)")
+    ap.add_argument("--time-shift", action="store_true", help="only the time-shift table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    exact = MixtureField(dataset_mixture(args.dataset), "vp")
+    if args.time_shift:
+        time_shift_table()
+        return
+    if args.model:
+        model = load(args.model)
+    elif pretrained_path(args.dataset).is_file():
+        model = load_pretrained(args.dataset)
+    else:
+        print(f"training a model on {args.dataset} (TrainConfig defaults) ...", flush=True)
+        model, _ = train(make_dataset(args.dataset, 20_000, seed=0), TrainConfig())
+    exact = MixtureField(dataset_mixture(args.dataset), model.schedule)
+    start = time.perf_counter()
+    race = solver_race({"exact": exact, "learned": model}, exact, n=args.race_n)
+    print(f"solver race on {args.dataset} ({time.perf_counter() - start:.0f} s)\n")
+    print(race.markdown())
+    if args.race_only:
+        return
     g = torch.Generator().manual_seed(123)
     truths = [noised_samples(exact, exact.schedule.t_min, args.n, generator=g) for _ in range(args.seeds)]
     floor = sum(w2(t, noised_samples(exact, exact.schedule.t_min, args.n, generator=g))
                 for t in truths) / args.seeds
-    if args.model:
-        model = load(args.model)
-    else:
-        print(f"training a model on {args.dataset} (TrainConfig defaults) ...", flush=True)
-        model, _ = train(make_dataset(args.dataset, 20_000, seed=0), TrainConfig())
     for title, field in (("exact field", exact), ("trained model", model)):
         ref = sum(w2(sample(field, n=args.n, solver="ddpm", steps=1000, seed=100 + i).samples, t)
                   for i, t in enumerate(truths)) / args.seeds

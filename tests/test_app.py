@@ -14,6 +14,7 @@ from bokeh.events import Tap
 
 from lab.app.session import UPLOADED, Session
 from lab.app.solver_view import N_SAMPLES, N_TRAJECTORIES, SolverView
+from lab.metrics import RACE_BUDGETS
 from lab.data import dataset_mixture
 from lab.fields import MixtureField, NetworkField, SwirlField
 from lab.metrics import noised_samples, score_error, sliced_w2
@@ -137,6 +138,36 @@ def test_solver_page_draws_learned_and_exact_fields_in_one_colour_range():
     assert view.figures["learned field"].arrows.data["x1"] is first
     view.session.model = None                           # a model change does: now exact twice
     assert np.abs(np.asarray(view.figures["learned field"].image.data["image"][0])).max() < 1e-6
+
+
+def test_solver_race_on_the_solvers_page_draws_the_races_numbers():
+    view = SolverView(Session(dataset="two_moons"))
+    assert view.race is None                             # built on demand only
+    race = view.open_race()
+    assert view.open_race() is race
+    race.n = 150
+    race.run()
+    r = race.result
+    assert set(r.w2) == {"exact", "learned"} and r.budgets == RACE_BUDGETS and r.n == 150
+    for src in ("exact", "learned"):
+        line = race.figures[src].sources["dpm++2m"].data
+        assert list(line["y"]) == r.w2[src]["dpm++2m"] and list(line["x"]) == r.nfe["dpm++2m"]
+        assert list(race.figures[src].sources["floor"].data["y"]) == [r.floor, r.floor]
+    assert list(race.figures["exact"].sources["ode_rk4"].data["x"]) == [4, 8, 20, 48]   # 4 NFE a step
+    assert race.numbers["floor"] == r.floor and "| dpm_v3 |" in race.table
+    assert f"{r.floor:.3f}" in race.message and not race.error
+    view.session.model = None                            # another field: the race shown is gone
+    assert race.result is None and "again" in race.message
+
+
+def test_solver_race_of_the_exact_score_has_no_learning_error():
+    race = SolverView(Session(dataset="ring", pretrained=False)).open_race()   # learned = exact
+    race.n = 100
+    race.run()
+    r = race.result
+    for s in r.w2["exact"]:
+        assert r.w2["learned"][s] == r.w2["exact"][s]
+        assert all(split is None or split["learning"] == 0 for split in (r.split(s, b) for b in r.budgets))
 
 
 # --- the session ---------------------------------------------------------------------------------

@@ -153,3 +153,37 @@ def test_truth_and_floor_draws_the_end_law_and_its_floor_shrinks_with_n():
     assert truth_and_floor(field, 200, seed=1)[1] == truth_and_floor(field, 200, seed=1)[1] > 0
     with pytest.raises(ValueError, match="n_floor"):
         truth_and_floor(field, 100, n_floor=200)
+
+
+# --- the solver race -----------------------------------------------------------------------
+def test_solver_race_numbers_are_the_solvers_own():
+    """Each cell is the W2 of ``sample`` (same starting points, seed, steps = budget / NFE
+    per step) to the race's truth; a budget below one step's cost is None."""
+    from lab.metrics import RaceResult, solver_race, truth_and_floor
+    from lab.solvers import sample
+
+    field = MixtureField(GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], 0.3), "vp")
+    seen = []
+    r = solver_race({"exact": field}, field, ["dpm++2m", "ode_rk4", "ddpm"], budgets=(2, 5), n=300, seed=4,
+                    callback=lambda *a: seen.append(a))
+    assert isinstance(r, RaceResult) and seen[-1][:2] == (3, 3) and r.n == 300
+    truth, floor = truth_and_floor(field, 300, seed=4)
+    assert r.floor == floor
+    x_T = field.as_input(field.schedule.prior_sample(300, generator=torch.Generator().manual_seed(5)))
+    for solver, budget, steps in (("dpm++2m", 5, 5), ("ode_rk4", 5, 1), ("ddpm", 2, 2)):
+        own = w2(sample(field, x_T=x_T, solver=solver, steps=steps, seed=4).samples, truth)
+        assert r.w2["exact"][solver][r.budgets.index(budget)] == pytest.approx(own, rel=1e-12)
+    assert r.w2["exact"]["ode_rk4"][0] is None and r.nfe["ode_rk4"] == [None, 4]
+    with pytest.raises(ValueError, match="unknown solver"):
+        solver_race({"exact": field}, field, ["nope"])
+
+
+def test_race_split_reads_which_error_dominates():
+    from lab.metrics import RaceResult
+
+    w2s = {"exact": {"a": [0.9, 0.2, 0.11]}, "learned": {"a": [1.0, 0.6, 0.12]}}
+    r = RaceResult((5, 10, 20), 0.1, 100, w2s, {"a": [5, 10, 20]})
+    assert r.split("a", 5)["dominant"] == "discretisation"      # 0.8 from the solver, 0.1 from the net
+    split = r.split("a", 10)                                     # 0.1 from the solver, 0.4 from the net
+    assert split["dominant"] == "learning" and split["learning"] == pytest.approx(0.4)
+    assert r.split("a", 20)["dominant"] == "neither"             # within 1.5x the floor

@@ -404,7 +404,7 @@ def test_time_shift_is_nothing_where_the_variance_says_nothing():
 def test_time_shift_finds_the_time_whose_variance_the_samples_have():
     """On VE the marginal variance v + sigma^2 grows with t: a batch whose variance is that of
     a time tau inside the window is asked at tau (to the window's resolution, 1/1000 of the
-    range); below the cutoff, at its own time."""
+    range); below the cutoff, or within the noise of the batch's variance, at its own time."""
     from lab.solvers import _Run, _shifted_time
 
     field = MixtureField(GaussianMixture([[0.0, 0.0]], 1.0), "ve")
@@ -417,6 +417,10 @@ def test_time_shift_finds_the_time_whose_variance_the_samples_have():
     x = (z - z.mean(0)) / z.std(0) * (1.0 + float(sch.sigma(tau)) ** 2) ** 0.5
     assert _shifted_time(run, x, s, sch.t_min, 10, 300, 1.0) == pytest.approx(tau, abs=1.01 * span / 1000)
     assert _shifted_time(run, x, s, sch.t_min, 10, 700, 1.0) == s           # below the cutoff
+    near = x[:500] / x[:500].std(0) * (1.0 + float(sch.sigma(tau)) ** 2) ** 0.5
+    v_s = 1.0 + float(sch.sigma(s)) ** 2
+    at_s = near * (v_s / float(near.var(0).mean())) ** 0.5 * (1 + 0.02)    # 500 points: 4 % is noise
+    assert _shifted_time(run, at_s, s, sch.t_min, 10, 300, 1.0) == s
     assert _shifted_time(run, x, s, sch.t_min, 3, 300, 1.0) == pytest.approx(s + 3 * span / 1000)  # window's edge
     with pytest.raises(ValueError, match="data_var"):
         sample(field, x_T=x_T(field), solver="ts_ddim", steps=5, data_var=-1.0)

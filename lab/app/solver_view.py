@@ -11,6 +11,7 @@ from lab.app.figures import FieldFigure, PathsFigure, ScatterFigure
 from lab.app.session import REDRAW_ON
 from lab.app.shared import memo
 from lab.app.view import LabView
+from lab.app.worker import on_page
 from lab.metrics import sliced_w2, truth_and_floor
 from lab.solvers import SOLVERS, SPACINGS, sample
 
@@ -59,14 +60,27 @@ class SolverView(LabView):
                      "eta": {"type": pn.widgets.FloatSlider, "throttled": True},
                      "source": pn.widgets.RadioButtonGroup},
             show_name=False)
+        self.race = None   # the solver race (lab.app.race_view), built when first asked for
+        race_button = pn.widgets.Button(label="Open the solver race: which error dominates?")
+        self._race_slot = pn.Column(race_button, sizing_mode="stretch_width")
+        race_button.on_click(on_page(lambda event: self.open_race()))
         self.page([widgets, self._worker.indicator],
                   pn.Column(pn.Row(f["samples"].pane, f["paths"].pane),
                             pn.pane.Markdown(f"The learned score beside the exact one at t = {FIELD_T:g}: arrows "
                                              "show the score, colours its curl (zero for a true score)."),
-                            pn.Row(f["learned field"].pane, f["exact field"].pane)))
+                            pn.Row(f["learned field"].pane, f["exact field"].pane), self._race_slot))
         self.param.watch(self._on_change, ["solver", "steps", "spacing", "eta", "source", "seed"])
         self.session.param.watch(lambda *e: self._on_session(), REDRAW_ON)
         self._on_session()
+
+    def open_race(self):
+        """Show the solver race below the figures (its figures cost every page: only on demand)."""
+        if self.race is None:
+            from lab.app.race_view import SolverRaceView
+
+            self.race = SolverRaceView(self.session)
+            self._race_slot[:] = [self.race]
+        return self.race
 
     def _on_change(self, *events):
         if all(e.name == "eta" for e in events) and not SOLVERS[self.solver].takes_eta:

@@ -20,7 +20,7 @@ from lab.app.figures import CurvesFigure, DrawFigure, ScatterFigure
 from lab.app.files import checkpoint_bytes, field_from_upload, points_from_upload
 from lab.app.inputs import number_input
 from lab.app.session import REDRAW_ON, log
-from lab.app.view import LabView
+from lab.app.view import LabView, page_loop_running
 from lab.app.worker import on_page
 from lab.data import points_from_drawing
 from lab.fields import MixtureField
@@ -42,20 +42,6 @@ POLL_MS = 300               # how often the page redraws the progress
 N_TRAIN_POINTS = 20_000     # points drawn from a built-in data set
 N_DRAWN_POINTS = 4000       # points made from a drawing
 PEN_WIDTH = 0.04            # their spread around the strokes, in the canvas's units (it spans +-2.5)
-
-
-def _page_loop_running() -> bool:
-    """Whether a periodic callback will fire: on a served page, or in a Jupyter kernel
-    (a notebook cell). Elsewhere (tests, scripts) ``join`` draws the progress instead."""
-    doc = pn.state.curdoc
-    if doc is not None and doc.session_context is not None:
-        return True
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 class TrainView(LabView):
@@ -168,7 +154,7 @@ class TrainView(LabView):
         self.run = TrainingRun(data, cfg, preview=_preview, preview_every=PREVIEW_EVERY).start()
         self._train_button.disabled, self._stop_button.disabled = True, False
         self.say(f"starting: {cfg.steps} steps of a {cfg.model}")
-        if self._poller is None and _page_loop_running():
+        if self._poller is None and page_loop_running():
             self._poller = pn.state.add_periodic_callback(self.poll, period=POLL_MS)
 
     def stop(self):

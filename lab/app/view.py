@@ -13,7 +13,7 @@ import panel as pn
 from lab.app.session import Session
 from lab.app.worker import Worker
 
-__all__ = ["LabView", "error_text"]
+__all__ = ["LabView", "error_text", "page_loop_running"]
 
 
 def error_text(e: Exception | str) -> str:
@@ -22,6 +22,20 @@ def error_text(e: Exception | str) -> str:
     if isinstance(e, str):
         return e
     return str(e) if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {e}"
+
+
+def page_loop_running() -> bool:
+    """Whether a periodic callback will fire: on a served page, or in a Jupyter kernel
+    (a notebook cell). Elsewhere (tests, scripts) a view draws its progress when asked."""
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        return True
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 class LabView(pn.viewable.Viewer):
