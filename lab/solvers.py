@@ -639,17 +639,46 @@ def unipc(run: _Run, x: Tensor, order: int = 2, variant: str = "bh2", corrector:
     or e^-h - 1 ("bh2"); ``corrector`` False: UniP alone; ``lower_order_final``: the last
     steps lower the order to the steps left (as diffusers' UniPC), which steadies very few
     steps. The last state is not corrected (that would cost one more evaluation)."""
-    order = _check.integer(order, "unipc order", 1, 3)
+    _unipc_options(order, variant)
+    return _unipc(run, x, order, variant, corrector, lower_order_final)
+
+
+def _unipc_options(order, variant):
+    _check.integer(order, "order", 1, 3)
     if variant not in UNIPC_VARIANTS:
         raise ValueError(f"unipc variant must be one of {', '.join(UNIPC_VARIANTS)}, got {variant!r}")
+
+
+def _lagrange(points: list[tuple[float, Tensor]], at: float) -> Tensor:
+    """The polynomial through (lambda_k, value_k), at lambda = ``at``."""
+    out = 0
+    for j, (l_j, v_j) in enumerate(points):
+        w = 1.0
+        for k, (l_k, _) in enumerate(points):
+            if k != j:
+                w *= (at - l_k) / (l_j - l_k)
+        out = out + w * v_j
+    return out
+
+
+def _unipc(run: _Run, x: Tensor, order: int, variant: str, corrector: bool, lower_order_final: bool,
+           ratios=None, stop: int | None = None) -> Tensor:
+    """UniPC's loop; with ``ratios`` DC-Solver's compensation (``dc_solver``); ``stop``: end
+    after that many steps (the ratio search)."""
     n = len(run.ts) - 1
     m = run.x0(x, float(run.ts[0]))
     past: list[tuple[float, Tensor]] = []      # (lambda, x0 prediction), most recent first
-    for i in range(n):
+    for i in range(n if stop is None else stop):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
         _, sg_s, l_s = run.coef(s)
         a_t, sg_t, l_t = run.coef(t)
         h = l_t - l_s
+        m_here = m
+        if ratios is not None and past and ratios[i] != 1.0:
+            # DC: the output at the corrected state, read off the outputs' path in lambda at
+            # lambda_prev + rho (lambda_s - lambda_prev); rho = 1 is UniPC's own
+            pts = [(l_s, m)] + past[:DC_POINTS - 1]
+            m = _lagrange(pts, past[0][0] + ratios[i] * (l_s - past[0][0]))
         p = min(order, i + 1, n - i if lower_order_final else order)
         used = past[:p - 1]
         rks = [(l_k - l_s) / h for l_k, _ in used] + [1.0]
@@ -663,16 +692,106 @@ def unipc(run: _Run, x: Tensor, order: int = 2, variant: str = "bh2", corrector:
             if corrector:
                 corr = sum((r * d for r, d in zip(rho_c[:-1], diffs)), rho_c[-1] * (m_new - m))
                 x_new = x_lin - a_t * b_h * corr
-        run.record(i, x_new, m)
-        past = [(l_s, m)] + past[:order - 1]
+        run.record(i, x_new, m_here)
+        past = [(l_s, m_here)] + past[:max(order, DC_POINTS) - 1]
         x, m = x_new, m_new
     return x
+
+
+# --- DC-Solver (Zhao et al. 2024) -----------------------------------------------------------
+DC_POINTS = 3             # outputs the compensation interpolates (a quadratic in lambda)
+DC_RATIOS = torch.linspace(0.5, 1.5, 21).tolist()   # the ratios each step's search tries
+DC_SEARCH_POINTS = 64     # reference trajectories the ratios are searched on
+DC_REFERENCE_SUBSTEPS = 20  # RK4 steps per grid step of the reference
+DC_MAX_SEARCH = 25        # steps beyond which no ratio is searched (all 1: UniPC)
+
+
+def _reference_states(field, ts: Tensor, x: Tensor, substeps: int) -> list[Tensor]:
+    """The probability-flow ODE's states at each time of ``ts`` from ``x``, by RK4 with
+    ``substeps`` steps per interval (the "ground truth" DC-Solver's search aims at)."""
+    sub = torch.cat([torch.linspace(float(a), float(b), substeps + 1, dtype=torch.float64)[:-1]
+                     for a, b in zip(ts[:-1], ts[1:])] + [ts[-1:].double()])
+    fine = _Run(field, sub, 0.0, None, None, "ode_rk4", keep_last=None)
+    stepper, states, y = _ode_stepper("rk4"), [x], x
+    for k in range(len(sub) - 1):
+        y, _ = stepper(fine, y, float(sub[k]), float(sub[k + 1]))
+        if (k + 1) % substeps == 0:
+            states.append(y)
+    return states
+
+
+def dc_ratios(field, ts: Tensor, order: int = 2, variant: str = "bh2", points: int = DC_SEARCH_POINTS,
+              substeps: int = DC_REFERENCE_SUBSTEPS, seed: int = 0) -> list[float]:
+    """DC-Solver's compensation ratios for UniPC on the grid ``ts`` (Zhao et al. 2024, Sec.
+    3.3), searched on ``points`` reference trajectories of the field's own ODE (RK4) for the
+    end state nearest the reference's: one sweep of coordinate descent over the steps from
+    rho = 1 (UniPC), each step's ratio the best of ``DC_RATIOS`` with the others fixed, a
+    change kept only when it lowers the error (where they optimise all ratios at once by
+    gradient descent). Beyond DC_MAX_SEARCH steps the misalignment is small and the search
+    costly (it grows as steps^2): all ratios stay 1. Cost: len(DC_RATIOS) x steps^2
+    evaluations of ``points`` points, plus the reference's 4 x substeps x steps."""
+    n = len(ts) - 1
+    ratios = [1.0] * n
+    if n > DC_MAX_SEARCH or n < 2:
+        return ratios
+    g = torch.Generator().manual_seed(seed)
+    x = field.as_input(field.schedule.prior_sample(points, generator=g))
+
+    def error(rs):
+        out = _unipc(_Run(field, ts, 0.0, None, None, "dc_solver"), x, order, variant, True, True, rs)
+        return float((out - target).norm(dim=1).mean())
+
+    with torch.no_grad():
+        target = _reference_states(field, ts, x, substeps)[-1]
+        best = error(ratios)
+        for i in range(1, n):                  # the first step has no past to interpolate
+            for r in DC_RATIOS:
+                trial = ratios[:i] + [r] + ratios[i + 1:]
+                e = error(trial)
+                if e < best:
+                    best, ratios = e, trial
+    return ratios
+
+
+def dc_solver(run: _Run, x: Tensor, order: int = 2, variant: str = "bh2", ratios=None,
+              search_points: int = DC_SEARCH_POINTS) -> Tensor:
+    """DC-Solver (Zhao et al. 2024): UniPC whose predictor uses, instead of the output
+    evaluated before the correction moved the state, the outputs' interpolant in lambda
+    (through the last DC_POINTS) at a compensated noise level lambda_prev + rho_i
+    (lambda_s - lambda_prev): dynamic compensation of the predictor-corrector misalignment.
+
+    ``ratios`` (one per step): given, or searched on the field's own reference trajectories
+    (``dc_ratios``; cached per field and grid: a few seconds at 10 steps, none beyond 25).
+    ``order``, ``variant``: UniPC's (``unipc``)."""
+    _unipc_options(order, variant)
+    n = len(run.ts) - 1
+    if ratios is None:
+        points = _check.integer(search_points, "search_points", 1, 100_000)
+        ratios = _cached(run.field, ("dc", tuple(run.ts.tolist()), order, variant, points),
+                         lambda: dc_ratios(run.field, run.ts, order, variant, points))
+    ratios = [_check.real(r, "ratio", -10.0, 10.0) for r in ratios]
+    if len(ratios) != n:
+        raise ValueError(f"dc_solver needs one ratio per step: {n}, got {len(ratios)}")
+    return _unipc(run, x, order, variant, True, True, ratios)
+
+
+def _cached(field, key, compute):
+    """compute(), kept per field object (while it lives) under ``key``."""
+    try:
+        per_field = _PER_FIELD.setdefault(field, {})
+    except TypeError:                                          # a field that takes no weak reference
+        per_field = {}
+    if key not in per_field:
+        per_field[key] = compute()
+    return per_field[key]
+
+
+_PER_FIELD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # statistics, ratios
 
 
 # --- DPM-Solver-v3 (Zheng et al. 2023) ---------------------------------------------------
 EMS_POINTS = 200      # noise levels at which DPM-Solver-v3's statistics are taken, at least
 EMS_SAMPLES = 500     # points per noise level
-_EMS_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -779,14 +898,8 @@ def empirical_model_statistics(field: ScoreField, ts: Tensor, points: int = EMS_
 
 
 def _ems_for(run: _Run, points: int, samples: int) -> EMS:
-    key = (tuple(run.ts.tolist()), points, samples)
-    try:
-        per_field = _EMS_CACHE.setdefault(run.field, {})
-    except TypeError:                                          # a field that takes no weak reference
-        per_field = {}
-    if key not in per_field:
-        per_field[key] = empirical_model_statistics(run.field, run.ts, points, samples)
-    return per_field[key]
+    return _cached(run.field, ("ems", tuple(run.ts.tolist()), points, samples),
+                   lambda: empirical_model_statistics(run.field, run.ts, points, samples))
 
 
 def _v3_update(ems: EMS, x_s: Tensor, a_s: float, a_t: float, i: int, j: int, pts: list) -> Tensor:
@@ -907,6 +1020,7 @@ SOLVERS: dict[str, Solver] = {
     "dpm++2m_sde": Solver(dpmpp_2m_sde, nfe_per_step=1, eta_default=1.0, takes_eta=True, order=None),
     "deis": Solver(deis, nfe_per_step=1, eta_default=0.0, takes_eta=False, order=3),
     "unipc": Solver(unipc, nfe_per_step=1, eta_default=0.0, takes_eta=False, order=2),
+    "dc_solver": Solver(dc_solver, nfe_per_step=1, eta_default=0.0, takes_eta=False, order=2),
     "dpm_v3": Solver(dpm_v3, nfe_per_step=1, eta_default=0.0, takes_eta=False, order=2),
     "ts_ddpm": Solver(ts_ddpm, nfe_per_step=1, eta_default=1.0, takes_eta=False, order=None),
     "ts_ddim": Solver(ts_ddim, nfe_per_step=1, eta_default=0.0, takes_eta=True, order=None),
