@@ -315,20 +315,15 @@ def _shifted_time(run: _Run, x: Tensor, s: float, t: float, window: int, cutoff:
     after t), the time whose forward marginal variance alpha^2 var0 + sigma^2 is nearest
     the variance of the samples x, per coordinate; s itself below the cutoff. Their images
     take each image's variance over its pixels; a 2-D point has two coordinates, so here the
-    whole batch shares one time, matched to the batch's variance, and moves only when the
-    mismatch at s is beyond twice the variance's standard error (sampling noise)."""
+    whole batch shares one time, matched to the batch's variance, and moves only when that
+    explains the variance better by more than twice its standard error (sampling noise)."""
     sch = run.schedule
     span = sch.t_max - sch.t_min
     if window == 0 or (s - sch.t_min) <= cutoff / 1000 * span:
         return s
     v = float(x.double().var(dim=0).mean())
     a_s, sg_s, _ = run.coef(s)
-    # the batch's variance is itself uncertain (standard error v sqrt(2 / its numbers)): a
-    # mismatch within twice that is noise, no reason to move (2-D batches are small; on VP
-    # with data of unit variance every time's variance is about 1 and it would move on noise)
-    if abs(v - (a_s * a_s * var0 + sg_s * sg_s)) <= 2 * v * math.sqrt(2 / max(x.numel() - 1, 1)):
-        return s
-    best, best_d = s, math.inf
+    best, best_d = s, abs(v - (a_s * a_s * var0 + sg_s * sg_s))
     for k in sorted(range(-window, window + 1), key=abs):       # ties go to the nearest to s
         tau = min(s + k * span / 1000, sch.t_max)
         if tau <= t:
@@ -337,7 +332,11 @@ def _shifted_time(run: _Run, x: Tensor, s: float, t: float, window: int, cutoff:
         d = abs(v - (a * a * var0 + sg * sg))
         if d < best_d - 1e-9 * (1 + v):      # round-off is no reason to move
             best, best_d = tau, d
-    return best
+    # the batch's variance is itself uncertain (standard error v sqrt(2 / its numbers)): a
+    # move that explains it better by less than twice that is a move on noise (2-D batches
+    # are small; on VP with data of unit variance every time's variance is about 1)
+    gain = abs(v - (a_s * a_s * var0 + sg_s * sg_s)) - best_d
+    return best if gain > 2 * v * math.sqrt(2 / max(x.numel() - 1, 1)) else s
 
 
 def _ts_options(run, window, cutoff, data_var):

@@ -186,6 +186,14 @@ def test_solver_page_renders_and_follows_the_solver(server, browser):
     page.locator("select").first.select_option("ode_heun")       # 2 evaluations a step
     page.get_by_text(re.compile(r"NFE 40")).first.wait_for(timeout=30_000)
     assert info_line(page, r"sliced W2 to the truth") != w2_before  # the numbers followed
+    # the solver race, opened on demand, runs in the background with its progress shown
+    canvases = page.locator("canvas").count()
+    page.get_by_role("button", name="Open the solver race: which error dominates?").click()
+    page.get_by_role("button", name="Run the race").click()
+    info_line(page, r"racing: \d+ of \d+ runs", log_path=server[1])
+    info_line(page, r"Best at 5 NFE", log_path=server[1], timeout_ms=300_000)
+    assert page.locator("canvas").count() >= canvases + 2        # W2 against NFE, exact and learned
+    assert page.get_by_text(re.compile(r"^dpm_v3$")).count() >= 1  # the table's rows
     finish(page, errors, "solvers.png")
 
 

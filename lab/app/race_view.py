@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import panel as pn
 import param
+from bokeh.models import Range1d
 from bokeh.palettes import Category20
 
 from lab.app.figures import CurvesFigure
@@ -47,7 +48,12 @@ class SolverRaceView(LabView):
         colors = dict(zip(RACE_SOLVERS, Category20[20]))
         names = {**colors, FLOOR: "#000000"}
         self.figures = {src: CurvesFigure(title, names, "NFE", "W2 to the truth", log_x=True, log_y=True,
-                                          width=420, height=360) for src, title in SOURCES.items()}
+                                          width=460, height=400) for src, title in SOURCES.items()}
+        for fig in self.figures.values():       # 18 names: a compact legend (click one to hide it)
+            legend = fig.fig.legend[0]
+            legend.label_text_font_size, legend.spacing, legend.padding = "8pt", 0, 4
+            legend.glyph_height = legend.label_height = 14
+            fig.fig.y_range = Range1d(0.1, 1.0)      # set from the race's numbers when drawn
         self._table = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.page([pn.Param(self.param, parameters=["n", "seed"], show_name=False),
                    self._button, self._bar, self._worker.indicator],
@@ -122,6 +128,10 @@ class SolverRaceView(LabView):
                 pts = [(nfe, w) for nfe, w in zip(result.nfe[s], result.w2[src][s]) if w is not None]
                 fig.update(s, [p[0] for p in pts], [p[1] for p in pts])
             fig.update(FLOOR, [lo, hi], [result.floor, result.floor])
+            # the axis from below the floor to the worst run, at most 20x the floor: a solver
+            # that blows up at 5 NFE (dpm3: tens) would flatten the rest; the table has it
+            worst = max(w for s in RACE_SOLVERS for w in result.w2[src][s] if w is not None)
+            fig.fig.y_range.start, fig.fig.y_range.end = 0.7 * result.floor, min(1.2 * worst, 20 * result.floor)
         best = {}
         for src in SOURCES:
             for k, b in enumerate(result.budgets):
