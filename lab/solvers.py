@@ -791,6 +791,7 @@ _PER_FIELD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # statis
 # --- DPM-Solver-v3 (Zheng et al. 2023) ---------------------------------------------------
 EMS_POINTS = 200      # noise levels at which DPM-Solver-v3's statistics are taken, at least
 EMS_SAMPLES = 500     # points per noise level
+EMS_S_MAX = 10.0      # |s| at most this (a stiff field's f' / f can reach hundreds where f is ~0)
 
 
 @dataclass
@@ -867,6 +868,8 @@ def empirical_model_statistics(field: ScoreField, ts: Tensor, points: int = EMS_
         epss.append(e)
         nfe += 5
     l = torch.stack(ls)
+    noise = lam < LAMBDA_FLOOR    # past it a field is x / sigma, no trace of the data: l = 1 exactly
+    l[noise] = 1.0
     dl = torch.from_numpy(np.gradient(l.numpy(), lam.numpy(), axis=0))      # l' on the grid
     ss, bs = [], []
     dlam = 1e-3
@@ -888,7 +891,10 @@ def empirical_model_statistics(field: ScoreField, ts: Tensor, points: int = EMS_
         s_k = torch.where(var > 1e-14, (fc * dfc).mean(0) / var.clamp_min(1e-14), torch.zeros_like(var))
         ss.append(s_k)
         bs.append(df.mean(0) - s_k * f.mean(0))
-    s, b = torch.stack(ss), torch.stack(bs)
+    s, b = torch.stack(ss).clamp(-EMS_S_MAX, EMS_S_MAX), torch.stack(bs)
+    # and nothing is left there (f = 0); estimated, l's round-off divided by alpha (e^-50 on the
+    # grid's schedule) would blow up
+    s[noise], b[noise] = 0.0, 0.0
     L, S = _cumtrapz(l, lam), _cumtrapz(s, lam)
     B = _cumtrapz(torch.exp(-S) * b, lam)
     I = _cumtrapz(torch.exp(L + S), lam)
@@ -908,7 +914,10 @@ def _v3_update(ems: EMS, x_s: Tensor, a_s: float, a_t: float, i: int, j: int, pt
     L, S, B, I, C, lam = ems.L, ems.S, ems.B, ems.I, ems.C, ems.lam
     g = []
     for k, a_k, sg_k, x_k, e_k in pts:
-        f = (sg_k * e_k.double() - ems.l[k] * x_k.double()) / a_k
+        if float(lam[k]) < LAMBDA_FLOOR:    # pure noise: l = 1 and f = -x0 = 0 (the data's mean);
+            f = torch.zeros_like(x_k, dtype=torch.float64)   # computed, round-off / alpha (e^-50)
+        else:
+            f = (sg_k * e_k.double() - ems.l[k] * x_k.double()) / a_k
         g.append(torch.exp(S[i] - S[k]) * f - torch.exp(S[i]) * (B[k] - B[i]))
     out = (a_t / a_s * torch.exp(L[i] - L[j]) * x_s.double()
            - a_t * torch.exp(-L[j] - S[i]) * (I[j] - I[i]) * g[0]

@@ -446,3 +446,18 @@ def test_dc_solver_compensation_beats_unipc_on_fresh_points_and_ratio_one_is_uni
     assert dc_ratios(field, time_grid(field.schedule, 30)) == [1.0] * 30      # beyond the search
     with pytest.raises(ValueError, match="one ratio per step"):
         sample(field, x_T=x, solver="dc_solver", steps=10, ratios=[1.0] * 9)
+
+
+def test_dpm_v3_starts_from_pure_noise_on_a_long_schedule():
+    """The grid's schedule starts at lambda = -50, far past LAMBDA_FLOOR, where the field is
+    x / sigma: there l = 1 and nothing is left (f = 0) exactly, not round-off over alpha =
+    e^-50 (which blew the samples up to 1e13). At 10 steps the samples are as near the truth
+    as DPM-Solver++(2M)'s."""
+    from lab.pretrained import GRID_SCHEDULE
+    from lab.schedules import get_schedule
+
+    field = MixtureField(dataset_mixture("gaussian_grid"), get_schedule("vp", **GRID_SCHEDULE))
+    g = torch.Generator().manual_seed(0)
+    truth = noised_samples(field, field.schedule.t_min, 1000, generator=g)
+    d = {s: w2(sample(field, n=1000, solver=s, steps=10, seed=1).samples, truth) for s in ("dpm_v3", "dpm++2m")}
+    assert d["dpm_v3"] < 1.2 * d["dpm++2m"], d
