@@ -414,8 +414,9 @@ RACE_BUDGETS = (5, 10, 20, 50)   # NFE per run of the solver race
 @dataclass
 class RaceResult:
     """``solver_race``'s table: ``w2[source][solver]`` one W2 to the truth per budget (None
-    where one step of the solver costs more than the budget), ``nfe[solver]`` the NFE each
-    run used, ``floor`` the W2 between two true sets of ``n`` points."""
+    where one step of the solver costs more than the budget, infinity where it diverged),
+    ``nfe[solver]`` the NFE each run used, ``floor`` the W2 between two true sets of ``n``
+    points."""
 
     budgets: tuple
     floor: float
@@ -427,11 +428,15 @@ class RaceResult:
         """The two errors of ``solver`` at ``budget``, read off the race: discretisation
         (the exact field's W2 above the floor: what the solver alone gets wrong) and learning
         (the learned field's W2 above the exact field's: what the network adds), and which
-        dominates ("neither" when the learned run is within 1.5x the floor)."""
+        dominates ("neither" when the learned run is within 1.5x the floor, "diverged" when
+        either run did)."""
         k = self.budgets.index(budget)
         e, le = self.w2[exact][solver][k], self.w2[learned][solver][k]
         if e is None or le is None:
             return None
+        if math.isinf(e) or math.isinf(le):
+            return {"discretisation": max(e - self.floor, 0.0), "learning": max(le - e, 0.0) if math.isfinite(e)
+                    else 0.0, "dominant": "diverged"}
         disc, learn = max(e - self.floor, 0.0), max(le - e, 0.0)
         dominant = ("neither" if le <= 1.5 * self.floor else
                     "discretisation" if disc >= learn else "learning")
@@ -440,7 +445,7 @@ class RaceResult:
     def markdown(self, learned: str = "learned", exact: str = "exact") -> str:
         """A Markdown table: per solver and budget, W2 on the exact / learned field and which
         error dominates (D: discretisation, L: learning, blank: neither, near the floor)."""
-        mark = {"discretisation": " D", "learning": " L", "neither": ""}
+        mark = {"discretisation": " D", "learning": " L", "neither": "", "diverged": " (diverged)"}
         rows = ["| solver | " + " | ".join(f"{b} NFE" for b in self.budgets) + " |",
                 "|---" * (len(self.budgets) + 1) + "|"]
         for s in self.w2[exact]:
@@ -463,7 +468,7 @@ def solver_race(fields: dict, reference: MixtureField, solvers=None, budgets=RAC
     On the exact field only the solver's discretisation error is left; on the learned one
     the network's error adds to it: ``RaceResult.split`` reads off which dominates.
     ``callback(done, total, source, solver)`` after each run (progress)."""
-    from lab.solvers import SOLVERS, sample
+    from lab.solvers import SOLVERS, NonFiniteError, sample
 
     solvers = [s for s in SOLVERS if s != "ode_adaptive"] if solvers is None else list(solvers)
     for s in solvers:
@@ -487,7 +492,12 @@ def solver_race(fields: dict, reference: MixtureField, solvers=None, budgets=RAC
                     row.append(None)
                     nfes.append(None)
                     continue
-                traj = sample(f, x_T=f.as_input(x_T), solver=s, steps=b // per, seed=seed, keep_last=1)
+                try:
+                    traj = sample(f, x_T=f.as_input(x_T), solver=s, steps=b // per, seed=seed, keep_last=1)
+                except NonFiniteError:          # a solver that diverges at this budget: infinitely far
+                    row.append(math.inf)
+                    nfes.append(per * (b // per))
+                    continue
                 row.append(float(w2(traj.samples, truth)))
                 nfes.append(traj.nfe)
             out.w2[source][s], out.nfe[s] = row, nfes

@@ -187,3 +187,18 @@ def test_race_split_reads_which_error_dominates():
     split = r.split("a", 10)                                     # 0.1 from the solver, 0.4 from the net
     assert split["dominant"] == "learning" and split["learning"] == pytest.approx(0.4)
     assert r.split("a", 20)["dominant"] == "neither"             # within 1.5x the floor
+
+
+def test_a_diverging_run_is_infinitely_far_and_the_race_goes_on():
+    from lab.metrics import solver_race
+
+    class Exploding(MixtureField):          # NaN below t = 0.5: every sampler fails there
+        def eps(self, x, t):
+            out = super().eps(x, t)
+            return out * float("nan") if float(t) < 0.5 else out
+
+    mix = GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], 0.3)
+    exact, bad = MixtureField(mix, "vp"), Exploding(mix, "vp")
+    r = solver_race({"exact": exact, "learned": bad}, exact, ["ddim", "dpm++2m"], budgets=(5,), n=100)
+    assert r.w2["learned"]["ddim"] == [math.inf] and math.isfinite(r.w2["exact"]["ddim"][0])
+    assert r.split("ddim", 5)["dominant"] == "diverged" and "(diverged)" in r.markdown()

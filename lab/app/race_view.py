@@ -4,6 +4,8 @@ W2 to the truth against NFE beside the floor. On the exact field only the solver
 student reads off which one a budget is spent against, and which solver to use."""
 from __future__ import annotations
 
+import math
+
 import panel as pn
 import param
 from bokeh.models import Range1d
@@ -25,6 +27,11 @@ POLL_MS = 300           # how often a served page redraws the progress
 FLOOR = "floor"
 SOURCES = {"exact": "exact field: the solver's error alone",
            "learned": "learned field: the solver's and the network's"}
+
+
+def finite(w) -> bool:
+    """A run that ran and did not diverge."""
+    return w is not None and math.isfinite(w)
 
 
 class SolverRaceView(LabView):
@@ -125,17 +132,17 @@ class SolverRaceView(LabView):
         lo, hi = min(result.budgets), max(result.budgets)
         for src, fig in self.figures.items():
             for s in RACE_SOLVERS:
-                pts = [(nfe, w) for nfe, w in zip(result.nfe[s], result.w2[src][s]) if w is not None]
+                pts = [(nfe, w) for nfe, w in zip(result.nfe[s], result.w2[src][s]) if finite(w)]
                 fig.update(s, [p[0] for p in pts], [p[1] for p in pts])
             fig.update(FLOOR, [lo, hi], [result.floor, result.floor])
             # the axis from below the floor to the worst run, at most 20x the floor: a solver
             # that blows up at 5 NFE (dpm3: tens) would flatten the rest; the table has it
-            worst = max(w for s in RACE_SOLVERS for w in result.w2[src][s] if w is not None)
+            worst = max(w for s in RACE_SOLVERS for w in result.w2[src][s] if finite(w))
             fig.fig.y_range.start, fig.fig.y_range.end = 0.7 * result.floor, min(1.2 * worst, 20 * result.floor)
         best = {}
         for src in SOURCES:
             for k, b in enumerate(result.budgets):
-                runs = [(result.w2[src][s][k], s) for s in RACE_SOLVERS if result.w2[src][s][k] is not None]
+                runs = [(result.w2[src][s][k], s) for s in RACE_SOLVERS if finite(result.w2[src][s][k])]
                 best[src, b] = min(runs)
         self.numbers = {"floor": result.floor, "n": result.n,
                         "best": {f"{src} {b}": best[src, b] for src in SOURCES for b in result.budgets}}
