@@ -10,7 +10,8 @@ OT on a 64 x 64 binning of [-3.5, 3.5]^2 (lab.metrics.gap_binned, in chunks). Th
 w = 0: circles 1.44, .23, 1.34; checker 2.44, .37, 2.72; w = 1: circles .83, .45, .31;
 checker 1.14, 1.16, .35. The floor is W2^2 between two true sets of the same size.
 
-    python benchmarks/ode_sde_gap.py                       # shipped models, 300k samples each
+    python benchmarks/ode_sde_gap.py                       # shipped models, 300k samples each (hours:
+                                                           # stopped, it goes on from runs/gap-eval/)
     python benchmarks/ode_sde_gap.py --n 60000 --exact     # quicker, with the exact score's row
     python benchmarks/ode_sde_gap.py --snapshots runs/pretrain/gap-gap_circles-paper-w0-20000x2000
                                                            # the scale table: steps vs the effect
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import time
 
 import torch
@@ -40,9 +42,15 @@ def fmt(v):
     return f"{v:6.2f}" if v is not None else f"{'-':>6s}"
 
 
-def row(name, field, dataset, n, chunk, weight=None):
+def row(name, field, dataset, n, chunk, weight=None, state_dir=None):
+    """One model's row; with ``state_dir`` its counts are saved after each chunk, and a run
+    with the same settings continues from them (``gap_binned(state=...)``)."""
     t0 = time.perf_counter()
-    r = gap_binned(field, end_law(dataset_mixture(dataset), field.schedule), n=n, chunk=chunk,
+    state = None
+    if state_dir:
+        os.makedirs(state_dir, exist_ok=True)
+        state = os.path.join(state_dir, re.sub(r"[^\w.=-]+", "_", f"{dataset}-{name}-{n}") + ".state.pt")
+    r = gap_binned(field, end_law(dataset_mixture(dataset), field.schedule), n=n, chunk=chunk, state=state,
                    callback=lambda done, total: print(f"  {name}: {done:,} of {total:,} samples "
                                                       f"({time.perf_counter() - t0:.0f} s)", end="\r", flush=True))
     paper = PAPER.get(dataset, {}).get(int(weight) if weight in (0, 1, 10) else -1, (None,) * 3)
@@ -62,20 +70,24 @@ def main():
     ap.add_argument("--exact", action="store_true", help="also the exact score's row (the sampler's own bias)")
     ap.add_argument("--snapshots", nargs="*", help="folders of step-*.pt snapshots to evaluate instead")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--state-dir", default="runs/gap-eval",
+                    help="each model's counts so far, saved per chunk: a run stopped continues from them "
+                         "('' to keep none)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{args.dataset}: {args.n:,} samples per sampler in chunks of {args.chunk:,}; 890 Euler / "
           "Euler-Maruyama steps (Deveney et al.'s grid); W2^2 x 1e-2 on a 64x64 binning of [-3.5, 3.5]^2")
     print(HEAD)
     if args.exact:
-        row("exact score", MixtureField(dataset_mixture(args.dataset), "ou"), args.dataset, args.n, args.chunk)
+        row("exact score", MixtureField(dataset_mixture(args.dataset), "ou"), args.dataset, args.n, args.chunk,
+            state_dir=args.state_dir)
     if args.snapshots:
         for folder in args.snapshots:
             for path in sorted(glob.glob(os.path.join(folder, "step-*.pt"))):
                 field = load(path, device="cpu")
                 run = os.path.basename(os.path.normpath(folder)).removeprefix(f"gap-{args.dataset}-")
                 name = f"{run} @{field.meta.get('snapshot_step', 0) // 1000}k"
-                row(name, field, args.dataset, args.n, args.chunk, field.meta.get("fp_weight"))
+                row(name, field, args.dataset, args.n, args.chunk, field.meta.get("fp_weight"), args.state_dir)
         return
     for network in args.networks.split(","):
         for w in (float(v) for v in args.weights.split(",")):
@@ -86,7 +98,7 @@ def main():
             field = load(path, device="cpu")
             cfg = field.config
             row(f"{network} w={w:g} ({cfg.steps // 1000}k x {cfg.batch_size})", field, args.dataset,
-                args.n, args.chunk, w)
+                args.n, args.chunk, w, args.state_dir)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -361,7 +362,7 @@ GAP_CHUNK = 50_000   # samples drawn at once by gap_binned (memory: a chunk's tr
 def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK, seed: int = 0,
                steps: int = GAP_PROTOCOL["steps"], spacing: str = GAP_PROTOCOL["spacing"],
                bins: int = GAP_PROTOCOL["bins"], extent: float = GAP_PROTOCOL["extent"],
-               callback=None, keep: int = 0) -> dict:
+               callback=None, keep: int = 0, state=None) -> dict:
     """Deveney et al.'s ODE-SDE comparison on as many samples as it takes: n samples of the
     probability-flow ODE (Euler) and of the reverse SDE (Euler-Maruyama) from the same prior
     draws, made ``chunk`` at a time and binned (``histogram``), and 2n draws of ``law``
@@ -371,7 +372,11 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
     the W2^2 between two independent true sets of n, the size of the sampling noise in the
     others; plus "n", "nfe" (per sampler), "hist" {"ode", "sde", "truth"} (counts) and
     "samples" {"ode", "sde", "truth"}: the first ``keep`` points of each (to draw them).
-    ``callback(done, n)`` is called after each chunk."""
+    ``callback(done, n)`` is called after each chunk.
+
+    ``state``: a file where the counts so far are saved after each chunk (with the random
+    generator's state), and from which a run with the same arguments continues: 300k samples
+    of the paper's network take hours on a CPU. The result is that of one uninterrupted run."""
     from lab.solvers import sample
 
     n = _check.integer(n, "n", 1, 100_000_000)
@@ -382,6 +387,14 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
     keep = _check.integer(keep, "keep", 0, n)
     kept = {k: [] for k in ("ode", "sde", "truth")}
     done, nfe = 0, 0
+    settings = dict(n=n, chunk=chunk, seed=seed, steps=steps, spacing=spacing, bins=bins, extent=extent, keep=keep)
+    if state is not None and Path(state).is_file():
+        saved = torch.load(state, weights_only=False)
+        if saved["settings"] != settings:
+            raise ValueError(f"{state} holds a run with other settings ({saved['settings']}); "
+                             "delete it or give another state file")
+        done, nfe, hist, kept = saved["done"], saved["nfe"], saved["hist"], saved["kept"]
+        g.set_state(saved["generator"])
     while done < n:
         m = min(chunk, n - done)
         x_T = field.as_input(field.schedule.prior_sample(m, generator=g))
@@ -398,6 +411,11 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
             if key == "truth":
                 kept[key].append(x[:max(0, keep - done)])
         done += m
+        if state is not None:               # write, then rename: a run killed mid-write keeps the last
+            tmp = Path(str(state) + ".tmp")
+            torch.save(dict(settings=settings, done=done, nfe=nfe, hist=hist, kept=kept,
+                            generator=g.get_state()), tmp)
+            tmp.replace(state)
         if callback is not None:
             callback(done, n)
     d = {a + "_" + b: w2_histograms(hist[a], hist[b], extent) ** 2
