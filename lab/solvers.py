@@ -1063,6 +1063,8 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
         options: solver options: ``rtol``/``atol`` (ode_adaptive), ``snr`` and
             ``corrector_steps`` (pc), ``order`` (deis), ``variance`` (ddpm: "small" or "large"),
             ``order``/``variant``/``corrector``/``lower_order_final`` (unipc),
+            ``order``/``variant``/``ratios``/``search_points`` (dc_solver),
+            ``order``/``corrector``/``lower_order_final``/``ems_points``/``ems_samples`` (dpm_v3),
             ``window``/``cutoff``/``data_var`` (ts_ddim, ts_ddpm; ts_ddpm also ``variance``).
 
     Raises:
