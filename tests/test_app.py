@@ -160,16 +160,6 @@ def test_solver_race_on_the_solvers_page_draws_the_races_numbers():
     assert race.result is None and "again" in race.message
 
 
-def test_solver_race_of_the_exact_score_has_no_learning_error():
-    race = SolverView(Session(dataset="ring", pretrained=False)).open_race()   # learned = exact
-    race.n = 100
-    race.run()
-    r = race.result
-    for s in r.w2["exact"]:
-        assert r.w2["learned"][s] == r.w2["exact"][s]
-        assert all(split is None or split["learning"] == 0 for split in (r.split(s, b) for b in r.budgets))
-
-
 # --- the session ---------------------------------------------------------------------------------
 def test_uploaded_points_become_the_sessions_data_set():
     session, other = Session(dataset="ring"), Session(dataset="ring")

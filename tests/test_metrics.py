@@ -202,3 +202,13 @@ def test_a_diverging_run_is_infinitely_far_and_the_race_goes_on():
     r = solver_race({"exact": exact, "learned": bad}, exact, ["ddim", "dpm++2m"], budgets=(5,), n=100)
     assert r.w2["learned"]["ddim"] == [math.inf] and math.isfinite(r.w2["exact"]["ddim"][0])
     assert r.split("ddim", 5)["dominant"] == "diverged" and "(diverged)" in r.markdown()
+
+
+def test_a_race_of_the_exact_score_against_itself_has_no_learning_error():
+    from lab.metrics import solver_race
+
+    field = MixtureField(GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], 0.3), "vp")
+    r = solver_race({"exact": field, "learned": field}, field, ["ddim", "unipc", "ddpm"], budgets=(5, 10), n=150)
+    for s in r.w2["exact"]:
+        assert r.w2["learned"][s] == r.w2["exact"][s]
+        assert all(r.split(s, b)["learning"] == 0 for b in r.budgets)
