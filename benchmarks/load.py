@@ -21,6 +21,7 @@ Baseline, measured in the same run: the same script by one solver user alone.
 
     python benchmarks/load.py [--users 20] [--changes 3] [--train-seconds 20] [--torch-threads N]
     python benchmarks/load.py --compare-threads   # torch's default threads, then one
+    python benchmarks/load.py --compare-procs 2   # one server process, then two (lab serve --num-procs 2)
 
 The server runs as served (torch on its default intra-op threads) unless told otherwise. The
 virtual users run in this process, on the same machine: the CPU each side used is printed.
@@ -56,11 +57,12 @@ def free_port() -> int:
 
 
 def start_server(log_path: Path, port: int | None = None, torch_threads: int | None = None,
-                 profile: Path | None = None, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
+                 profile: Path | None = None, root: Path = ROOT, num_procs: int = 1) -> tuple[subprocess.Popen, str]:
     """``python -m lab serve`` on loopback (closed pages' sessions end within ~2 s), with
     ``torch_threads`` intra-op threads (None: torch's default, as served); under yappi
     (benchmarks/profile_serve.py) when ``profile`` names its report; the lab of the checkout
-    at ``root`` (another version's, for a before/after comparison)."""
+    at ``root`` (another version's, for a before/after comparison); ``num_procs`` processes
+    forked on one port (``lab serve --num-procs``)."""
     port = port or free_port()
     env = {**os.environ, "LAB_DEVICE": "cpu"}
     env.pop("OMP_NUM_THREADS", None)
@@ -69,7 +71,8 @@ def start_server(log_path: Path, port: int | None = None, torch_threads: int | N
     log = open(log_path, "w")
     serve = ([str(ROOT / "benchmarks" / "profile_serve.py"), str(profile)] if profile
              else ["-m", "lab", "serve"])
-    proc = subprocess.Popen([sys.executable, *serve, "--port", str(port),
+    procs = ["--num-procs", str(num_procs)] if num_procs > 1 else []
+    proc = subprocess.Popen([sys.executable, *serve, "--port", str(port), *procs,
                              "--check-unused-sessions", "500", "--unused-session-lifetime", "1000"],
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
     url = f"http://127.0.0.1:{port}"
@@ -86,18 +89,43 @@ def start_server(log_path: Path, port: int | None = None, torch_threads: int | N
             time.sleep(0.5)
 
 
+def family(pid: int) -> list[int]:
+    """A process and its descendants (a server with --num-procs forks its workers), from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in task.read_text().split()]
+            except OSError:          # a thread that just ended
+                pass
+    return out
+
+
 def server_usage(pid: int) -> dict:
-    """Threads and resident memory (MiB) of a process, from /proc (Linux)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    threads = int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))
-    rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024
+    """Threads and resident memory (MiB) of a server (all its processes), from /proc (Linux)."""
+    threads, rss = 0, 0.0
+    for p in family(pid):
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        threads += int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))
+        rss += int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024
     return {"threads": threads, "rss_mib": rss}
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time a server (all its processes) has used so far, from /proc."""
+    total = 0
+    for p in family(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # --- virtual users -------------------------------------------------------------------------
@@ -366,14 +394,15 @@ def wait_for_threads(pid: int, threads: int, seconds: float = 30.0) -> dict:
         time.sleep(0.5)
 
 
-def bench(args, torch_threads: int | None, root: Path = ROOT, name: str = "") -> dict:
+def bench(args, torch_threads: int | None, root: Path = ROOT, name: str = "", num_procs: int | None = None) -> dict:
     """One server (of the checkout at ``root``), warmed up; one user alone, then everyone at
     once. Prints and returns the figures."""
     import tempfile
     log = Path(tempfile.mkdtemp()) / "server.log"
-    proc, url = start_server(log, torch_threads=torch_threads, profile=args.profile, root=root)
-    print(f"--- {name or 'server'} with torch on {torch_threads or 'its default'} intra-op thread(s) "
-          f"({os.cpu_count()} cores here) ---", flush=True)
+    num_procs = num_procs or args.num_procs
+    proc, url = start_server(log, torch_threads=torch_threads, profile=args.profile, root=root, num_procs=num_procs)
+    print(f"--- {name or 'server'} with torch on {torch_threads or 'its default'} intra-op thread(s), "
+          f"{num_procs} process(es) ({os.cpu_count()} cores here) ---", flush=True)
     try:
         # warm up (the first session loads the pretrained models), then the baseline: one user alone
         warm = run(url, 1, 1, None, proc.pid)
@@ -449,7 +478,17 @@ def main():
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help="first serve the lab as of git revision REV (a temporary worktree), then this "
                          "checkout's, and compare: before / after in one run")
+    ap.add_argument("--num-procs", type=int, default=1, help="server processes (lab serve --num-procs)")
+    ap.add_argument("--compare-procs", type=int, default=None, metavar="N",
+                    help="run twice: one server process, then N (lab serve --num-procs N)")
     args = ap.parse_args()
+    if args.compare_procs:
+        one, many = bench(args, args.torch_threads, num_procs=1), bench(args, args.torch_threads,
+                                                                         num_procs=args.compare_procs)
+        for key, label in (("alone", "one user alone"), ("all", f"{args.users} users at once")):
+            print(f"{label:22s} 1 process:  {summary(one[key])}\n{'':22s} {args.compare_procs} processes: "
+                  f"{summary(many[key])}")
+        return
     if args.baseline:
         compare_with(args, args.baseline)
         return
