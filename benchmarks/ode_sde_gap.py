@@ -84,6 +84,8 @@ def main():
     if args.snapshots:
         for folder in args.snapshots:
             for path in sorted(glob.glob(os.path.join(folder, "step-*.pt"))):
+                if path.endswith("-raw.pt"):        # a snapshot's raw weights: its EMA is the model
+                    continue
                 field = load(path, device="cpu")
                 run = os.path.basename(os.path.normpath(folder)).removeprefix(f"gap-{args.dataset}-")
                 name = f"{run} @{field.meta.get('snapshot_step', 0) // 1000}k"

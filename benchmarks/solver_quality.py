@@ -128,7 +128,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.time_shift:
-        time_shift_table()
+        time_shift_table(args.n, args.seeds)
         return
     if args.model:
         model = load(args.model)

@@ -359,6 +359,25 @@ GAP_PROTOCOL = dict(steps=890, spacing="refined_end", bins=64, extent=3.5)
 GAP_CHUNK = 50_000   # samples drawn at once by gap_binned (memory: a chunk's trajectory is not kept)
 
 
+def fingerprint(obj) -> str:
+    """A short hash of what a field or mixture computes with: a network's weights, or a
+    mixture's means, covariances and weights (and the schedule's name). Two objects with the
+    same fingerprint give the same samples."""
+    import hashlib
+
+    h = hashlib.sha1(type(obj).__name__.encode())
+    schedule = getattr(obj, "schedule", None)
+    if schedule is not None:
+        h.update(repr((schedule.name, schedule.t_min, schedule.t_max)).encode())
+    model = getattr(obj, "model", None)
+    tensors = (list(model.state_dict().values()) if model is not None else
+               [getattr(getattr(obj, "mixture", obj), k) for k in ("means", "covs", "weights")
+                if hasattr(getattr(obj, "mixture", obj), k)])
+    for v in tensors:
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK, seed: int = 0,
                steps: int = GAP_PROTOCOL["steps"], spacing: str = GAP_PROTOCOL["spacing"],
                bins: int = GAP_PROTOCOL["bins"], extent: float = GAP_PROTOCOL["extent"],
@@ -387,7 +406,8 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
     keep = _check.integer(keep, "keep", 0, n)
     kept = {k: [] for k in ("ode", "sde", "truth")}
     done, nfe = 0, 0
-    settings = dict(n=n, chunk=chunk, seed=seed, steps=steps, spacing=spacing, bins=bins, extent=extent, keep=keep)
+    settings = dict(n=n, chunk=chunk, seed=seed, steps=steps, spacing=spacing, bins=bins, extent=extent, keep=keep,
+                    field=fingerprint(field), law=fingerprint(law))
     if state is not None and Path(state).is_file():
         saved = torch.load(state, weights_only=False)
         if saved["settings"] != settings:
@@ -403,13 +423,13 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
                           seed=int(torch.randint(2**62, (), generator=g)))   # memory: no path
             x = traj.samples.detach().cpu().double()
             hist[key] += histogram(x.numpy(), bins, extent)
-            kept[key].append(x[:max(0, keep - done)])
+            kept[key].append(x[:max(0, keep - done)].clone())   # not a view of the whole chunk
             nfe = traj.nfe
         for key in ("truth", "truth2"):
             x = law.sample(m, generator=g, dtype=torch.float64)
             hist[key] += histogram(x.numpy(), bins, extent)
             if key == "truth":
-                kept[key].append(x[:max(0, keep - done)])
+                kept[key].append(x[:max(0, keep - done)].clone())
         done += m
         if state is not None:               # write, then rename: a run killed mid-write keeps the last
             tmp = Path(str(state) + ".tmp")
@@ -497,7 +517,7 @@ def solver_race(fields: dict, reference: MixtureField, solvers=None, budgets=RAC
         raise ValueError("the race needs at least one budget and one field")
     n = _check.integer(n, "n", 2, 20_000)
     truth, floor = truth_and_floor(reference, n, seed=seed)
-    x_T = reference.schedule.prior_sample(n, generator=torch.Generator().manual_seed(_check.seed(seed) + 1))
+    x_T = reference.schedule.prior_sample(n, generator=torch.Generator().manual_seed((_check.seed(seed) + 1) % 2**63))
     out = RaceResult(budgets, floor, n, {}, {})
     total, done = len(fields) * len(solvers), 0
     for source, f in fields.items():

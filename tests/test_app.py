@@ -160,6 +160,22 @@ def test_solver_race_on_the_solvers_page_draws_the_races_numbers():
     assert race.result is None and "again" in race.message
 
 
+def test_a_race_finished_after_the_model_changed_is_not_shown(monkeypatch):
+    import lab.app.race_view as race_view
+
+    view = SolverView(Session(dataset="two_moons"))
+    race = view.open_race()
+    real = race_view.solver_race
+
+    def race_while_the_model_changes(fields, reference, solvers, **kw):
+        view.session.model = None                    # the student loads another model meanwhile
+        return real(fields, reference, ["ddim"], **kw)
+    monkeypatch.setattr(race_view, "solver_race", race_while_the_model_changes)
+    race.n = 100
+    race.run()
+    assert race.result is None and "changed during the race" in race.message and not race.error
+
+
 # --- the session ---------------------------------------------------------------------------------
 def test_uploaded_points_become_the_sessions_data_set():
     session, other = Session(dataset="ring"), Session(dataset="ring")

@@ -226,3 +226,13 @@ def test_gap_binned_resumes_from_its_state_to_the_uninterrupted_result(tmp_path)
     assert all(torch.equal(resumed["samples"][k], whole["samples"][k]) for k in whole["samples"])
     with pytest.raises(ValueError, match="other settings"):
         gap_binned(field, law, state=state, **(args | {"steps": 41}))
+
+
+def test_gap_binned_refuses_a_state_of_another_model(tmp_path):
+    mix = GaussianMixture([[0.0, 0.0], [1.0, 0.0]], 0.4)
+    law = end_law(mix, get_schedule("ou"))
+    state = tmp_path / "gap.state.pt"
+    gap_binned(MixtureField(mix, "ou"), law, n=500, chunk=500, steps=20, state=state)
+    other = MixtureField(GaussianMixture([[0.0, 0.0], [1.5, 0.0]], 0.4), "ou")
+    with pytest.raises(ValueError, match="other settings"):
+        gap_binned(other, law, n=500, chunk=500, steps=20, state=state)

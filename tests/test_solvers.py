@@ -461,3 +461,36 @@ def test_dpm_v3_starts_from_pure_noise_on_a_long_schedule():
     truth = noised_samples(field, field.schedule.t_min, 1000, generator=g)
     d = {s: w2(sample(field, n=1000, solver=s, steps=10, seed=1).samples, truth) for s in ("dpm_v3", "dpm++2m")}
     assert d["dpm_v3"] < 1.2 * d["dpm++2m"], d
+
+
+def test_new_solvers_refuse_bad_options_by_name(reference):
+    field, x, _ = reference
+    for solver, options, name in (("unipc", {"corrector": "no"}, "corrector"),
+                                  ("dpm_v3", {"lower_order_final": 1}, "lower_order_final"),
+                                  ("dc_solver", {"ratios": 1.0}, "ratios"),
+                                  ("ts_ddim", {"window": -1}, "window")):
+        with pytest.raises(ValueError, match=name):
+            sample(field, x_T=x, solver=solver, steps=5, **options)
+
+
+def test_statistics_are_recomputed_when_the_weights_change_in_place():
+    """A network trained further in place (train's callbacks hand out the same field) is
+    another field to DPM-Solver-v3's statistics."""
+    from lab.models import ScoreMLP
+    import lab.solvers as solvers
+
+    torch.manual_seed(0)
+    field = NetworkField(ScoreMLP(hidden=16, depth=1), "vp")
+    calls = []
+    real = solvers.empirical_model_statistics
+    solvers.empirical_model_statistics = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        kw = dict(n=50, solver="dpm_v3", steps=4, seed=0, ems_points=20, ems_samples=50)
+        sample(field, **kw)
+        sample(field, **kw)
+        with torch.no_grad():
+            next(field.model.parameters()).add_(0.1)
+        sample(field, **kw)
+    finally:
+        solvers.empirical_model_statistics = real
+    assert len(calls) == 2

@@ -4,6 +4,7 @@ W2 to the truth against NFE beside the floor. On the exact field only the solver
 student reads off which one a budget is spent against, and which solver to use."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import panel as pn
@@ -52,7 +53,7 @@ class SolverRaceView(LabView):
         self._button = pn.widgets.Button(label="Run the race", color="primary")
         self._button.on_click(on_page(lambda event: self.run()))
         self._bar = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width")
-        colors = dict(zip(RACE_SOLVERS, Category20[20]))
+        colors = dict(zip(RACE_SOLVERS, itertools.cycle(Category20[20])))
         names = {**colors, FLOOR: "#000000"}
         self.figures = {src: CurvesFigure(title, names, "NFE", "W2 to the truth", log_x=True, log_y=True,
                                           width=460, height=400) for src, title in SOURCES.items()}
@@ -109,9 +110,16 @@ class SolverRaceView(LabView):
             self._done()
             self.show_error(e)
 
+        def done(result):   # a race of the field it was run on: the model may have changed since
+            if self.session.field("learned") is learned and self.session.exact is exact:
+                self.draw(result)
+            else:
+                self._done()
+                self.say("The model or data set changed during the race: run it again.")
+
         if self._worker.threaded and page_loop_running() and self._poller is None:
             self._poller = pn.state.add_periodic_callback(self._show_progress, period=POLL_MS)
-        self._worker.submit(compute, self.draw, failed)
+        self._worker.submit(compute, done, failed)
 
     def _show_progress(self):
         done, total, last = self.progress
@@ -137,13 +145,13 @@ class SolverRaceView(LabView):
             fig.update(FLOOR, [lo, hi], [result.floor, result.floor])
             # the axis from below the floor to the worst run, at most 20x the floor: a solver
             # that blows up at 5 NFE (dpm3: tens) would flatten the rest; the table has it
-            worst = max(w for s in RACE_SOLVERS for w in result.w2[src][s] if finite(w))
+            worst = max([w for s in RACE_SOLVERS for w in result.w2[src][s] if finite(w)], default=result.floor)
             fig.fig.y_range.start, fig.fig.y_range.end = 0.7 * result.floor, min(1.2 * worst, 20 * result.floor)
         best = {}
         for src in SOURCES:
             for k, b in enumerate(result.budgets):
                 runs = [(result.w2[src][s][k], s) for s in RACE_SOLVERS if finite(result.w2[src][s][k])]
-                best[src, b] = min(runs)
+                best[src, b] = min(runs, default=(math.inf, "none (all diverged)"))
         self.numbers = {"floor": result.floor, "n": result.n,
                         "best": {f"{src} {b}": best[src, b] for src in SOURCES for b in result.budgets}}
         self._table.object = result.markdown()
