@@ -70,7 +70,7 @@ class SolverRaceView(LabView):
                  "On the exact field only the solver's discretisation error is left; on the learned field "
                  "the network's error adds to it. Where the two lines agree the solver is what limits you "
                  "(take a better one, or more NFE); where the learned line stays above the exact one the "
-                 "network does (more NFE will not help). Press *Run the race* (about a minute).")
+                 "network does (more NFE will not help). Press *Run the race* (about half a minute).")
         self.session.param.watch(lambda *e: self._forget(), REDRAW_ON)
 
     def _forget(self):
