@@ -472,12 +472,10 @@ class RaceResult:
         e, le = self.w2[exact][solver][k], self.w2[learned][solver][k]
         if e is None or le is None:
             return None
-        if math.isinf(e) or math.isinf(le):
-            return {"discretisation": max(e - self.floor, 0.0), "learning": max(le - e, 0.0) if math.isfinite(e)
-                    else 0.0, "dominant": "diverged"}
-        disc, learn = max(e - self.floor, 0.0), max(le - e, 0.0)
-        dominant = ("neither" if le <= 1.5 * self.floor else
-                    "discretisation" if disc >= learn else "learning")
+        disc = max(e - self.floor, 0.0)
+        learn = max(le - e, 0.0) if math.isfinite(e) else math.nan   # unknown when the solver itself diverged
+        dominant = ("diverged" if math.isinf(e) or math.isinf(le) else "neither" if le <= 1.5 * self.floor
+                    else "discretisation" if disc >= learn else "learning")
         return {"discretisation": disc, "learning": learn, "dominant": dominant}
 
     def markdown(self, learned: str = "learned", exact: str = "exact") -> str:

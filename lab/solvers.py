@@ -858,8 +858,8 @@ def empirical_model_statistics(field: ScoreField, ts: Tensor, points: int = EMS_
     lam_grid = sch.lambda_(ts).double()
     m = max(1, math.ceil(points / (len(ts) - 1)))
     ramp = torch.arange(m, dtype=torch.float64) / m
-    lam = torch.cat([lam_grid[:-1, None] + ramp * (lam_grid[1:] - lam_grid[:-1])[:, None]]).reshape(-1)
-    lam = torch.cat([lam, lam_grid[-1:]])
+    lam = torch.cat([(lam_grid[:-1, None] + ramp * (lam_grid[1:] - lam_grid[:-1])[:, None]).reshape(-1),
+                     lam_grid[-1:]])
     t = sch.t_of_lambda(lam).double()
     t[::m] = ts.double()                                      # the grid's own times, exactly
     mixture = getattr(field, "mixture", None)

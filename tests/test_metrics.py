@@ -205,6 +205,8 @@ def test_a_diverging_run_is_infinitely_far_and_the_race_goes_on():
 
 
 def test_a_race_of_the_exact_score_against_itself_has_no_learning_error():
+    """Both sources start from the same points with the same noise (SDE samplers too), so a
+    field raced against itself shows no learning error at all, not sampling noise."""
     from lab.metrics import solver_race
 
     field = MixtureField(GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], 0.3), "vp")
