@@ -22,6 +22,7 @@ Baseline, measured in the same run: the same script by one solver user alone.
     python benchmarks/load.py [--users 20] [--changes 3] [--train-seconds 20] [--torch-threads N]
     python benchmarks/load.py --compare-threads   # torch's default threads, then one
     python benchmarks/load.py --compare-procs 2   # one server process, then two (lab serve --num-procs 2)
+    python benchmarks/load.py --open-first        # nobody changes anything before every page is open
 
 The server runs as served (torch on its default intra-op threads) unless told otherwise. The
 virtual users run in this process, on the same machine: the CPU each side used is printed.
@@ -206,12 +207,30 @@ class User(threading.Thread):
         self.doc.callbacks.send_event(ButtonClick(button))   # as BokehJS sends a click
 
 
+class Gate:
+    """Holds every solver user until all have their page (``--open-first``): then the
+    latencies are those of updates alone, without other users' pages being built meanwhile."""
+
+    def __init__(self, n: int):
+        self.n, self.arrived, self._lock = n, 0, threading.Lock()
+
+    def arrive(self) -> None:
+        with self._lock:
+            self.arrived += 1
+
+    @property
+    def open(self) -> bool:
+        return self.arrived >= self.n
+
+
 class SolverUser(User):
     """On /solvers: seed, then solver and steps changes; records each update's latency and
     the samples it brought."""
 
-    def __init__(self, url: str, label: str, seed: int, changes: list, timeout: float = 300.0):
+    def __init__(self, url: str, label: str, seed: int, changes: list, timeout: float = 300.0,
+                 gate: Gate | None = None):
         super().__init__(url, label, timeout)
+        self.gate = gate                             # wait for every page to be open first
         self.seed, self.changes = seed, changes      # changes: [(parameter, value)]
         self.latencies: list[float] = []            # seconds, one per change
         self.received: list = []                    # [(settings, samples (n, 2))]
@@ -233,6 +252,9 @@ class SolverUser(User):
         settings = {"solver": "dpm++2m", "steps": 20, "spacing": "logsnr", "eta": 0.0, "seed": 0}
         samples = lambda: self.doc.select_one({"name": "samples"}).data["x"]   # noqa: E731
         await self.until(lambda: self.info() is not None and len(samples()), "first samples")
+        if self.gate is not None:
+            self.gate.arrive()
+            await self.until(lambda: self.gate.open, "every page open")
         for parameter, value in [("seed", self.seed)] + self.changes:
             shown = samples()
             settings[parameter] = value
@@ -302,10 +324,11 @@ class Trainer(User):
 
 
 # --- a run ---------------------------------------------------------------------------------
-def solver_users(url: str, n: int, changes: int, first: int = 0) -> list[SolverUser]:
+def solver_users(url: str, n: int, changes: int, first: int = 0, open_first: bool = False) -> list[SolverUser]:
     """``n`` solver users with settings all different: user k has seed 100 + k and walks the
-    solver cycle from its own place, with its own step count."""
-    users = []
+    solver cycle from its own place, with its own step count. ``open_first``: none changes
+    anything before every page is open."""
+    users, gate = [], Gate(n) if open_first else None
     for k in range(first, first + n):
         script, steps = [], 20                      # the page's default steps
         for j in range(changes):
@@ -314,7 +337,7 @@ def solver_users(url: str, n: int, changes: int, first: int = 0) -> list[SolverU
                 new = 10 + (k + j) % 15
                 steps = new if new != steps else new + 1   # a change, never a no-op
                 script.append(("steps", steps))
-        users.append(SolverUser(url + "/solvers", f"solver-user-{k}", seed=100 + k, changes=script))
+        users.append(SolverUser(url + "/solvers", f"solver-user-{k}", seed=100 + k, changes=script, gate=gate))
     return users
 
 
@@ -343,10 +366,11 @@ def check_no_cross_talk(users: list[SolverUser], trainer: Trainer | None) -> lis
 
 
 def run(url: str, n_users: int, changes: int, train_seconds: float | None, pid: int | None = None,
-        timeout: float = 300.0, trainer_stops: bool = True) -> dict:
+        timeout: float = 300.0, trainer_stops: bool = True, open_first: bool = False) -> dict:
     """Start every user at once (the last one trains, unless ``train_seconds`` is None),
-    wait for all; their results and the server's usage (``pid``: the server's process)."""
-    users = solver_users(url, n_users - (train_seconds is not None), changes)
+    wait for all; their results and the server's usage (``pid``: the server's process).
+    ``open_first``: the solver users change nothing before all their pages are open."""
+    users = solver_users(url, n_users - (train_seconds is not None), changes, open_first=open_first)
     trainer = (Trainer(url + "/train", "trainer", seconds=train_seconds, stop=trainer_stops)
                if train_seconds is not None else None)
     everyone = users + ([trainer] if trainer else [])
@@ -412,9 +436,10 @@ def bench(args, torch_threads: int | None, root: Path = ROOT, name: str = "", nu
         idle = wait_for_threads(proc.pid, idle["threads"])
         print(f"server idle: {idle['threads']} threads, {idle['rss_mib']:.0f} MiB")
         print(f"one user alone:        {summary(base)}")
-        res = run(url, args.users, args.changes, args.train_seconds, proc.pid)
+        res = run(url, args.users, args.changes, args.train_seconds, proc.pid, open_first=args.open_first)
         lat = [x for u in res["users"] for x in u.latencies]
-        print(f"{args.users} users at once ({args.users - 1} solver users, 1 training): {summary(lat)}; "
+        print(f"{args.users} users at once ({args.users - 1} solver users, 1 training"
+              f"{'; changes once every page is open' if args.open_first else ''}): {summary(lat)}; "
               f"median x{statistics.median(lat) / statistics.median(base):.1f} the lone user's")
         cpu = res["cpu"]
         print(f"all solver users done in {res['solvers_s']:.1f} s ({len(lat) / res['solvers_s']:.1f} "
@@ -479,6 +504,9 @@ def main():
                     help="first serve the lab as of git revision REV (a temporary worktree), then this "
                          "checkout's, and compare: before / after in one run")
     ap.add_argument("--num-procs", type=int, default=1, help="server processes (lab serve --num-procs)")
+    ap.add_argument("--open-first", action="store_true",
+                    help="the solver users wait until every page is open, then change: the latency of "
+                         "updates alone (default: each starts changing as soon as its own page is open)")
     ap.add_argument("--compare-procs", type=int, default=None, metavar="N",
                     help="run twice: one server process, then N (lab serve --num-procs N)")
     args = ap.parse_args()

@@ -90,6 +90,29 @@ def test_lab_serve_command_serves_every_page(tmp_path):
         assert "score-lab" in page and "Traceback" not in page
     text = server_log()
     assert f"http://127.0.0.1:{port}/all" in text and "Traceback" not in text, text
+    assert "score-lab: warmed up" in text     # before the first page (lab.app.shared.warm_up)
+
+
+def test_after_the_warm_up_a_first_training_imports_nothing():
+    """A first import on a served process holds every page still (one thread runs Python at a
+    time): the first training imported PyTorch's compiler stack, 2 s, while a class waited."""
+    code = "\n".join([
+        "import sys, torch",
+        "torch.set_num_threads(1)",
+        "from lab.app.shared import warm_up",
+        "took = warm_up()",
+        "assert set(took) == {'imports', 'model', 'training'}, took",
+        "from lab.train import TrainConfig, TrainingRun",
+        "before = set(sys.modules)",
+        "run = TrainingRun(torch.randn(256, 2), TrainConfig(steps=4, batch_size=32, log_every=2, device='cpu'))",
+        "run.start().join(60)",
+        "assert run.done and not run.error, run.error",
+        "print(sorted(set(sys.modules) - before))",
+    ])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_nothing_touches_cuda_at_import():
