@@ -101,7 +101,9 @@ def warm_up() -> dict[str, float]:
                  "guidance_view", "race_view"):
         importlib.import_module(f"lab.app.{name}")
     took["imports"], start = time.perf_counter() - start, time.perf_counter()
-    pretrained("two_moons")
+    from lab.app.session import Session
+
+    pretrained(Session.param.dataset.default)      # the model every page starts with
     took["model"], start = time.perf_counter() - start, time.perf_counter()
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     train(x, TrainConfig(steps=2, batch_size=16, hidden=8, depth=1, log_every=1))
