@@ -88,7 +88,8 @@ def main():
                     continue
                 field = load(path, device="cpu")
                 run = os.path.basename(os.path.normpath(folder)).removeprefix(f"gap-{args.dataset}-")
-                name = f"{run} @{field.meta.get('snapshot_step', 0) // 1000}k"
+                step = field.meta.get("snapshot_step") or (field.summary or {}).get("steps_done", 0)   # a run's end
+                name = f"{run} @{step // 1000}k"
                 row(name, field, args.dataset, args.n, args.chunk, field.meta.get("fp_weight"), args.state_dir)
         return
     for network in args.networks.split(","):
