@@ -31,8 +31,8 @@ import torch
 from lab.data import dataset_mixture, make_dataset
 from lab.fields import MixtureField
 from lab.hallucination import (LABEL_STDS, PAPER_DETECTION, PAPER_EXTRAS, PAPER_RETENTION, end_law,
-                               operating_floor, operating_points, recursive_training, score_samples,
-                               support_labels)
+                               kept_share, operating_floor, operating_points, recursive_training,
+                               score_samples, support_labels)
 from lab.pretrained import GRID_SCHEDULE, STATE_DIR, UNDERTRAINED, load_pretrained
 from lab.schedules import get_schedule
 from lab.train import TrainConfig, load
@@ -40,18 +40,27 @@ from lab.train import TrainConfig, load
 BOOTSTRAP = 200
 COLUMNS = ("rate", "auc", "retention_at_detection", "detection_at_retention")
 HEADER = (f"{'model':<22s} {'std':>4s} {'out of support':>15s} {'ROC AUC':>14s} "
-          f"{'retention @95% det':>19s} {'detection @96% ret':>19s}")
+          f"{'retention @95% det':>19s} {'detection @96% ret':>19s} {'exact kept':>10s}")
+EXACT_NOTE = ("exact kept: the share of the exact score's samples (all in support) that the same "
+              "95%-detection cut keeps: the sampler's own false alarms, which the model's good "
+              "samples share; only a higher cut (no quiet hallucinations) keeps more")
 
 
 def figures(scored, law, k, seed=0):
-    """Operating points at labels of k std, and their bootstrap std."""
+    """Operating points at labels of k std, their bootstrap std, and the cut at 95 % detection."""
     labels = support_labels(scored.samples, law, k)
     op = operating_points(scored.scores, labels)
     floor = operating_floor(scored.scores, labels, BOOTSTRAP, seed)
-    return np.array([getattr(op, c) for c in COLUMNS]), np.array([floor[c] for c in COLUMNS])
+    return np.array([getattr(op, c) for c in COLUMNS]), np.array([floor[c] for c in COLUMNS]), op.threshold_at_detection
 
 
-def row(name, k, point, floor):
+def exact_scored(n, seed):
+    """The exact score of the grid through the same protocol: the sampler's own false alarms."""
+    field = MixtureField(dataset_mixture("gaussian_grid"), get_schedule("vp", **GRID_SCHEDULE))
+    return score_samples(field, n, seed=seed + 1)
+
+
+def row(name, k, point, floor, exact_kept=None):
     cells = []
     for j, c in enumerate(COLUMNS):
         v = point[j]
@@ -60,7 +69,8 @@ def row(name, k, point, floor):
             text += {"rate": f" ±{floor[j] * 100:.2f}", "auc": f" ±{floor[j]:.3f}"}.get(c, f" ±{floor[j] * 100:.1f}")
         cells.append(text)
     k_text = f" {k:4.0f}" if k is not None else ""
-    return f"{name:<22s}{k_text} {cells[0]:>15s} {cells[1]:>14s} {cells[2]:>19s} {cells[3]:>19s}"
+    exact = f" {exact_kept:10.1%}" if exact_kept is not None else ""
+    return f"{name:<22s}{k_text} {cells[0]:>15s} {cells[1]:>14s} {cells[2]:>19s} {cells[3]:>19s}{exact}"
 
 
 def table(n, seed, models):
@@ -69,22 +79,24 @@ def table(n, seed, models):
     print(f"paper protocol: ancestral, 1000 time-uniform steps, {n:,} samples in chunks, "
           f"detector = x0 variance over the last 10 steps; ± = bootstrap std ({BOOTSTRAP})")
     print(HEADER)
-    scored_all = {}
+    t0 = time.perf_counter()
+    exact = exact_scored(n, seed)
+    for k in LABEL_STDS:
+        rate = float((support_labels(exact.samples, law, k) != 0).double().mean())
+        print(f"{'exact score':<22s} {k:4.0f} {rate:15.2%}   (no detector figures: nothing to detect)")
+    print(f"{'':<22s} ({time.perf_counter() - t0:.0f} s to sample)", flush=True)
+    scored_all = {"exact score": exact}
     for name, field in models.items():
         t0 = time.perf_counter()
         scored_all[name] = scored = score_samples(field, n, seed=seed)
         took = time.perf_counter() - t0
         for k in LABEL_STDS:
-            labels = support_labels(scored.samples, law, k)
-            if name == "exact score":
-                rate = float((labels != 0).double().mean())
-                print(f"{name:<22s} {k:4.0f} {rate:15.2%}   (no detector figures: nothing to detect)")
-                continue
-            point, floor = figures(scored, law, k, seed)
-            print(row(name, k, point, floor))
+            point, floor, cut = figures(scored, law, k, seed)
+            print(row(name, k, point, floor, kept_share(exact.scores, cut)))
         print(f"{'':<22s} ({took:.0f} s to sample)", flush=True)
     print(f"{'paper (Aithal et al.)':<22s} {'':>4s} {'—':>15s} {'—':>14s} "
           f"{'96%':>19s} {'> 95%':>19s}")
+    print(EXACT_NOTE)
     return scored_all
 
 
@@ -96,13 +108,15 @@ def curve(n, seed, folder: Path, pattern: str = "step-*.pt"):
     if not snaps:
         sys.exit(f"no snapshots in {folder}: run `python -m lab pretrain gaussian_grid` first")
     print(f"training curve ({n:,} samples each, paper protocol; labels at 6 std; ± bootstrap std)")
+    exact = exact_scored(n, seed)
     print(f"{'snapshot':<26s} {'out of support':>15s} {'ROC AUC':>14s} {'retention @95% det':>19s} "
-          f"{'detection @96% ret':>19s}")
+          f"{'detection @96% ret':>19s} {'exact kept':>10s}")
     for path in snaps:
         field = load(path, device="cpu")
         scored = score_samples(field, n, seed=seed)
-        point, floor = figures(scored, law, 6.0, seed)
-        print(row(f"{path.stem:<26s}", None, point, floor), flush=True)
+        point, floor, cut = figures(scored, law, 6.0, seed)
+        print(row(f"{path.stem:<26s}", None, point, floor, kept_share(exact.scores, cut)), flush=True)
+    print(EXACT_NOTE)
 
 
 def recursive(seed, generations, n_samples, steps):

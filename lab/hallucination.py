@@ -25,7 +25,7 @@ __all__ = ["IN_SUPPORT", "BETWEEN_MODES", "OUTSIDE", "LABEL_NAMES", "support_lab
            "FilterReport", "filter_samples", "recursive_training", "Generation", "end_law",
            "OperatingPoints", "operating_points", "ScoredSamples", "score_samples",
            "PAPER_DETECTION", "PAPER_RETENTION", "PAPER_PROTOCOL", "LABEL_STDS", "PAPER_EXTRAS",
-           "mode_distance", "operating_floor"]
+           "mode_distance", "operating_floor", "kept_share"]
 
 IN_SUPPORT, BETWEEN_MODES, OUTSIDE = 0, 1, 2
 LABEL_NAMES = {IN_SUPPORT: "in support", BETWEEN_MODES: "between modes", OUTSIDE: "outside"}
@@ -204,6 +204,18 @@ def operating_points(scores, labels, detection: float = PAPER_DETECTION,
         threshold_at_detection=thr_d,
         retention_target=retention, detection_at_retention=float((pos >= thr_r).double().mean()),
         threshold_at_retention=thr_r)
+
+
+def kept_share(scores, threshold: float) -> float:
+    """Share of samples that a cut at ``threshold`` keeps (score below it; as in
+    ``operating_points``, a score equal to the cut is removed). Applied to the exact
+    score's samples at a model's cut, it is what that cut costs samples which never leave
+    the modes: the sampler's own false alarms, which no training removes."""
+    scores = torch.as_tensor(scores, dtype=torch.float64).cpu().reshape(-1)
+    if scores.numel() == 0 or not torch.isfinite(scores).all():
+        raise ValueError("scores must be a non-empty vector of finite values")
+    threshold = _check.real(threshold, "threshold", numpy_ok=True)
+    return float((scores < threshold).double().mean())
 
 
 def operating_floor(scores, labels, reps: int = 100, seed: int = 0, **targets) -> dict:

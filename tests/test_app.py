@@ -416,7 +416,7 @@ def test_curl_page_without_a_model_shows_the_exact_field_twice():
 # --- the hallucinations page ---------------------------------------------------------------
 from lab.app.hallucination_view import (AT_DETECTION, SESSION_MODEL as HALLUCINATION_SESSION,  # noqa: E402
                                         UNDERTRAINED_MODEL, WELL_TRAINED, HallucinationView)
-from lab.hallucination import (IN_SUPPORT, end_law, operating_points, support_labels,  # noqa: E402
+from lab.hallucination import (IN_SUPPORT, end_law, kept_share, operating_points, support_labels,  # noqa: E402
                                trajectory_variance)
 from lab.schedules import get_schedule  # noqa: E402
 from lab.pretrained import GRID_SCHEDULE  # noqa: E402
@@ -437,6 +437,12 @@ def test_hallucination_page_shows_the_papers_operating_points():
     assert view.points == op and view.numbers["rate_learned"] == op.rate
     assert f"{op.retention_at_detection:.1%}" in view.message and "paper" in view.message
     assert all(0 <= f < 0.2 for f in view.numbers["floor"].values())   # a bootstrap std
+    # the same cut on the exact score: its samples never leave the modes, and it removes them
+    # as often as the model's good ones (measured on 100k samples each: 95.7 % and 95.6 %)
+    exact_kept = kept_share(trajectory_variance(view.runs["exact"], 10), op.threshold_at_detection)
+    assert view.numbers["exact_kept"] == exact_kept and f"{exact_kept:.1%}" in view.message
+    assert view.numbers["good_kept"] == op.retention_at_detection
+    assert abs(exact_kept - op.retention_at_detection) < 0.01
     # the pictures hold what the numbers say
     shown = {name: len(src.data["x"]) for name, src in view.figures["learned"].sources.items()}
     assert sum(shown.values()) == 20_000 and shown["in support"] == (labels == IN_SUPPORT).sum()
@@ -462,6 +468,8 @@ def test_hallucination_page_switches_to_the_undertrained_run_which_blurs():
     # tells those samples apart less well (blur settles early, as good samples do)
     assert under["rate_learned"] > 3 * trained["rate_learned"]
     assert under["auc"] < trained["auc"] and "blur" in view.message
+    # blur is the model's: its cut removes far more of its good samples than of the exact score's
+    assert under["good_kept"] < under["exact_kept"] - 0.2, under
 
 
 def test_hallucination_page_with_nothing_to_detect_says_so():

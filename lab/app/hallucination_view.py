@@ -18,7 +18,7 @@ from lab.app.shared import memo
 from lab.app.view import LabView
 from lab.app.worker import on_page
 from lab.hallucination import (IN_SUPPORT, LABEL_NAMES, PAPER_DETECTION, PAPER_RETENTION, end_law,
-                               operating_floor, operating_points, roc_curve, support_labels,
+                               kept_share, operating_floor, operating_points, roc_curve, support_labels,
                                trajectory_variance)
 from lab.pretrained import GRID_SCHEDULE, UNDERTRAINED
 from lab.schedules import get_schedule
@@ -162,6 +162,9 @@ class HallucinationView(LabView):
                 out["floor"] = operating_floor(scores, labels["learned"], BOOTSTRAP)
                 out["roc"] = roc_curve(scores, bad)
                 out["threshold"] = op.threshold_at_detection if cut == AT_DETECTION else op.threshold_at_retention
+                # what the same cut costs the exact score, whose samples never leave the modes
+                out["exact_kept"] = kept_share(trajectory_variance(runs["exact"], last_k), out["threshold"])
+                out["good_kept"] = kept_share(scores[~bad], out["threshold"])
             return out
 
         self._scorer.submit(compute, lambda r: self._draw(runs, r, k_std, cut, last_k), self.show_error)
@@ -183,7 +186,7 @@ class HallucinationView(LabView):
             self._draw_unscored(learned.samples, labels["learned"], scores, k_std)
             return
         floor = r["floor"]
-        self.numbers |= op.as_dict() | {"floor": floor}
+        self.numbers |= op.as_dict() | {"floor": floor, "exact_kept": r["exact_kept"], "good_kept": r["good_kept"]}
         kept = scores < r["threshold"]
         self._draw_labelled(f["kept"], learned.samples[kept], labels["learned"][kept])
         f["kept"].title = f"after the cut at {cut}: {int(kept.sum())} of {len(scores)} kept"
@@ -205,6 +208,9 @@ class HallucinationView(LabView):
             f"| detection at {PAPER_RETENTION:.0%} retention | **{op.detection_at_retention:.1%}** "
             f"± {floor['detection_at_retention']:.1%} | > {PAPER_DETECTION:.0%} |\n"
             f"| ROC AUC | {op.auc:.3f} ± {floor['auc']:.3f} | |\n\n"
+            f"**The same cut on the exact score** keeps **{r['exact_kept']:.1%}** of its samples, "
+            f"which never leave the modes (the model's in-support samples: {r['good_kept']:.1%}): "
+            f"a sample that chooses its mode in the last steps trips the detector whatever the score.\n\n"
             + self._lesson())
 
     def _lesson(self) -> str:
