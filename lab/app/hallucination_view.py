@@ -208,9 +208,10 @@ class HallucinationView(LabView):
             f"| detection at {PAPER_RETENTION:.0%} retention | **{op.detection_at_retention:.1%}** "
             f"± {floor['detection_at_retention']:.1%} | > {PAPER_DETECTION:.0%} |\n"
             f"| ROC AUC | {op.auc:.3f} ± {floor['auc']:.3f} | |\n\n"
-            f"**The same cut on the exact score** keeps **{r['exact_kept']:.1%}** of its samples, "
-            f"which never leave the modes (the model's in-support samples: {r['good_kept']:.1%}): "
-            f"a sample that chooses its mode in the last steps trips the detector whatever the score.\n\n"
+            f"**The same cut on the exact score** keeps **{r['exact_kept']:.1%}** of its samples "
+            f"({rates['exact']:.1%} of them out of support); of the model's in-support samples it "
+            f"keeps {r['good_kept']:.1%}. A sample that chooses its mode only in the last steps trips "
+            f"the detector, whatever the score.\n\n"
             + self._lesson())
 
     def _lesson(self) -> str:
