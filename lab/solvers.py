@@ -319,8 +319,8 @@ def _shifted_time(run: _Run, x: Tensor, s: float, t: float, window: int, cutoff:
     explains the variance better by more than twice its standard error (sampling noise)."""
     sch = run.schedule
     span = sch.t_max - sch.t_min
-    if window == 0 or (s - sch.t_min) <= cutoff / 1000 * span:
-        return s
+    if window == 0 or (s - sch.t_min) <= cutoff / 1000 * span or x.shape[0] < 2:
+        return s    # (one sample has no variance to match)
     v = float(x.detach().cpu().double().var(dim=0).mean())
     a_s, sg_s, _ = run.coef(s)
     best, best_d = s, abs(v - (a_s * a_s * var0 + sg_s * sg_s))
