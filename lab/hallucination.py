@@ -200,9 +200,9 @@ def operating_points(scores, labels, detection: float = PAPER_DETECTION,
     thr_r = float(torch.nextafter(neg[keep - 1], torch.tensor(math.inf, dtype=torch.float64)))
     return OperatingPoints(
         n=int(scores.numel()), rate=float(bad.double().mean()), auc=roc_auc(scores, bad),
-        detection_target=detection, retention_at_detection=float((neg < thr_d).double().mean()),
+        detection_target=detection, retention_at_detection=kept_share(neg, thr_d),
         threshold_at_detection=thr_d,
-        retention_target=retention, detection_at_retention=float((pos >= thr_r).double().mean()),
+        retention_target=retention, detection_at_retention=1.0 - kept_share(pos, thr_r),
         threshold_at_retention=thr_r)
 
 
