@@ -219,7 +219,9 @@ class NetworkField(ScoreField):
         # data's mean, instead of the network's tiny eps error divided by alpha (e^-50),
         # which a sampler's long steps through pure noise multiply until x overflows.
         noise_only = (lam < LAMBDA_FLOOR).reshape(-1, 1)
-        if bool(noise_only.any()):
+        # off the CPU, always: asking whether any point is past the floor would wait for the
+        # device on every call (and a captured CUDA graph cannot ask at all)
+        if x.device.type != "cpu" or bool(noise_only.any()):
             out = torch.where(noise_only, x / sigma, out)
         return out
 

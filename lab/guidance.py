@@ -342,7 +342,8 @@ def _resample(log_w: Tensor, how: str, generator) -> Tensor:
     p = torch.softmax(log_w.double(), 0)
     if how == "multinomial":
         return torch.multinomial(p, n, replacement=True, generator=generator)
-    u = (torch.rand(1, dtype=torch.float64, generator=generator) + torch.arange(n, dtype=torch.float64)) / n
+    u = (torch.rand(1, dtype=torch.float64, generator=generator, device=log_w.device)
+         + torch.arange(n, dtype=torch.float64, device=log_w.device)) / n
     cdf = torch.cumsum(p, 0)
     cdf[-1] = 1.0
     return torch.searchsorted(cdf, u).clamp_max(n - 1)
@@ -386,13 +387,16 @@ def fkc_sample(kind: str, n: int = 2000, steps: int = 500, seed: int = 0, resamp
         raise ValueError(f"the betas must have a positive sum (the prior's precision), got {total:g}")
     combined = CombinedField(fields, betas)
     schedule = combined.schedule
-    g = torch.Generator().manual_seed(_check.seed(seed))
+    # the particles live where the fields compute (a network's device; exact fields: the CPU),
+    # and so does the generator: seeded runs repeat on one device, not across devices
+    device = combined.device if combined.device is not None else torch.device("cpu")
+    g = torch.Generator(device=device).manual_seed(_check.seed(seed))
     dtype = combined.dtype
     ts = time_grid(schedule, steps, spacing)
     t_top = ts[:1].to(dtype)
     sigma_top = float(schedule.sigma(t_top))
-    x = torch.randn(n, 2, generator=g, dtype=torch.float64).to(dtype) * (sigma_top / math.sqrt(total))
-    log_w = torch.zeros(n, dtype=torch.float64)
+    x = torch.randn(n, 2, generator=g, dtype=torch.float64, device=device).to(dtype) * (sigma_top / math.sqrt(total))
+    log_w = torch.zeros(n, dtype=torch.float64, device=device)
     ess, resampled = torch.empty(steps, dtype=torch.float64), torch.zeros(steps, dtype=torch.bool)
 
     def at(x, t):
@@ -411,7 +415,7 @@ def fkc_sample(kind: str, n: int = 2000, steps: int = 500, seed: int = 0, resamp
         g2 = float(schedule.g2(tt))
         x = x + (-float(schedule.f(tt)) * x + g2 * s) * h          # Euler-Maruyama, in tau = T - t
         if i < steps - 1:
-            x = x + math.sqrt(g2 * h) * torch.randn(n, 2, generator=g, dtype=torch.float64).to(dtype)
+            x = x + math.sqrt(g2 * h) * torch.randn(n, 2, generator=g, dtype=torch.float64, device=device).to(dtype)
         s_next, rate_next = at(x, t_next)
         log_w += 0.5 * h * (rate + rate_next)     # the weight's integral, by the trapezoid rule
         s, rate = s_next, rate_next

@@ -65,7 +65,12 @@ class _MLP(nn.Module):
         if self.n_classes:
             if labels is None:
                 labels = torch.full((1,), self.n_classes, dtype=torch.long, device=x.device)
-            features = features + self.label_embed(labels)
+            if labels.device.type == "cpu":
+                features = features + self.label_embed(labels)
+            else:   # the same lookup as a product with one-hot rows: its backward never waits
+                # for the device (an embedding's sorts its indices), so a CUDA graph can hold it
+                rows = torch.arange(self.n_classes + 1, device=labels.device)
+                features = features + (labels[:, None] == rows).to(features.dtype) @ self.label_embed.weight
         elif labels is not None:
             raise ValueError("this network has no classes (train with TrainConfig(n_classes=K))")
         h = self.inp(x)

@@ -831,6 +831,18 @@ class EMS:
     C: Tensor
     nfe: int
 
+    def on(self, device) -> "EMS":
+        """The statistics on ``device`` (float64), copied there once."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self
+        copies = self.__dict__.setdefault("_copies", {})
+        if device not in copies:
+            copies[device] = EMS(*(getattr(self, k).to(device) for k in ("lam",)), self.index,
+                                 *(getattr(self, k).to(device) for k in ("l", "s", "b", "L", "S", "B", "I", "C")),
+                                 self.nfe)
+        return copies[device]
+
 
 def _cumtrapz(y: Tensor, x: Tensor) -> Tensor:
     """int_x0^x y (K+1, ...) over x (K+1,), by the trapezoid rule (0 at the start)."""
@@ -928,22 +940,29 @@ def _ems_for(run: _Run, points: int, samples: int) -> EMS:
 def _v3_update(ems: EMS, x_s: Tensor, a_s: float, a_t: float, i: int, j: int, pts: list) -> Tensor:
     """One step of DPM-Solver-v3 (Zheng et al. 2023, eq. 14 and Alg. 1) from fine index i to j:
     ``pts`` [(fine index, alpha, sigma, x, eps)], the step's start first, then the points whose
-    g = e^(S_i - S_k) f_k - e^S_i (B_k - B_i) the Taylor expansion of g in lambda is fitted to."""
-    L, S, B, I, C, lam = ems.L, ems.S, ems.B, ems.I, ems.C, ems.lam
+    g = e^(S_i - S_k) f_k - e^S_i (B_k - B_i) the Taylor expansion of g in lambda is fitted to.
+    In float64 on the points' device (the statistics copied there once), or on the CPU where
+    the device has no float64 (MPS)."""
+    device = x_s.device if x_s.device.type != "mps" else torch.device("cpu")
+    on = ems.on(device)
+    L, S, B, I, C, lam = on.L, on.S, on.B, on.I, on.C, on.lam
+
+    def f64(v):
+        return v.detach().to(device=device, dtype=torch.float64)
     g = []
-    for k, a_k, sg_k, x_k, e_k in pts:         # in float64 on the CPU, where the statistics are
-        if float(lam[k]) < LAMBDA_FLOOR:    # pure noise: l = 1 and f = -x0 = 0 (the data's mean);
-            f = torch.zeros(x_k.shape, dtype=torch.float64)   # computed, round-off / alpha (e^-50)
+    for k, a_k, sg_k, x_k, e_k in pts:
+        if float(ems.lam[k]) < LAMBDA_FLOOR:    # pure noise: l = 1 and f = -x0 = 0 (the data's mean);
+            f = torch.zeros(x_k.shape, dtype=torch.float64, device=device)   # computed, round-off / alpha (e^-50)
         else:
-            f = (sg_k * e_k.detach().cpu().double() - ems.l[k] * x_k.detach().cpu().double()) / a_k
+            f = (sg_k * f64(e_k) - on.l[k] * f64(x_k)) / a_k
         g.append(torch.exp(S[i] - S[k]) * f - torch.exp(S[i]) * (B[k] - B[i]))
-    out = (a_t / a_s * torch.exp(L[i] - L[j]) * x_s.detach().cpu().double()
+    out = (a_t / a_s * torch.exp(L[i] - L[j]) * f64(x_s)
            - a_t * torch.exp(-L[j] - S[i]) * (I[j] - I[i]) * g[0]
            - a_t * torch.exp(-L[j]) * (C[j] - C[i] - B[i] * (I[j] - I[i])))
     n = len(pts) - 1
     if n:
-        dl = torch.tensor([float(lam[k] - lam[i]) for k, *_ in pts[1:]], dtype=torch.float64)
-        vander = torch.stack([dl**p for p in range(1, n + 1)], 1)          # (n, n)
+        dl = torch.tensor([float(ems.lam[k] - ems.lam[i]) for k, *_ in pts[1:]], dtype=torch.float64)
+        vander = torch.stack([dl**p for p in range(1, n + 1)], 1).to(device)          # (n, n)
         coef = torch.linalg.solve(vander, torch.stack([gk - g[0] for gk in g[1:]]).reshape(n, -1))
         seg = slice(i, j + 1)
         w = torch.exp(L[seg] + S[seg] - L[i] - S[i])

@@ -94,6 +94,7 @@ class TrainConfig:
     log_every: int = 50             # call back (and check the loss is finite) every k steps
     seed: int = 0                   # seeds the weights, batches, times and noise; in [-2**63, 2**64)
     device: str | None = None       # None: lab.pick_device() (cuda, then mps, then cpu)
+    cuda_graph: bool = True         # on CUDA, replay each step as one captured CUDA graph (docs/gpu.md)
 
     def __post_init__(self):
         _choice(self.schedule, SCHEDULES, "schedule")
@@ -201,21 +202,70 @@ def _time_sampler(schedule: Schedule, kind: str, t_lo: float, device) -> Callabl
     return lambda u: schedule.t_of_lambda(lo + (hi - lo) * u.double()).float().to(device)
 
 
-def _fp_penalty(field: NetworkField, cfg: TrainConfig, to_time, t_lo: float, gen, device) -> Tensor:
-    """The Fokker-Planck penalty at fp_points collocation points, x uniform in the square
-    [-fp_region, fp_region]^2. "log_density": Deveney et al.'s mean R^2 of the scalar
-    residual, t uniform on [t_lo, t_max]. "score": mean |sigma_t^3 R|^2 of the vector
-    residual, t drawn as the training times; R grows like sigma^-3 at small t, and the factor
-    sigma^3 lets every noise level count alike (this form serves networks that give only
-    the score)."""
-    n = cfg.fp_points
-    xc = (2 * torch.rand(n, 2, device=device, generator=gen) - 1) * cfg.fp_region
-    u = torch.rand(n, device=device, generator=gen)
+def _fp_penalty(field: NetworkField, cfg: TrainConfig, to_time, t_lo: float, xc: Tensor, u: Tensor) -> Tensor:
+    """The Fokker-Planck penalty at fp_points collocation points x uniform in the square
+    [-fp_region, fp_region]^2, from uniform draws ``xc`` (n, 2) and ``u`` (n,) in [0, 1).
+    "log_density": Deveney et al.'s mean R^2 of the scalar residual, t uniform on
+    [t_lo, t_max]. "score": mean |sigma_t^3 R|^2 of the vector residual, t drawn as the
+    training times; R grows like sigma^-3 at small t, and the factor sigma^3 lets every noise
+    level count alike (this form serves networks that give only the score)."""
+    xc = (2 * xc - 1) * cfg.fp_region
     if cfg.fp_form == "log_density":
         tc = t_lo + (field.schedule.t_max - t_lo) * u
         return (log_density_residual(field, xc, tc, create_graph=True) ** 2).mean()
-    tc = to_time(u)
-    return fokker_planck_norm(field, xc, tc, create_graph=True)
+    return fokker_planck_norm(field, xc, to_time(u), create_graph=True)
+
+
+class _Draws:
+    """A step's random draws, in buffers that every step refills from the run's generator in
+    one fixed order (so a resumed run draws what an uninterrupted one would): batch indices,
+    the stratification offset, the noise, the label-dropout coins, the collocation points.
+    Fixed buffers are what a captured CUDA graph reads its inputs from."""
+
+    def __init__(self, cfg: TrainConfig, n_data: int, labels: bool, device):
+        b, f = cfg.batch_size, cfg.fp_points
+        self.n_data, self.gen = n_data, None
+        self.idx = torch.empty(b, dtype=torch.long, device=device)
+        self.u = torch.empty((), device=device)
+        self.eps = torch.empty(b, 2, device=device)
+        self.drop = torch.empty(b, device=device) if labels else None
+        self.xc = torch.empty(f, 2, device=device) if cfg.fp_weight > 0 else None
+        self.uc = torch.empty(f, device=device) if cfg.fp_weight > 0 else None
+
+    def fill(self, gen: torch.Generator) -> None:
+        torch.randint(self.n_data, self.idx.shape, generator=gen, out=self.idx)
+        torch.rand((), generator=gen, out=self.u)
+        torch.randn(self.eps.shape, generator=gen, out=self.eps)
+        if self.drop is not None:
+            torch.rand(self.drop.shape, generator=gen, out=self.drop)
+        if self.xc is not None:
+            torch.rand(self.xc.shape, generator=gen, out=self.xc)
+            torch.rand(self.uc.shape, generator=gen, out=self.uc)
+
+
+class _Knobs:
+    """The two numbers that change from step to step, the learning rate and the EMA's
+    weight: Python floats for an eager step, or device tensors refilled before each replay
+    of a captured one (a graph bakes in the floats it saw)."""
+
+    def __init__(self, opt, device, tensors: bool):
+        self.opt, self.tensors = opt, tensors
+        if tensors:
+            self.lr = torch.zeros((), device=device)
+            self.ema_w = torch.zeros((), device=device)
+            for group in opt.param_groups:
+                group["lr"] = self.lr
+        else:
+            self.lr = self.ema_w = 0.0
+
+    def set(self, lr: float, ema_w: float) -> None:
+        if self.tensors:
+            self.lr.fill_(lr)
+            self.ema_w.fill_(ema_w)
+        else:
+            self.lr, self.ema_w = lr, ema_w
+            for group in self.opt.param_groups:
+                group["lr"] = lr
 
 
 def train(data, config: TrainConfig | None = None,
@@ -289,38 +339,44 @@ def train(data, config: TrainConfig | None = None,
     else:
         run.remember_good(0)
 
+    captured = cfg.cuda_graph and device.type == "cuda"
+    draws = _Draws(cfg, x.shape[0], y is not None, device)
+    knobs = _Knobs(opt, device, tensors=captured)
+    offsets = torch.arange(cfg.batch_size, device=device) / cfg.batch_size
+    detached = [p.detach() for p in params]
+
+    def compute() -> None:
+        """One step from the draws, with no host sync: what a CUDA graph captures."""
+        t = to_time((draws.u + offsets) % 1.0)      # stratified: one offset, evenly spaced
+        tc = t[:, None]
+        xt = schedule.alpha(tc) * x[draws.idx] + schedule.sigma(tc) * draws.eps
+        yb = None
+        if y is not None:   # label dropout: "no class" (index n_classes) for a share of the batch
+            yb = torch.where(draws.drop < cfg.label_dropout, cfg.n_classes, y[draws.idx])
+        err = ((field.eps(xt, t, labels=yb) - draws.eps) ** 2).sum(1)
+        loss = (weight(t) * err).mean()
+        if cfg.fp_weight > 0:
+            loss = loss + cfg.fp_weight * _fp_penalty(field, cfg, to_time, t_lo, draws.xc, draws.uc)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, detached,
+                                 [knobs.ema_w] * len(detached) if knobs.tensors else knobs.ema_w)
+            loss_sum.add_(loss.detach())
+
+    stepper = _Stepper(compute, opt, captured)
     stopped, step = None, run.step
     start = last = last_save = time.perf_counter()
     callback_s = 0.0
     model.train()
     for step in range(run.step + 1, cfg.steps + 1):
         lr = cfg.lr * _lr_factor(step - 1, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        idx = torch.randint(x.shape[0], (cfg.batch_size,), device=device, generator=gen)
-        u = torch.rand((), device=device, generator=gen)
-        strata = (u + torch.arange(cfg.batch_size, device=device) / cfg.batch_size) % 1.0
-        t = to_time(strata)
-        eps = torch.randn(cfg.batch_size, 2, device=device, generator=gen)
-        tc = t[:, None]
-        xt = schedule.alpha(tc) * x[idx] + schedule.sigma(tc) * eps
-        yb = None
-        if y is not None:   # label dropout: "no class" (index n_classes) for a share of the batch
-            drop = torch.rand(cfg.batch_size, device=device, generator=gen) < cfg.label_dropout
-            yb = torch.where(drop, cfg.n_classes, y[idx])
-        err = ((field.eps(xt, t, labels=yb) - eps) ** 2).sum(1)
-        loss = (weight(t) * err).mean()
-        if cfg.fp_weight > 0:
-            loss = loss + cfg.fp_weight * _fp_penalty(field, cfg, to_time, t_lo, gen, device)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
         decay = min(cfg.ema, (1 + step) / (EMA_WARMUP + step))  # short warm-up of the average
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
-        loss_sum += loss.detach()
+        knobs.set(lr, 1 - decay)
+        draws.fill(gen)
+        stepper()
         run.step = step
 
         if step % cfg.log_every == 0 or step == cfg.steps:
@@ -362,10 +418,68 @@ def train(data, config: TrainConfig | None = None,
         "steps_done": step, "steps": cfg.steps, "train_s": round(wall, 3), "device": str(device),
         "final_loss": history["loss"][-1] if history["loss"] else None, "stopped": stopped,
         "n_data": int(x.shape[0]), "data_std": data_std,
+        "cuda_graph": stepper.status, "capture_s": round(stepper.capture_s, 3),
     }
     ema_field.config, ema_field.summary = cfg, history["summary"]
     return ema_field, history
 
+
+
+class _Stepper:
+    """Runs a training step: ``compute`` eagerly, or, on CUDA with ``captured``, replayed
+    from one CUDA graph. A step of the lab's small networks costs far more in kernel
+    launches and Python than in arithmetic; a graph launches all of its kernels (forward,
+    backward, clipping, Adam, EMA) at once. The first WARMUP steps run eagerly on a side
+    stream (they create Adam's state and the libraries' workspaces, as capture requires,
+    and are real steps), then the next is captured and every later one replayed. A capture
+    that fails warns and the run goes on eagerly. ``status`` says which happened."""
+
+    WARMUP = 3
+
+    def __init__(self, compute: Callable[[], None], opt, captured: bool):
+        self.compute, self.opt, self.captured = compute, opt, captured
+        self.graph, self.warm, self.capture_s = None, 0, 0.0
+        self.status = "off"
+
+    def __call__(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        elif not self.captured:
+            self.opt.zero_grad(set_to_none=True)
+            self.compute()
+        elif self.warm < self.WARMUP:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.opt.zero_grad(set_to_none=True)
+                self.compute()
+            torch.cuda.current_stream().wait_stream(side)
+            self.warm += 1
+        else:
+            self._capture()
+
+    def _capture(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            for group in self.opt.param_groups:
+                group["capturable"] = True
+            self.opt.zero_grad(set_to_none=True)   # the graph's backward writes the gradients
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: a served lab's other threads may use the GPU while this one captures
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self.compute()
+        except Exception as e:   # noqa: BLE001 - any failure to capture falls back to eager steps
+            warnings.warn(f"could not capture the training step as a CUDA graph ({type(e).__name__}: {e}); "
+                          "training goes on without (TrainConfig.cuda_graph=False avoids trying)", stacklevel=3)
+            for group in self.opt.param_groups:
+                group["capturable"] = False
+            self.captured, self.status = False, f"failed: {type(e).__name__}: {str(e)[:200]}"
+            self.opt.zero_grad(set_to_none=True)
+            self.compute()
+            return
+        self.capture_s = time.perf_counter() - t0
+        self.graph, self.status = graph, f"captured after {self.WARMUP} eager steps"
+        graph.replay()
 
 def _labels(labels, n_classes: int, n: int, device) -> Tensor | None:
     """Checked class labels (n,) as a long tensor on ``device``, or None."""
@@ -403,7 +517,7 @@ class _RunState:
     its average, the optimiser, the random generator, the history, the loss summed since
     the last log, and the last weights whose loss was finite."""
 
-    _IGNORED = ("steps", "device", "log_every")   # may change between a state and its resumption
+    _IGNORED = ("steps", "device", "log_every", "cuda_graph")   # may change between a state and its resumption
 
     def __init__(self, model, ema_model, opt, gen, history, loss_sum, fingerprint, cfg):
         self.model, self.ema_model, self.opt, self.gen = model, ema_model, opt, gen
@@ -450,6 +564,11 @@ class _RunState:
         self.model.load_state_dict(blob["model"])
         self.ema_model.load_state_dict(blob["ema"])
         self.opt.load_state_dict(blob["opt"])
+        for group in self.opt.param_groups:   # this device's settings, not the saving one's
+            group.update(fused=device.type in ("cpu", "cuda"), capturable=False)
+        for p, st in self.opt.state.items():  # fused Adam keeps its step count beside the weights
+            if isinstance(st.get("step"), Tensor):
+                st["step"] = st["step"].to(p.device, torch.float32)
         self.gen.set_state(blob["generator"])
         for key in self.history:
             self.history[key].extend(blob["history"][key])
