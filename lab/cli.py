@@ -115,7 +115,7 @@ def _pretrain(args) -> int:
                      batch_size=args.batch_size, resume=args.resume, state_dir=args.state_dir)
         return 0
     pretrain(args.datasets or None, steps=args.steps, out_dir=args.out_dir, resume=args.resume,
-             state_dir=args.state_dir, recipe=args.recipe)
+             state_dir=args.state_dir, recipe=args.recipe, batch_size=args.batch_size, device=args.device)
     if not args.datasets:
         pretrain_gap(out_dir=args.out_dir, resume=args.resume, state_dir=args.state_dir)
     return 0
@@ -204,7 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--network", action="append", choices=["paper", "lab"],
                     help="with --gap: the network(s) to train (default: both)")
     pt.add_argument("--weights", default=None, help="with --gap: Fokker-Planck weights, e.g. 0,1 (default: all)")
-    pt.add_argument("--batch-size", type=int, default=None, help="with --gap: batch size (default: GAP_SCALE's)")
+    pt.add_argument("--batch-size", type=int, default=None,
+                    help="batch size (default: TrainConfig's; with --gap: GAP_SCALE's)")
+    pt.add_argument("--device", default=None,
+                    help="where the data sets' models train (default: cpu; the grid's and the gap "
+                         "models' runs: the lab's device)")
     pt.set_defaults(func=_pretrain)
 
     sv = sub.add_parser("serve", help="serve the dashboards (panel serve apps/*.py); further "

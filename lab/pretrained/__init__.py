@@ -82,9 +82,11 @@ def load_pretrained(dataset: str, device=None):
 
 
 def pretrain(datasets=None, steps: int | None = None, out_dir=None, report=print,
-             resume: bool = False, state_dir=None, recipe: str | None = None) -> list[str]:
+             resume: bool = False, state_dir=None, recipe: str | None = None,
+             batch_size: int | None = None, device: str | None = None) -> list[str]:
     """Train each data set's model and save it as ``<dataset>.pt``: TrainConfig defaults on
-    20k points, or, for ``gaussian_grid``, ``grid_config(recipe)`` on 100k points (default
+    20k points (on the CPU, or on ``device``; ``steps`` and ``batch_size`` replace the
+    defaults: a longer run), or, for ``gaussian_grid``, ``grid_config(recipe)`` on 100k points (default
     recipe: SHIPPED_RECIPE; another recipe's model, or one with other ``steps``, goes to
     ``state_dir/gaussian_grid-RECIPE[-STEPS]/final.pt``, not to the lab). The grid's runs
     keep snapshots (EMA and raw weights) at ``GRID_SNAPSHOTS`` in their folder of
@@ -104,12 +106,12 @@ def pretrain(datasets=None, steps: int | None = None, out_dir=None, report=print
             raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
         grid = name == "gaussian_grid"
         cfg = grid_config(recipe) if grid else TrainConfig(device="cpu")
-        if steps is not None:
-            cfg = dataclasses.replace(cfg, steps=steps)
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in dict(steps=steps, batch_size=batch_size,
+                                                                  device=device).items() if v is not None})
         run = name if not grid or recipe == "paper" else f"{name}-{recipe}"
         if grid and steps is not None and recipe != "paper":   # another cosine schedule: another run
             run += f"-{steps // 1000}k" if steps % 1000 == 0 else f"-{steps}"
-        shipped = not grid or (recipe == SHIPPED_RECIPE and steps is None)
+        shipped = not grid or (recipe == SHIPPED_RECIPE and steps is None and batch_size is None)
         target = out / f"{name}.pt" if shipped else states / run / "final.pt"
         points = make_dataset(name, GRID_POINTS if grid else PRETRAIN_POINTS, seed=0)
         callback = _snapshots(name, states / run, out, report, recipe == "paper") if grid else None
