@@ -421,15 +421,21 @@ def part_pretrain(res: Results, device: str, scale: Scale, args) -> None:
     best = {d: ("shipped", *(f.result() for f in shipped[d])) for d in names}
     res.data["pretrain"] = {"shipped": {d: best[d][1:] for d in names}, "trained": {}}
     models = res.work / "models"
+    per_point = 0.0       # training seconds per (step x batch point), the slowest seen
     for rung, change in enumerate(scale.ladder):
         todo = [d for d in names if max(best[d][1:]) > args.floor_target]
         pending = {}
+        work = change["steps"] * change["batch_size"]
         for d in todo:
-            if time.perf_counter() > args.deadline - 20:
-                break
+            guess = work * per_point if per_point else 0.0       # seconds, from the trainings so far
+            if time.perf_counter() + guess > args.deadline - 20:
+                res.say(f"(pretrain: no time left for {d} at {change['steps']:,} x {change['batch_size']:,})")
+                continue
             folder = res.work / "pretrain-runs" / f"rung{rung}"
+            t0 = time.perf_counter()
             pretrain([d], steps=change["steps"], batch_size=change["batch_size"], device=device,
                      out_dir=folder, state_dir=folder / "state", report=lambda *_: None)
+            per_point = max(per_point, (time.perf_counter() - t0) / work)
             field = load(folder / f"{d}.pt", device=device)
             pending[d] = (folder / f"{d}.pt", ratios(field, d))
         for d, (path, futures) in pending.items():

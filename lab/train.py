@@ -226,7 +226,7 @@ class _Draws:
 
     def __init__(self, cfg: TrainConfig, n_data: int, labels: bool, device):
         b, f = cfg.batch_size, cfg.fp_points
-        self.n_data, self.gen = n_data, None
+        self.n_data = n_data
         self.idx = torch.empty(b, dtype=torch.long, device=device)
         self.u = torch.empty((), device=device)
         self.eps = torch.empty(b, 2, device=device)
@@ -426,7 +426,6 @@ def train(data, config: TrainConfig | None = None,
     return ema_field, history
 
 
-
 class _Stepper:
     """Runs a training step: ``compute`` eagerly, or, on CUDA with ``captured``, replayed
     from one CUDA graph. A step of the lab's small networks costs far more in kernel
@@ -482,6 +481,7 @@ class _Stepper:
         self.capture_s = time.perf_counter() - t0
         self.graph, self.status = graph, f"captured after {self.WARMUP} eager steps"
         graph.replay()
+
 
 def _labels(labels, n_classes: int, n: int, device) -> Tensor | None:
     """Checked class labels (n,) as a long tensor on ``device``, or None."""
