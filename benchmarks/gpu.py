@@ -38,6 +38,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -155,6 +156,7 @@ def fmt(v, digits=3) -> str:
 def part_tests(res: Results, device: str, scale: Scale, args) -> None:
     log = res.work / "tests.txt"
     cmd = [sys.executable, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-q", "-p", "no:cacheprovider",
+           "-p", "no:benchmark",
            "-rfEs", str(ROOT / "tests" / "test_cuda.py")]
     env = dict(os.environ, LAB_CUDA_TEST_DEVICE=device, PYTHONUNBUFFERED="1")
     t0 = time.perf_counter()
@@ -165,7 +167,9 @@ def part_tests(res: Results, device: str, scale: Scale, args) -> None:
         out = e.stdout or ""
         text, code = (out.decode() if isinstance(out, bytes) else out) + "\n(timed out)", "timeout"
     log.write_text(text)
-    last = [ln for ln in text.splitlines() if ln.strip()][-1:] or ["(no output)"]
+    summary = [ln.strip("= ") for ln in text.splitlines()
+               if re.search(r"\d+ (passed|failed|skipped|error)", ln) and " in " in ln]
+    last = summary[-1:] or [f"no test summary ({(text.strip().splitlines() or ['no output'])[-1][:200]})"]
     res.data["tests"] = {"returncode": code, "summary": last[0], "seconds": round(time.perf_counter() - t0, 1)}
     res.say(f"## CUDA tests on {device}\n\n`{' '.join(cmd[1:])}`: {last[0]} (exit {code})\n")
     failures = [ln for ln in text.splitlines() if ln.startswith(("FAILED", "ERROR"))]
