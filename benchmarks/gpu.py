@@ -43,6 +43,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,7 +88,7 @@ FULL = Scale(train_steps={1_000: 2000, 10_000: 1000, 100_000: 300},
              gap_eval_n=300_000,
              ladder=(dict(steps=10_000, batch_size=4096), dict(steps=40_000, batch_size=8192),
                      dict(steps=100_000, batch_size=16_384)),
-             pretrain_budget_s=100.0, datasets=None, tests_timeout_s=150.0)
+             pretrain_budget_s=100.0, datasets=None, tests_timeout_s=240.0)
 SMALL = Scale(train_steps={1_000: 60, 10_000: 20, 100_000: 4},
               cpu_train_steps={1_000: 30, 10_000: 10, 100_000: 3},
               default_steps=100, usable_steps=300, big_sample=20_000, halluc_n=400,
@@ -100,10 +101,13 @@ SMALL = Scale(train_steps={1_000: 60, 10_000: 20, 100_000: 4},
 # --- results, kept as they come ---------------------------------------------------------
 class Results:
     """The run's results: a dict written to results.json, report.md (the tables) and the
-    archive after every part."""
+    archive after every part: the only three files in ``out`` (a device machine returns a
+    few files of $OUT). ``work``, where the parts write, is elsewhere; the archive holds it
+    but for the retraining runs' own folders (their kept models are in work/models)."""
 
-    def __init__(self, out: Path, meta: dict):
-        self.out, self.work = out, out / "work"
+    def __init__(self, out: Path, work: Path, meta: dict):
+        self.out, self.work = out, work
+        self.out.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
         self.data = {"meta": meta}
         self.lines: list[str] = []
@@ -126,7 +130,8 @@ class Results:
         with tarfile.open(tmp, "w:gz") as tar:
             for name in ("results.json", "report.md"):
                 tar.add(self.out / name, arcname=name)
-            tar.add(self.work, arcname="work")
+            tar.add(self.work, arcname="work",
+                    filter=lambda info: None if "/pretrain-runs" in info.name else info)
         tmp.replace(self.out / "gpu-results.tar.gz")
 
 
@@ -250,7 +255,9 @@ def cpu_column(args) -> None:
         rows["grid paper recipe, 100k steps (s)"] = grid_cpu_estimate()
     except Exception as e:   # noqa: BLE001 - reported in the table, never lost
         rows["error"] = (None, f"{type(e).__name__}: {e}")
-    out.write_text(json.dumps(rows))
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rows))
+    tmp.replace(out)               # the archive never packs half a file
 
 
 def grid_cpu_estimate() -> tuple:
@@ -329,6 +336,8 @@ def part_grid(res: Results, device: str, scale: Scale, args) -> None:
     field, history = train(x, cfg, callback=stop)
     s = history["summary"]
     done, total = s["steps_done"], cfg.steps
+    if not marks:
+        raise RuntimeError(f"the grid's run made no report in {s['steps_done']} steps")
     first = min(marks)            # steps/s from the first report on: capture and warm-up apart
     rate = (done - first) / max(marks[done] - marks[first], 1e-9) if done > first else None
     seconds = s["train_s"] - s["capture_s"] if done == total else (marks[first] + (total - first) / rate if rate else None)
@@ -484,6 +493,9 @@ def meta(device: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/gpu", help="results folder (on the device machine: $OUT)")
+    ap.add_argument("--work", default=None,
+                    help="where the parts write models, states and logs (default: a new folder in the "
+                         "temporary directory; the archive in --out holds them)")
     ap.add_argument("--device", default=None, help="default: cuda if there is one, else stop with a message")
     ap.add_argument("--quick", action="store_true", help="a one-minute smoke run of every part")
     ap.add_argument("--part", default=",".join(PARTS), help=f"parts to run, of {', '.join(PARTS)}")
@@ -522,7 +534,8 @@ def main(argv=None) -> int:
     if torch.device(device).type != "cpu":   # leave cores to the CPU column's process and the W2s
         torch.set_num_threads(max(1, min(8, (os.cpu_count() or 2) // 2)))
     os.environ.setdefault("LAB_DEVICE", device)
-    res = Results(Path(args.out), meta(device) | {"scale": "full" if scale is FULL else "small",
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="score-lab-gpu-"))
+    res = Results(Path(args.out), work, meta(device) | {"scale": "full" if scale is FULL else "small",
                                                   "parts": parts})
     res.say(f"# GPU run: {res.data['meta']}\n")
     res.save()
@@ -541,11 +554,16 @@ def main(argv=None) -> int:
             res.data.setdefault("errors", {})[part] = traceback.format_exc()
             res.say(f"## {part}: failed\n\n```\n{type(e).__name__}: {e}\n```\n")
         res.data.setdefault("part_seconds", {})[part] = round(time.perf_counter() - t0, 1)
-        res.save()
+        try:
+            res.save()
+        except OSError as e:   # a full disk must not stop the parts that follow
+            print(f"could not save the results after {part}: {e}", file=sys.stderr)
     if cpu_proc is not None and cpu_proc[0].poll() is None:
         cpu_proc[0].kill()
     res.say(f"parts took {res.data['part_seconds']} s")
     res.save()
+    if not args.work:                 # all of it is in the archive
+        shutil.rmtree(work, ignore_errors=True)
     return 1 if res.data.get("errors") else 0
 
 

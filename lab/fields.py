@@ -12,6 +12,7 @@ noise prediction; everything else is derived here, once, from eps and the schedu
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -22,7 +23,7 @@ from lab.data import GaussianMixture
 from lab.schedules import Schedule, get_schedule
 
 __all__ = ["LAMBDA_FLOOR", "ScoreField", "MixtureField", "EmpiricalField", "NetworkField", "SwirlField",
-           "broadcast_t",
+           "broadcast_t", "fingerprint",
            "eps_to_score", "score_to_eps", "eps_to_x0", "x0_to_eps"]
 
 
@@ -299,3 +300,23 @@ class SwirlField(ScoreField):
 
     def __repr__(self) -> str:
         return f"SwirlField({self.base!r}, c={self.c:g})"
+
+
+def fingerprint(obj) -> str:
+    """A short hash of what a field or mixture computes with: a network's weights, or a
+    mixture's means, covariances and weights (and the schedule's name). Two objects with the
+    same fingerprint give the same samples (a class-conditional network's field carries its
+    class: ``NetworkField.with_label``)."""
+    h = hashlib.sha1(type(obj).__name__.encode())
+    schedule = getattr(obj, "schedule", None)
+    if schedule is not None:
+        h.update(repr((schedule.name, schedule.t_min, schedule.t_max)).encode())
+    model = getattr(obj, "model", None)
+    if getattr(obj, "label", None) is not None:
+        h.update(repr(("label", obj.label)).encode())
+    tensors = (list(model.state_dict().values()) if model is not None else
+               [getattr(getattr(obj, "mixture", obj), k) for k in ("means", "covs", "weights")
+                if hasattr(getattr(obj, "mixture", obj), k)])
+    for v in tensors:
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from lab import _check
-from lab.fields import MixtureField, ScoreField
+from lab.fields import MixtureField, ScoreField, fingerprint
 
 MMD_MEDIAN_POINTS = 1000  # points the median heuristic looks at (its cost is quadratic)
 MAX_COORD = 1e150         # sample sets beyond this are refused: squared distances would overflow
@@ -27,7 +27,7 @@ MMD_BANDWIDTH = (1e-150, 1e150)  # mmd's bandwidth range: its square must be a p
 __all__ = ["score_error", "noised_samples", "w2", "sliced_w2", "mmd", "nll", "fokker_planck_residual",
            "log_density_residual", "histogram", "w2_histograms", "gap_binned", "GAP_PROTOCOL",
            "ode_sde_gap", "w2_binned", "truth_and_floor", "fokker_planck_norm",
-           "RACE_BUDGETS", "RaceResult", "solver_race"]
+           "RACE_BUDGETS", "RaceResult", "solver_race", "fingerprint"]
 
 
 def noised_samples(reference: MixtureField, t: float, n: int, generator=None,
@@ -357,25 +357,6 @@ def ode_sde_gap(field: ScoreField, truth, n: int = 2000, steps: int = 800,
 # steps; the SDE's last step noise-free), W2^2 on a 64 x 64 binning of [-3.5, 3.5]^2.
 GAP_PROTOCOL = dict(steps=890, spacing="refined_end", bins=64, extent=3.5)
 GAP_CHUNK = 50_000   # samples drawn at once by gap_binned (memory: a chunk's trajectory is not kept)
-
-
-def fingerprint(obj) -> str:
-    """A short hash of what a field or mixture computes with: a network's weights, or a
-    mixture's means, covariances and weights (and the schedule's name). Two objects with the
-    same fingerprint give the same samples."""
-    import hashlib
-
-    h = hashlib.sha1(type(obj).__name__.encode())
-    schedule = getattr(obj, "schedule", None)
-    if schedule is not None:
-        h.update(repr((schedule.name, schedule.t_min, schedule.t_max)).encode())
-    model = getattr(obj, "model", None)
-    tensors = (list(model.state_dict().values()) if model is not None else
-               [getattr(getattr(obj, "mixture", obj), k) for k in ("means", "covs", "weights")
-                if hasattr(getattr(obj, "mixture", obj), k)])
-    for v in tensors:
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK, seed: int = 0,

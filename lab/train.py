@@ -368,7 +368,7 @@ def train(data, config: TrainConfig | None = None,
                                  [knobs.ema_w] * len(detached) if knobs.tensors else knobs.ema_w)
             loss_sum.add_(loss.detach())
 
-    stepper = _Stepper(compute, opt, captured)
+    stepper = _Stepper(compute, opt, captured, device)
     stopped, step = None, run.step
     start = last = last_save = time.perf_counter()
     callback_s = 0.0
@@ -433,14 +433,19 @@ class _Stepper:
     backward, clipping, Adam, EMA) at once. The first WARMUP steps run eagerly on a side
     stream (they create Adam's state and the libraries' workspaces, as capture requires,
     and are real steps), then the next is captured and every later one replayed. A capture
-    that fails warns and the run goes on eagerly. ``status`` says which happened."""
+    that fails warns and the run goes on eagerly. ``status`` says which happened.
+
+    Captures are one at a time in a process (a served lab's trainings may start together),
+    each on a stream of its own, on the run's device."""
 
     WARMUP = 3
+    _capturing = threading.Lock()
 
-    def __init__(self, compute: Callable[[], None], opt, captured: bool):
-        self.compute, self.opt, self.captured = compute, opt, captured
+    def __init__(self, compute: Callable[[], None], opt, captured: bool, device: torch.device):
+        self.compute, self.opt, self.captured, self.device = compute, opt, captured, device
         self.graph, self.warm, self.capture_s = None, 0, 0.0
         self.status = "off"
+        self.side = torch.cuda.Stream(device) if captured else None
 
     def __call__(self) -> None:
         if self.graph is not None:
@@ -448,28 +453,36 @@ class _Stepper:
         elif not self.captured:
             self.opt.zero_grad(set_to_none=True)
             self.compute()
-        elif self.warm < self.WARMUP:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.opt.zero_grad(set_to_none=True)
-                self.compute()
-            torch.cuda.current_stream().wait_stream(side)
-            self.warm += 1
         else:
-            self._capture()
+            with torch.cuda.device(self.device):
+                if self.warm < self.WARMUP:
+                    self._warm_up()
+                else:
+                    self._capture()
+
+    def _warm_up(self) -> None:
+        self.side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.side):
+            self.opt.zero_grad(set_to_none=True)
+            self.compute()
+        torch.cuda.current_stream().wait_stream(self.side)
+        self.warm += 1
 
     def _capture(self) -> None:
         t0 = time.perf_counter()
+        before = torch.cuda.current_stream()
         try:
-            for group in self.opt.param_groups:
-                group["capturable"] = True
-            self.opt.zero_grad(set_to_none=True)   # the graph's backward writes the gradients
-            graph = torch.cuda.CUDAGraph()
-            # thread_local: a served lab's other threads may use the GPU while this one captures
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                self.compute()
+            with self._capturing:
+                for group in self.opt.param_groups:
+                    group["capturable"] = True
+                self.opt.zero_grad(set_to_none=True)   # the graph's backward writes the gradients
+                graph = torch.cuda.CUDAGraph()
+                # thread_local: a served lab's other threads may use the GPU while this one captures
+                with torch.cuda.graph(graph, stream=self.side, capture_error_mode="thread_local"):
+                    self.compute()
         except Exception as e:   # noqa: BLE001 - any failure to capture falls back to eager steps
+            torch.cuda.set_stream(before)     # a failed capture_end can leave the capture stream current
+            torch.cuda.synchronize(self.device)
             warnings.warn(f"could not capture the training step as a CUDA graph ({type(e).__name__}: {e}); "
                           "training goes on without (TrainConfig.cuda_graph=False avoids trying)", stacklevel=3)
             for group in self.opt.param_groups:

@@ -24,7 +24,7 @@ from lab.guidance import fkc_sample
 from lab.hallucination import end_law, score_samples
 from lab.metrics import gap_binned, score_error
 from lab.pretrained import gap_path, load_pretrained
-from lab.solvers import SOLVERS, sample
+from lab.solvers import SOLVERS, dc_ratios, sample, time_grid
 from lab.train import TrainConfig, TrainingRun, load, save, train
 
 DEVICE = torch.device(os.environ.get("LAB_CUDA_TEST_DEVICE", "cuda"))
@@ -163,7 +163,7 @@ def test_training_steps_never_wait_for_the_gpu(ring, graph):
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         counts.append(sum("synchroniz" in str(w.message) for w in caught))
-    assert counts[0] == counts[1], counts
+    assert counts[0] == counts[1] and counts[0] > 0, counts   # > 0: the final read of the loss is seen
 
 
 def test_checkpoints_move_between_devices(tmp_path, ring):
@@ -201,7 +201,6 @@ def test_deterministic_solvers_give_the_cpus_samples(solver, net):
     x_T = cpu_net.schedule.prior_sample(N, generator=torch.Generator().manual_seed(3))
     options = {}
     if solver == "dc_solver":
-        from lab.solvers import dc_ratios, time_grid
         options["ratios"] = dc_ratios(cpu_net, time_grid(cpu_net.schedule, 10))
     ref = sample(cpu_net, x_T=x_T, solver=solver, steps=10, **options).samples
     got = sample(net, x_T=x_T.to(DEVICE), solver=solver, steps=10, **options).samples

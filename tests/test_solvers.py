@@ -377,12 +377,12 @@ def test_dpm_v3_statistics_of_a_gaussian_are_its_closed_form_and_one_step_is_exa
 
 
 def test_dpm_v3_statistics_are_computed_once_per_field_and_grid(reference, monkeypatch):
-    import lab.solvers as solvers
+    import lab.solvers.v3 as v3
 
     field, x, _ = reference
     calls = []
-    real = solvers.empirical_model_statistics
-    monkeypatch.setattr(solvers, "empirical_model_statistics", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = v3.empirical_model_statistics
+    monkeypatch.setattr(v3, "empirical_model_statistics", lambda *a, **k: calls.append(1) or real(*a, **k))
     for _ in range(2):
         sample(field, x_T=x, solver="dpm_v3", steps=7, ems_points=50, ems_samples=100)
     assert len(calls) == 1
@@ -477,13 +477,13 @@ def test_statistics_are_recomputed_when_the_weights_change_in_place():
     """A network trained further in place (train's callbacks hand out the same field) is
     another field to DPM-Solver-v3's statistics."""
     from lab.models import ScoreMLP
-    import lab.solvers as solvers
+    import lab.solvers.v3 as v3
 
     torch.manual_seed(0)
     field = NetworkField(ScoreMLP(hidden=16, depth=1), "vp")
     calls = []
-    real = solvers.empirical_model_statistics
-    solvers.empirical_model_statistics = lambda *a, **k: calls.append(1) or real(*a, **k)
+    real = v3.empirical_model_statistics
+    v3.empirical_model_statistics = lambda *a, **k: calls.append(1) or real(*a, **k)
     try:
         kw = dict(n=50, solver="dpm_v3", steps=4, seed=0, ems_points=20, ems_samples=50)
         sample(field, **kw)
@@ -492,5 +492,5 @@ def test_statistics_are_recomputed_when_the_weights_change_in_place():
             next(field.model.parameters()).add_(0.1)
         sample(field, **kw)
     finally:
-        solvers.empirical_model_statistics = real
+        v3.empirical_model_statistics = real
     assert len(calls) == 2
