@@ -25,7 +25,7 @@ __all__ = ["IN_SUPPORT", "BETWEEN_MODES", "OUTSIDE", "LABEL_NAMES", "support_lab
            "FilterReport", "filter_samples", "recursive_training", "Generation", "end_law",
            "OperatingPoints", "operating_points", "ScoredSamples", "score_samples",
            "PAPER_DETECTION", "PAPER_RETENTION", "PAPER_PROTOCOL", "LABEL_STDS", "PAPER_EXTRAS",
-           "mode_distance", "operating_floor", "kept_share"]
+           "mode_distance", "operating_floor", "kept_share", "kept_by_cut"]
 
 IN_SUPPORT, BETWEEN_MODES, OUTSIDE = 0, 1, 2
 LABEL_NAMES = {IN_SUPPORT: "in support", BETWEEN_MODES: "between modes", OUTSIDE: "outside"}
@@ -206,16 +206,23 @@ def operating_points(scores, labels, detection: float = PAPER_DETECTION,
         threshold_at_retention=thr_r)
 
 
+def kept_by_cut(scores: Tensor, threshold: float) -> Tensor:
+    """The lab's one tie rule for a cut on the detector's score: a cut at ``threshold`` keeps
+    the samples scoring below it and removes those at or above it (a score equal to the cut
+    is removed). Boolean (n,). ``operating_points``, ``kept_share`` and ``filter_report``
+    all cut with it."""
+    return scores < threshold
+
+
 def kept_share(scores, threshold: float) -> float:
-    """Share of samples that a cut at ``threshold`` keeps (score below it; as in
-    ``operating_points``, a score equal to the cut is removed). Applied to the exact
-    score's samples at a model's cut, it is what that cut costs samples which never leave
-    the modes: the sampler's own false alarms, which no training removes."""
+    """Share of samples that a cut at ``threshold`` keeps (``kept_by_cut``). Applied to the
+    exact score's samples at a model's cut, it is what that cut costs samples which never
+    leave the modes: the sampler's own false alarms, which no training removes."""
     scores = torch.as_tensor(scores, dtype=torch.float64).cpu().reshape(-1)
     if scores.numel() == 0 or not torch.isfinite(scores).all():
         raise ValueError("scores must be a non-empty vector of finite values")
     threshold = _check.real(threshold, "threshold", numpy_ok=True)
-    return float((scores < threshold).double().mean())
+    return float(kept_by_cut(scores, threshold).double().mean())
 
 
 def operating_floor(scores, labels, reps: int = 100, seed: int = 0, **targets) -> dict:
@@ -295,8 +302,10 @@ class FilterReport:
 
 def filter_report(scores, labels, keep: int | None = None, threshold: float | None = None) -> FilterReport:
     """Filter samples on their variance ``scores`` (n,) and score the filter against the true
-    ``labels`` (n,) from ``support_labels``. Keep the ``keep`` lowest scores (Aithal et al.:
-    draw N + extra, keep N) or those at or under ``threshold``; exactly one of the two."""
+    ``labels`` (n,) from ``support_labels``. Either keep exactly the ``keep`` lowest scores
+    (Aithal et al.: draw N + extra, keep N; ties at the N-th broken by position), reported
+    with the cut just above the N-th lowest score; or cut at ``threshold`` (``kept_by_cut``:
+    a score equal to it is removed). Exactly one of the two."""
     scores, labels = _scores_and_labels(scores, labels)
     if (keep is None) == (threshold is None):
         raise ValueError("give exactly one of keep and threshold")
@@ -304,8 +313,12 @@ def filter_report(scores, labels, keep: int | None = None, threshold: float | No
         threshold = _check.real(threshold, "threshold", numpy_ok=True)
     if keep is not None:
         keep = _check.integer(keep, "keep", 1, len(scores), numpy_ok=True)
-        threshold = float(torch.sort(scores).values[keep - 1])
-    kept = scores <= threshold
+        order = torch.sort(scores, stable=True)
+        kept = torch.zeros(len(scores), dtype=torch.bool)
+        kept[order.indices[:keep]] = True
+        threshold = float(torch.nextafter(order.values[keep - 1], torch.tensor(math.inf, dtype=order.values.dtype)))
+    else:
+        kept = kept_by_cut(scores, threshold)
     bad = labels != IN_SUPPORT
     good = ~bad
     return FilterReport(

@@ -1,18 +1,11 @@
-"""Device choice: nothing touches CUDA at import; training runs where it is told."""
+"""Device choice: the core imports no UI library; the lab picks cuda, then mps, then cpu, unless
+told. (That nothing touches CUDA at import: tests/test_serve.py, which can fail without a GPU.)"""
 import subprocess
 import sys
 
 import torch
 
 import lab
-
-
-def test_import_does_not_touch_cuda():
-    code = ("import torch, lab, lab.data, lab.schedules, lab.fields, lab.models, lab.train, "
-            "lab.metrics, lab.cli; print(torch.cuda.is_initialized())")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "False"
 
 
 def test_core_import_needs_no_ui_libraries():

@@ -124,6 +124,23 @@ def test_trajectory_variance_is_the_population_variance():
         trajectory_variance(traj, 31)
 
 
+def test_one_tie_rule_for_a_cut():
+    """A score equal to the cut is removed, whichever function cuts: operating_points'
+    retention, kept_share and filter_report agree where scores tie with the cut, and keep=N
+    keeps exactly N through ties."""
+    scores = torch.tensor([0.1, 0.2, 0.2, 0.2, 0.5, 0.2, 0.9, 0.05])
+    labels = torch.tensor([IN_SUPPORT, IN_SUPPORT, IN_SUPPORT, BETWEEN_MODES, IN_SUPPORT, BETWEEN_MODES,
+                           BETWEEN_MODES, IN_SUPPORT])
+    good = labels == IN_SUPPORT
+    op = operating_points(scores, labels, detection=2 / 3)        # the cut falls on the tied 0.2s
+    assert op.threshold_at_detection == pytest.approx(0.2)
+    r = filter_report(scores, labels, threshold=op.threshold_at_detection)
+    assert r.retention == pytest.approx(op.retention_at_detection) == pytest.approx(
+        kept_share(scores[good], op.threshold_at_detection)) == pytest.approx(2 / 5)
+    assert r.n_kept == 2 and r.detection == pytest.approx(1.0)
+    assert filter_report(scores, labels, keep=3).n_kept == 3           # one of the four 0.2s
+
+
 def test_filter_report_arithmetic():
     scores = torch.tensor([0.1, 0.2, 0.3, 0.9, 0.8, 0.05])
     labels = torch.tensor([IN_SUPPORT, IN_SUPPORT, BETWEEN_MODES, BETWEEN_MODES, IN_SUPPORT, OUTSIDE])

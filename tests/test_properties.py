@@ -706,13 +706,13 @@ def test_sliced_w2_odd_arguments_are_refused_by_name(kwargs, name):
 @fast(40)
 @given(data=st.data(), n=st.integers(1, 30))
 def test_filter_report_keeps_the_keep_lowest_scores(data, n):
-    """keep in [1, n] (NumPy integers too): at least keep kept, shares in [0, 1] or NaN."""
+    """keep in [1, n] (NumPy integers too): exactly keep kept, shares in [0, 1] or NaN."""
     scores = data.draw(arrays(np.float64, n, elements=st.floats(-1e6, 1e6)), label="scores")
     labels = data.draw(arrays(np.int64, n, elements=st.integers(0, 2)), label="labels")
     keep = data.draw(st.one_of(st.integers(1, n), st.integers(1, n).map(np.int64)), label="keep")
     r = filter_report(scores, labels, keep=keep)
-    assert r.n_drawn == n and keep <= r.n_kept <= n
-    assert r.threshold == np.sort(scores)[keep - 1]
+    assert r.n_drawn == n and r.n_kept == keep
+    assert r.threshold == np.nextafter(np.sort(scores)[keep - 1], np.inf)   # the cut just above the N-th
     for share in (r.detection, r.retention, r.rate_before, r.rate_after):
         assert math.isnan(share) or 0 <= share <= 1
 
@@ -730,7 +730,7 @@ def test_filter_report_refuses_a_bad_keep_by_name(keep):
 def test_filter_report_threshold_is_checked_by_name(threshold):
     scores, labels = np.linspace(0, 1, 10), np.arange(10) % 3
     if math.isfinite(threshold):
-        assert filter_report(scores, labels, threshold=threshold).n_kept == int((scores <= threshold).sum())
+        assert filter_report(scores, labels, threshold=threshold).n_kept == int((scores < threshold).sum())
     else:
         with refused(r"threshold"):
             filter_report(scores, labels, threshold=threshold)

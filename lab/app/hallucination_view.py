@@ -17,7 +17,7 @@ from lab.app.session import REDRAW_ON, Session
 from lab.app.shared import memo
 from lab.app.view import LabView
 from lab.app.worker import on_page
-from lab.hallucination import (IN_SUPPORT, LABEL_NAMES, PAPER_DETECTION, PAPER_RETENTION, end_law,
+from lab.hallucination import (IN_SUPPORT, LABEL_NAMES, PAPER_DETECTION, PAPER_RETENTION, end_law, kept_by_cut,
                                kept_share, operating_floor, operating_points, roc_curve, support_labels,
                                trajectory_variance)
 from lab.pretrained import GRID_SCHEDULE, UNDERTRAINED
@@ -187,7 +187,7 @@ class HallucinationView(LabView):
             return
         floor = r["floor"]
         self.numbers |= op.as_dict() | {"floor": floor, "exact_kept": r["exact_kept"], "good_kept": r["good_kept"]}
-        kept = scores < r["threshold"]
+        kept = kept_by_cut(scores, r["threshold"])
         self._draw_labelled(f["kept"], learned.samples[kept], labels["learned"][kept])
         f["kept"].title = f"after the cut at {cut}: {int(kept.sum())} of {len(scores)} kept"
         fpr, tpr, _ = r["roc"]
