@@ -108,3 +108,20 @@ def all_finite(v: torch.Tensor) -> bool:
     at again."""
     v = v.detach()
     return math.isfinite(float(v.sum())) or bool(torch.isfinite(v).all())
+
+
+MAX_COORD = 1e150         # point sets beyond this are refused: squared distances would overflow
+
+
+def points(x, name: str) -> np.ndarray:
+    """``x`` as a float64 array of points (n, d), or a ValueError naming ``name``: empty,
+    non-finite, or so large that squared distances overflow."""
+    arr = real_array(x, name)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty array of points (n, d), got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    if np.abs(arr).max(initial=0.0) > MAX_COORD:
+        raise ValueError(f"{name} holds points beyond {MAX_COORD:g} from the origin, where "
+                         "squared distances overflow")
+    return arr

@@ -207,3 +207,11 @@ def field_helmholtz(field: ScoreField, t, extent: float = 3.0, size: int = 96) -
     _, pts = grid_points(extent, size, dtype=torch.float64)
     s = _score_at(field, pts, t).detach().cpu().numpy()
     return helmholtz(s[:, 0].reshape(size, size), s[:, 1].reshape(size, size), 2 * extent / (size - 1))
+
+
+def score_and_divergence(field: ScoreField, x: Tensor, t, create_graph: bool = True):
+    """Score (n, 2) and its exact divergence (n,): two backward passes (2-D)."""
+    s = field.score(x, t)
+    div = sum(torch.autograd.grad(s[:, i].sum(), x, create_graph=create_graph, retain_graph=True)[0][:, i]
+              for i in range(2))
+    return s, div

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from lab import _check
 
-__all__ = ["GaussianMixture", "DATASETS", "make_dataset", "dataset_mixture", "load_points", "standardize",
+__all__ = ["GaussianMixture", "end_law", "DATASETS", "make_dataset", "dataset_mixture", "load_points", "standardize",
            "points_from_drawing",
            "MIN_POINTS", "MAX_POINTS", "PAPER_UNITS"]
 
@@ -536,3 +536,10 @@ def _read_csv(path: str) -> np.ndarray:
                              "expected two columns x, y")
         data.append([float(v) for v in vals])
     return np.asarray(data, dtype=np.float64).reshape(-1, 2)
+
+
+def end_law(mixture: GaussianMixture, schedule) -> GaussianMixture:
+    """The law a sampler of ``schedule`` ends at: the mixture noised to t_min (samples are
+    judged against it, not against the noiseless mixture)."""
+    t = schedule.t_min
+    return mixture.noised(float(schedule.alpha(t)), float(schedule.sigma(t)))

@@ -23,7 +23,7 @@ from lab.data import GaussianMixture
 from lab.schedules import Schedule, get_schedule
 
 __all__ = ["LAMBDA_FLOOR", "ScoreField", "MixtureField", "EmpiricalField", "NetworkField", "SwirlField",
-           "broadcast_t", "fingerprint",
+           "broadcast_t", "fingerprint", "noised_samples", "score_error",
            "eps_to_score", "score_to_eps", "eps_to_x0", "x0_to_eps"]
 
 
@@ -320,3 +320,34 @@ def fingerprint(obj) -> str:
     for v in tensors:
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def noised_samples(reference: MixtureField, t: float, n: int, generator=None,
+                   dtype=torch.float32, device=None):
+    """n points (n, 2) from p_t: alpha_t x0 + sigma_t eps with x0 from the mixture of
+    ``reference`` (a MixtureField)."""
+    s = reference.schedule
+    x0 = reference.mixture.sample(n, generator=generator, dtype=torch.float64)
+    eps = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    return (s.alpha(float(t)) * x0 + s.sigma(float(t)) * eps).to(dtype=dtype, device=device)
+
+
+@torch.no_grad()
+def score_error(field: ScoreField, reference: MixtureField, ts=(0.05, 0.1, 0.25, 0.5, 0.9),
+                n: int = 4000, seed: int = 0) -> dict[float, float]:
+    """Relative L2(p_t) error of ``field``'s eps (equivalently, its score: the factor sigma_t
+    cancels) to the exact ``reference`` at each t in ``ts``, on ``n`` points drawn from p_t,
+    the norm denoising score matching minimises (Vincent 2011):
+
+        err(t) = sqrt( E_{x ~ p_t} |eps_theta(x, t) - eps*(x, t)|^2 / E_{x ~ p_t} |eps*(x, t)|^2 ).
+
+    Returns {t: err}."""
+    g = torch.Generator().manual_seed(_check.seed(seed))
+    device = field.device
+    out = {}
+    for t in ts:
+        x = noised_samples(reference, t, n, generator=g, device=device)
+        e_ref = reference.eps(x, t)
+        e = field.eps(x, t)
+        out[float(t)] = float(((e - e_ref) ** 2).sum(1).mean().sqrt() / (e_ref**2).sum(1).mean().sqrt())
+    return out

@@ -42,9 +42,10 @@ import torch
 from torch import Tensor
 
 from lab import _check
-from lab.data import GaussianMixture
-from lab.fields import ScoreField, broadcast_t
-from lab.schedules import Schedule
+from lab.data import GaussianMixture, dataset_mixture, end_law
+from lab.fields import MixtureField, ScoreField, broadcast_t
+from lab.schedules import Schedule, get_schedule
+from lab.solvers import MAX_STEPS, time_grid
 
 __all__ = ["KINDS", "CombinedField", "guided_field", "product_field", "annealed_field", "class_mixture",
            "grid_classes", "combination", "exact_target", "ExactTarget", "GridTarget", "fkc_sample",
@@ -371,8 +372,6 @@ def fkc_sample(kind: str, n: int = 2000, steps: int = 500, seed: int = 0, resamp
 
     It starts from the target's prior: at t_max every q_i is N(0, sigma^2) (to alpha^2 of the
     data), so prod q_i^beta_i is N(0, sigma^2 / sum beta_i)."""
-    from lab.solvers import MAX_STEPS, time_grid
-
     fields, betas = combination(kind, **parts)
     for f in fields:
         if not isinstance(f, ScoreField):
@@ -455,11 +454,6 @@ def example(kind: str, weight: float | None = None, schedule: Schedule | str = "
     - "product": the ring's eight modes times a broad blob over two of them;
     - "anneal" (weight beta, default 0.5): the two moons to the power beta.
     """
-    from lab.data import dataset_mixture
-    from lab.fields import MixtureField
-    from lab.hallucination import end_law
-    from lab.schedules import get_schedule
-
     schedule = get_schedule(schedule)
     if kind == "cfg":
         w = 3.0 if weight is None else _check.real(weight, "w", 0.0, 1e3)

@@ -18,7 +18,9 @@ import torch
 from torch import Tensor
 
 from lab import _check
-from lab.data import GaussianMixture
+from lab.data import GaussianMixture, end_law  # end_law: re-exported from its old home
+from lab.solvers import sample
+from lab.train import TrainConfig, train
 
 __all__ = ["IN_SUPPORT", "BETWEEN_MODES", "OUTSIDE", "LABEL_NAMES", "support_labels",
            "hallucination_rate", "trajectory_variance", "roc_auc", "roc_curve", "filter_report",
@@ -40,13 +42,6 @@ PAPER_LAST_K = 10
 PAPER_EXTRAS = (0.025, 0.05)
 LABEL_STDS = (3.0, 6.0, 10.0)
 SCORE_CHUNK = 10_000      # samples per chunk in score_samples (a 1000-step chunk: ~160 MB)
-
-
-def end_law(mixture: GaussianMixture, schedule) -> GaussianMixture:
-    """The law a sampler of ``schedule`` ends at: the mixture noised to t_min (samples are
-    judged against it, not against the noiseless mixture)."""
-    t = schedule.t_min
-    return mixture.noised(float(schedule.alpha(t)), float(schedule.sigma(t)))
 
 
 def _mahalanobis(x: Tensor, mixture: GaussianMixture) -> Tensor:
@@ -261,8 +256,6 @@ def score_samples(field, n: int, last_k: int = PAPER_LAST_K, seed: int = 0,
     only each sample and its trajectory variance: a 100k-sample, 1000-step trajectory
     (1.6 GB) never sits in memory whole. Chunk i is seeded from ``seed`` and i, so a run
     is reproducible. ``callback(done, n)`` reports progress after each chunk."""
-    from lab.solvers import sample
-
     n = _check.integer(n, "n", 1, 100_000_000)
     chunk = _check.integer(chunk, "chunk", 1, 10_000_000)
     seed = _check.seed(seed)
@@ -355,9 +348,6 @@ def recursive_training(data, mixture: GaussianMixture, generations: int = 3, n_s
     previous one — with ``filtered``, drawn as n_samples*(1+extra) and filtered down to
     n_samples on the trajectory variance (Aithal et al. 2024, Sec. 6: extra 2.5 % or 5 %). Returns the
     hallucination rate of each generation's samples. ``callback(Generation)`` reports."""
-    from lab.solvers import sample
-    from lab.train import TrainConfig, train
-
     generations = _check.integer(generations, "generations", 1, 1000)
     extra = _check.real(extra, "extra", 0.0, 100.0)
     seed = _check.seed(seed)

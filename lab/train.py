@@ -46,7 +46,7 @@ import lab
 from lab import _check
 from lab.data import load_points
 from lab.fields import LAMBDA_FLOOR, NetworkField
-from lab.metrics import fokker_planck_norm, log_density_residual
+from lab.fokker_planck import fokker_planck_norm, log_density_residual
 from lab.models import MODELS, build_model
 from lab.schedules import SCHEDULES, Schedule, get_schedule
 

@@ -11,9 +11,8 @@ from lab import plots
 from lab.app.figures import CurvesFigure, ScatterFigure
 from lab.app.session import REDRAW_ON
 from lab.app.view import LabView
-from lab.data import dataset_mixture
+from lab.data import dataset_mixture, end_law
 from lab.fields import MixtureField
-from lab.hallucination import end_law
 from lab.metrics import GAP_PROTOCOL, fokker_planck_norm, gap_binned
 from lab.pretrained import GAP_DATASET, GAP_NETWORKS, GAP_WEIGHTS, gap_path
 from lab.train import load

@@ -22,9 +22,8 @@ from lab.app.inputs import number_input
 from lab.app.session import REDRAW_ON, log
 from lab.app.view import LabView, page_loop_running
 from lab.app.worker import on_page
-from lab.data import points_from_drawing
+from lab.data import end_law, points_from_drawing
 from lab.fields import MixtureField
-from lab.hallucination import end_law
 from lab.models import MODELS
 from lab.schedules import SCHEDULES
 from lab.solvers import sample
