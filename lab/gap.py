@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lab import _check
+from lab import _check, checkpoints
 from lab.distances import _bins_extent, histogram, w2, w2_histograms
 from lab.fields import ScoreField, fingerprint
 from lab.solvers import sample
 
-__all__ = ["ode_sde_gap", "gap_binned", "GAP_PROTOCOL", "GAP_CHUNK"]
+__all__ = ["ode_sde_gap", "gap_binned", "GAP_PROTOCOL", "GAP_CHUNK", "GAP_STATE_FORMAT"]
+
+GAP_STATE_FORMAT = "score-lab-gap-state"   # gap_binned's counts so far (lab.checkpoints)
 
 
 def ode_sde_gap(field: ScoreField, truth, n: int = 2000, steps: int = 800,
@@ -66,11 +68,13 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
     settings = dict(n=n, chunk=chunk, seed=seed, steps=steps, spacing=spacing, bins=bins, extent=extent, keep=keep,
                     field=fingerprint(field), law=fingerprint(law))
     if state is not None and Path(state).is_file():
-        saved = torch.load(state, weights_only=False)
+        saved = checkpoints.read(state, GAP_STATE_FORMAT, "gap protocol state",
+                                 hint="a state written before 2026-12-04 (NumPy counts) cannot be read: delete it")
         if saved["settings"] != settings:
             raise ValueError(f"{state} holds a run with other settings ({saved['settings']}); "
                              "delete it or give another state file")
-        done, nfe, hist, kept = saved["done"], saved["nfe"], saved["hist"], saved["kept"]
+        done, nfe, kept = saved["done"], saved["nfe"], saved["kept"]
+        hist = {k: v.numpy() for k, v in saved["hist"].items()}
         g.set_state(saved["generator"])
     while done < n:
         m = min(chunk, n - done)
@@ -88,11 +92,10 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
             if key == "truth":
                 kept[key].append(x[:max(0, keep - done)].clone())
         done += m
-        if state is not None:               # write, then rename: a run killed mid-write keeps the last
-            tmp = Path(str(state) + ".tmp")
-            torch.save(dict(settings=settings, done=done, nfe=nfe, hist=hist, kept=kept,
-                            generator=g.get_state()), tmp)
-            tmp.replace(state)
+        if state is not None:               # counts as tensors: read back with weights_only
+            checkpoints.write(dict(format=GAP_STATE_FORMAT, version=checkpoints.VERSION, settings=settings,
+                                   done=done, nfe=nfe, hist={k: torch.from_numpy(v) for k, v in hist.items()},
+                                   kept=kept, generator=g.get_state()), state, "gap protocol state")
         if callback is not None:
             callback(done, n)
     d = {a + "_" + b: w2_histograms(hist[a], hist[b], extent) ** 2

@@ -26,13 +26,11 @@ SDE samples agree.
 from __future__ import annotations
 
 import contextlib
-
 import copy
 import dataclasses
 import math
 import numbers
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -43,7 +41,7 @@ import torch
 from torch import Tensor
 
 import lab
-from lab import _check
+from lab import _check, checkpoints
 from lab.data import load_points
 from lab.fields import LAMBDA_FLOOR, NetworkField
 from lab.fokker_planck import fokker_planck_norm, log_density_residual
@@ -61,7 +59,7 @@ MIN_SNR_GAMMA = 5.0       # Hang et al. 2023's truncation of the SNR in "min_snr
 EMA_WARMUP = 10           # EMA decay is min(ema, (1 + step) / (EMA_WARMUP + step))
 LIKELIHOOD_GRID = 512     # times used to normalise the "likelihood" weight
 CHECKPOINT_FORMAT = "score-lab-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = checkpoints.VERSION
 STATE_FORMAT = "score-lab-train-state"   # a resumable run's state file (not a checkpoint)
 STATE_EVERY_S = 180.0     # a run with a state file writes it this often (seconds), and when it stops
 
@@ -563,7 +561,7 @@ class _RunState:
             "good": ([q.cpu() for q in self.good.weights], [q.cpu() for q in self.good.ema_weights], self.good.step),
             "seconds": self.seconds_now,
         }
-        _atomic_write(blob, os.fspath(path), "training state")
+        checkpoints.write(blob, path, "training state")
 
     def restore(self, path: str) -> None:
         blob = read_state(path)
@@ -596,36 +594,11 @@ class _RunState:
 
 def read_state(path) -> dict:
     """A training state file written by ``train(..., state=path)`` (``weights_only``)."""
-    path = os.fspath(path)
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path} is not a score-lab training state ({type(e).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not a score-lab training state (no '{STATE_FORMAT}' marker)")
-    return blob
+    return checkpoints.read(path, STATE_FORMAT, "training state")
 
 
 def _cpu(state_dict: dict) -> dict:
     return {k: v.detach().cpu() for k, v in state_dict.items()}
-
-
-def _atomic_write(obj, path: str, what: str) -> None:
-    """torch.save ``obj`` to ``path`` through a temporary file in the same folder, so a
-    failed or killed write leaves any earlier file intact."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a checkpoint is shared data
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise OSError(f"could not save the {what} to {path}: {e.strerror or e}") from None
 
 
 class TrainingRun:
@@ -748,9 +721,7 @@ def save(field: NetworkField, path, meta: dict | None = None) -> str:
         "summary": field.summary,
         "meta": _plain(meta if meta is not None else field.meta),
     }
-    path = os.fspath(path)
-    _atomic_write(ckpt, path, "checkpoint")
-    return path
+    return checkpoints.write(ckpt, path, "checkpoint")
 
 
 def _plain(meta: dict) -> dict:
@@ -776,17 +747,7 @@ def load(path, device=None) -> NetworkField:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"no such checkpoint file: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and torch errors all mean: not our file
-        raise ValueError(f"{path} is not a score-lab checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a score-lab checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
-    version = ckpt.get("version")
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise ValueError(f"{path} has checkpoint version {version!r}; this score-lab reads "
-                         f"versions up to {CHECKPOINT_VERSION}")
+    ckpt = checkpoints.read(path, CHECKPOINT_FORMAT, "checkpoint")
     try:
         model = build_model(ckpt["model"], **ckpt["model_kwargs"])
         model.load_state_dict(ckpt["state_dict"])

@@ -228,6 +228,18 @@ def test_gap_binned_resumes_from_its_state_to_the_uninterrupted_result(tmp_path)
         gap_binned(field, law, state=state, **(args | {"steps": 41}))
 
 
+def test_gap_binned_refuses_an_older_state_by_name(tmp_path):
+    """States written before the counts were tensors held NumPy arrays, which a
+    weights_only load refuses: the message names the file and what to do."""
+    mix = GaussianMixture([[0.0, 0.0], [1.0, 0.0]], 0.4)
+    field = MixtureField(mix, "ou")
+    state = tmp_path / "old.state.pt"
+    torch.save(dict(settings={}, done=1, nfe=1, hist={"ode": np.zeros((64, 64))}, kept={},
+                    generator=torch.Generator().get_state()), state)
+    with pytest.raises(ValueError, match=r"old\.state\.pt is not a score-lab gap protocol state.*delete it"):
+        gap_binned(field, end_law(mix, field.schedule), n=500, chunk=500, steps=20, state=state)
+
+
 def test_gap_binned_refuses_a_state_of_another_model(tmp_path):
     mix = GaussianMixture([[0.0, 0.0], [1.0, 0.0]], 0.4)
     law = end_law(mix, get_schedule("ou"))
