@@ -10,9 +10,11 @@ OT on a 64 x 64 binning of [-3.5, 3.5]^2 (lab.metrics.gap_binned, in chunks). Th
 w = 0: circles 1.44, .23, 1.34; checker 2.44, .37, 2.72; w = 1: circles .83, .45, .31;
 checker 1.14, 1.16, .35. The floor is W2^2 between two true sets of the same size.
 
-    python benchmarks/ode_sde_gap.py                       # shipped models, 300k samples each (hours:
+    python benchmarks/ode_sde_gap.py                       # shipped models, 30k samples each (minutes)
+    python benchmarks/ode_sde_gap.py --full                # 300k each, docs/' figures: hours on a CPU
+                                                           # (50k of the paper network took 50 min here;
                                                            # stopped, it goes on from runs/gap-eval/)
-    python benchmarks/ode_sde_gap.py --n 60000 --exact     # quicker, with the exact score's row
+    python benchmarks/ode_sde_gap.py --n 60000 --exact     # with the exact score's row
     python benchmarks/ode_sde_gap.py --snapshots runs/pretrain/gap-gap_circles-paper-w0-20000x2000
                                                            # the scale table: steps vs the effect
 """
@@ -65,7 +67,9 @@ def main():
     ap.add_argument("--dataset", default=GAP_DATASET)
     ap.add_argument("--networks", default=",".join(GAP_NETWORKS))
     ap.add_argument("--weights", default=",".join(f"{w:g}" for w in GAP_WEIGHTS))
-    ap.add_argument("--n", type=int, default=300_000, help="samples per sampler (and per true set)")
+    ap.add_argument("--n", type=int, default=None,
+                    help="samples per sampler (and per true set); default 30,000, with --full 300,000")
+    ap.add_argument("--full", action="store_true", help="docs/' protocol: 300,000 samples (hours on a CPU)")
     ap.add_argument("--chunk", type=int, default=50_000)
     ap.add_argument("--exact", action="store_true", help="also the exact score's row (the sampler's own bias)")
     ap.add_argument("--snapshots", nargs="*", help="folders of step-*.pt snapshots to evaluate instead")
@@ -74,6 +78,7 @@ def main():
                     help="each model's counts so far, saved per chunk: a run stopped continues from them "
                          "('' to keep none)")
     args = ap.parse_args()
+    args.n = args.n or (300_000 if args.full else 30_000)
     torch.set_num_threads(args.threads)
     print(f"{args.dataset}: {args.n:,} samples per sampler in chunks of {args.chunk:,}; 890 Euler / "
           "Euler-Maruyama steps (Deveney et al.'s grid); W2^2 x 1e-2 on a 64x64 binning of [-3.5, 3.5]^2")
