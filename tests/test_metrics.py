@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lab.data import GaussianMixture
+from lab.data import GaussianMixture, dataset_mixture
 from lab.fields import MixtureField, NetworkField
 from lab.metrics import fokker_planck_residual, mmd, nll, noised_samples, sliced_w2, w2
 from lab.models import ScoreMLP
@@ -214,3 +214,48 @@ def test_a_race_of_the_exact_score_against_itself_has_no_learning_error():
     for s in r.w2["exact"]:
         assert r.w2["learned"][s] == r.w2["exact"][s]
         assert all(r.split(s, b)["learning"] == 0 for b in r.budgets)
+
+
+def _sliced_errors(x, y, directions, seeds=100):
+    """The relative RMS error of each estimator's SW2^2 at ``directions``, over seeds,
+    against a fine quadrature (4,096 angles: the integrand is smooth and periodic)."""
+    ref = sliced_w2(x, y, 4096, estimator="grid") ** 2
+    return {est: math.sqrt(sum((sliced_w2(x, y, directions, seed=s, estimator=est) ** 2 - ref) ** 2
+                               for s in range(seeds)) / seeds) / ref for est in ("mc", "cv", "grid")}
+
+
+def test_sliced_w2_control_variates_cut_the_error_of_gaussian_sets():
+    """Nguyen & Ho 2024's variates are the projected W2^2 of the fitted Gaussians' bounds:
+    for sets that are Gaussian they track the integrand closely (measured: 4x less error)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2000, 2, generator=g, dtype=torch.float64) @ torch.tensor([[1.0, 0.3], [0.0, 0.5]], dtype=torch.float64)
+    y = torch.randn(2000, 2, generator=g, dtype=torch.float64) * torch.tensor([0.7, 1.2], dtype=torch.float64) + 1.0
+    err = _sliced_errors(x.numpy(), y.numpy(), 16)
+    assert err["cv"] < 0.5 * err["mc"], err
+    assert err["grid"] < 0.01 * err["cv"], err
+
+
+def test_sliced_w2_estimators_on_the_lab_data_sets():
+    """At equal directions (64) on the lab's data sets, each against itself blurred to
+    t = 0.3: the control variates do no worse than Monte Carlo in all (their gain is small
+    on multimodal sets, measured 3-37 %), and evenly spaced angles beat both many times over:
+    the one-angle integral of 2-D is a smooth periodic function, what a uniform quadrature
+    integrates best. The solver page uses them."""
+    totals = {"mc": 0.0, "cv": 0.0}
+    for name in ("two_moons", "ring", "swiss_roll", "gaussian_grid"):
+        exact = MixtureField(dataset_mixture(name), "vp")
+        g = torch.Generator().manual_seed(0)
+        x, y = (noised_samples(exact, t, 2000, generator=g).numpy() for t in (1e-3, 0.3))
+        err = _sliced_errors(x, y, 64, seeds=50)
+        assert err["grid"] < 0.1 * min(err["mc"], err["cv"]), (name, err)
+        for est in totals:
+            totals[est] += err[est] ** 2
+    assert totals["cv"] < totals["mc"], totals
+
+
+def test_sliced_w2_estimator_is_checked():
+    a = torch.randn(10, 2)
+    with pytest.raises(ValueError, match="unknown estimator 'qmc'"):
+        sliced_w2(a, a, estimator="qmc")
+    with pytest.raises(ValueError, match="2-D points only"):
+        sliced_w2(torch.randn(10, 3), torch.randn(10, 3), estimator="grid")
