@@ -140,6 +140,7 @@ def test_solver_page_draws_learned_and_exact_fields_in_one_colour_range():
     assert np.abs(np.asarray(view.figures["learned field"].image.data["image"][0])).max() < 1e-6
 
 
+@pytest.mark.slow
 def test_solver_race_on_the_solvers_page_draws_the_races_numbers():
     view = SolverView(Session(dataset="two_moons"))
     assert view.race is None                             # built on demand only
@@ -422,6 +423,7 @@ from lab.schedules import get_schedule  # noqa: E402
 from lab.pretrained import GRID_SCHEDULE  # noqa: E402
 
 
+@pytest.mark.slow
 def test_hallucination_page_shows_the_papers_operating_points():
     """The page opens on the grid model trained at the paper's setting, with the paper's
     protocol (1000 ancestral steps, last 10, labels at 6 std)."""
@@ -459,6 +461,7 @@ def test_hallucination_page_shows_the_papers_operating_points():
     assert view.figures["histogram"].cut.location == pytest.approx(math.log10(op.threshold_at_retention + 1e-12))
 
 
+@pytest.mark.slow
 def test_hallucination_page_switches_to_the_undertrained_run_which_blurs():
     view = HallucinationView(Session(dataset="gaussian_grid"))   # the runs above, from the cache
     trained = dict(view.numbers)
@@ -551,6 +554,7 @@ def test_an_upload_over_the_size_cap_is_refused_before_it_is_read(monkeypatch):
     assert view.session.dataset == "ring"
 
 
+@pytest.mark.slow
 def test_guidance_page_shows_fkc_nearer_the_exact_target_than_the_naive_sampler():
     """The product and the annealed kinds at the page's defaults: FKC's samples
     end within twice the floor of the exact target, the naive sampler's over three times;

@@ -20,8 +20,9 @@ CHROMIUM = shutil.which("chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(test.sh installs it when run as root)")
+pytestmark = [pytest.mark.slow,   # a browser and a server each: the quick tier leaves them out
+              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                 "(test.sh installs it when run as root)")]
 
 
 def wait_for_server(url: str, proc: subprocess.Popen, log_path: Path, seconds: float):

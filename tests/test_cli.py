@@ -77,6 +77,7 @@ def test_sample_checkpoint_and_bad_solver(tmp_path):
     assert r.returncode == 2 and "unknown data set" in r.stderr
 
 
+@pytest.mark.slow
 def test_pretrain_the_grid_resumes_from_its_state(tmp_path):
     """The grid's paper-recipe run (width 128, batch 10k) for a few steps, then resumed
     further: the state file carries it on; a recipe other than the shipped one, or other

@@ -83,6 +83,7 @@ def test_panel_serve_renders_the_apps(tmp_path):
     assert "Traceback" not in text and "ERROR" not in text, text
 
 
+@pytest.mark.slow
 def test_lab_serve_command_serves_every_page(tmp_path):
     """README's first command ends in `python -m lab serve`: it must serve /all."""
     port = _free_port()
