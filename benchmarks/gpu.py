@@ -92,7 +92,7 @@ FULL = Scale(train_steps={1_000: 2000, 10_000: 1000, 100_000: 300},
 SMALL = Scale(train_steps={1_000: 60, 10_000: 20, 100_000: 4},
               cpu_train_steps={1_000: 30, 10_000: 10, 100_000: 3},
               default_steps=100, usable_steps=300, big_sample=20_000, halluc_n=400,
-              gap_n=600, cpu_slice=100, grid_budget_s=4.0, grid_log_every=10, gap_budget_s=3.0,
+              gap_n=600, cpu_slice=100, grid_budget_s=8.0, grid_log_every=5, gap_budget_s=3.0,
               gap_run=dict(steps=400, batch_size=500, fp_points=100), gap_eval_n=1000,
               ladder=(dict(steps=200, batch_size=512),), pretrain_budget_s=20.0,
               datasets=("ring",), tests_timeout_s=600.0)
@@ -291,7 +291,14 @@ def part_speed(res: Results, device: str, scale: Scale, args, cpu_proc=None) -> 
     if grid:
         dev_rows["grid paper recipe, 100k steps (s)"] = tuple(grid)
     cpu_rows = {}
-    if cpu_proc is not None:
+    if cpu_proc is None:           # on the CPU: measured here, after the device's column
+        torch.set_num_threads(1)
+        try:
+            cpu_rows = speed_rows("cpu", scale, "cpu")
+            cpu_rows["grid paper recipe, 100k steps (s)"] = grid_cpu_estimate()
+        except Exception as e:   # noqa: BLE001 - reported in the table, as from the subprocess
+            cpu_rows = {"error": (None, f"{type(e).__name__}: {e}")}
+    else:
         proc, path = cpu_proc
         try:
             proc.wait(timeout=max(5.0, args.deadline - time.perf_counter() - 30))
@@ -539,7 +546,8 @@ def main(argv=None) -> int:
                                                   "parts": parts})
     res.say(f"# GPU run: {res.data['meta']}\n")
     res.save()
-    cpu_proc = start_cpu_column(res, scale) if "speed" in parts else None
+    # the CPU's column runs beside the device's work; on the CPU itself it would only compete
+    cpu_proc = start_cpu_column(res, scale) if "speed" in parts and torch.device(device).type != "cpu" else None
     # speed last but one: its CPU column runs beside the others; grid first gives it its row
     order = [p for p in ("tests", "grid", "gap", "speed", "pretrain") if p in parts]
     for part in order:
