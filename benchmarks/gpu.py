@@ -243,18 +243,22 @@ def speed_rows(device: str, scale: Scale, column: str) -> dict:
     return rows
 
 
-def cpu_column(args) -> None:
-    """The CPU's column of the speed table, in a process of its own (one thread), written
-    to a JSON file: it runs while the device does the rest."""
+def cpu_rows(scale: Scale) -> dict:
+    """The CPU's column of the speed table, on one thread; a failure becomes its one row."""
     torch.set_num_threads(1)
-    scale = SMALL if args.small else FULL
-    out = Path(args.cpu_column)
-    rows = {}
     try:
         rows = speed_rows("cpu", scale, "cpu")
         rows["grid paper recipe, 100k steps (s)"] = grid_cpu_estimate()
+        return rows
     except Exception as e:   # noqa: BLE001 - reported in the table, never lost
-        rows["error"] = (None, f"{type(e).__name__}: {e}")
+        return {"error": (None, f"{type(e).__name__}: {e}")}
+
+
+def cpu_column(args) -> None:
+    """``cpu_rows`` in a process of its own, written to a JSON file: it runs while the
+    device does the rest."""
+    out = Path(args.cpu_column)
+    rows = cpu_rows(SMALL if args.small else FULL)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(rows))
     tmp.replace(out)               # the archive never packs half a file
@@ -290,14 +294,8 @@ def part_speed(res: Results, device: str, scale: Scale, args, cpu_proc=None) -> 
     grid = res.data.get("grid", {}).get("row")
     if grid:
         dev_rows["grid paper recipe, 100k steps (s)"] = tuple(grid)
-    cpu_rows = {}
     if cpu_proc is None:           # on the CPU: measured here, after the device's column
-        torch.set_num_threads(1)
-        try:
-            cpu_rows = speed_rows("cpu", scale, "cpu")
-            cpu_rows["grid paper recipe, 100k steps (s)"] = grid_cpu_estimate()
-        except Exception as e:   # noqa: BLE001 - reported in the table, as from the subprocess
-            cpu_rows = {"error": (None, f"{type(e).__name__}: {e}")}
+        cpu = cpu_rows(scale)
     else:
         proc, path = cpu_proc
         try:
@@ -305,10 +303,10 @@ def part_speed(res: Results, device: str, scale: Scale, args, cpu_proc=None) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
         if path.is_file():
-            cpu_rows = {k: tuple(v) for k, v in json.loads(path.read_text()).items()}
+            cpu = {k: tuple(v) for k, v in json.loads(path.read_text()).items()}
         else:
-            cpu_rows = {"error": (None, (proc.stderr.read() if proc.stderr else "")[-300:] or "no result")}
-    res.data["speed"] = {"device": dev_rows, "cpu": cpu_rows}
+            cpu = {"error": (None, (proc.stderr.read() if proc.stderr else "")[-300:] or "no result")}
+    res.data["speed"] = {"device": dev_rows, "cpu": cpu}
     write_speed(res, device)
 
 
