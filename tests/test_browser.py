@@ -1,5 +1,6 @@
 """Browser tests: Playwright drives Debian's chromium (test.sh installs it) against a real
 `panel serve`. Screenshots go to test-artifacts/ for a person to look at."""
+import json
 import os
 import re
 import shutil
@@ -62,6 +63,17 @@ def server(tmp_path_factory):
     text = re.sub(r"Task exception was never retrieved.*?tornado\.websocket\.WebSocketClosedError",
                   "", log_path.read_text(), flags=re.S)
     assert "Traceback" not in text and "ERROR" not in text, text
+
+
+def start_kernel_session(base: str, path: str, seconds: float) -> str:
+    """Start a kernel for the notebook at `path` through the Jupyter server's sessions API and
+    return its id (the server reports it "starting" until a client connects: the page does)."""
+    request = urllib.request.Request(
+        f"{base}/api/sessions", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"path": path, "name": path, "type": "notebook",
+                         "kernel": {"name": "python3"}}).encode())
+    with urllib.request.urlopen(request, timeout=seconds) as answer:
+        return json.loads(answer.read())["kernel"]["id"]
 
 
 def open_page(browser, height: int):
@@ -416,6 +428,11 @@ def test_a_notebook_renders_its_plots_offline_in_jupyterlab(browser, tmp_path):
                                 start_new_session=True)   # the server and its kernel end together
     try:
         wait_for_server(f"http://127.0.0.1:{port}/lab", proc, log_path, 120)
+        # The notebook's kernel is started through the server's REST API before the page opens,
+        # and the page attaches to it: left to the page, a kernel that starts slowly under load
+        # makes JupyterLab ask which kernel to start (seen in CI), a question a test cannot
+        # answer reliably.
+        kernel_id = start_kernel_session(f"http://127.0.0.1:{port}", "00_start_here.ipynb", 180)
         page, errors = open_page(browser, 1000)
         page.goto(f"http://127.0.0.1:{port}/lab/tree/00_start_here.ipynb")
         page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
@@ -429,10 +446,22 @@ def test_a_notebook_renders_its_plots_offline_in_jupyterlab(browser, tmp_path):
         t0 = time.time()
         for attempt in range(8):
             dialog = page.locator(".jp-Dialog")
-            if dialog.count():     # e.g. a kernel question after a lost attempt, under load: answer yes
-                print(f"run all, attempt {attempt + 1}: a dialog: {page_text(page, '.jp-Dialog')[:300]!r}")
-                page.locator(".jp-Dialog .jp-mod-accept").first.click()
-                dialog.first.wait_for(state="detached", timeout=10_000)
+            if dialog.count():     # e.g. a kernel question after a lost attempt, under load
+                print(f"run all, attempt {attempt + 1}: a dialog: {page_text(page, '.jp-Dialog')[:300]!r}"
+                      f" (kernel {kernel_id})")
+                choice = dialog.first.locator("select")
+                if choice.count():        # "Select kernel": the session's own kernel, else Python 3
+                    labels = choice.first.locator("option").all_inner_texts()
+                    wanted = [label for label in labels if "python 3" in label.lower()]
+                    if wanted:
+                        choice.first.select_option(label=wanted[-1])
+                dialog.first.locator(".jp-mod-accept").first.click()
+                try:
+                    dialog.first.wait_for(state="detached", timeout=30_000)
+                except PlaywrightTimeout:
+                    page.keyboard.press("Escape")
+                    print(f"run all, attempt {attempt + 1}: the dialog stayed; Escape")
+                    continue
             page.locator(".jp-Notebook .jp-Cell").first.click()
             try:
                 page.wait_for_function(
