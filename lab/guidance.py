@@ -49,7 +49,7 @@ from lab.solvers import MAX_STEPS, time_grid
 
 __all__ = ["KINDS", "CombinedField", "guided_field", "product_field", "annealed_field", "class_mixture",
            "grid_classes", "combination", "exact_target", "ExactTarget", "GridTarget", "fkc_sample",
-           "FKCResult", "RESAMPLERS", "Example", "example"]
+           "FKCResult", "RESAMPLERS", "resample_indices", "Example", "example"]
 
 KINDS = ("cfg", "product", "anneal")
 GRID_CELLS = 1024          # cells per side of a GridTarget (error bounded in tests/test_guidance.py)
@@ -337,7 +337,7 @@ class FKCResult:
     nfe: int
 
 
-def _resample(log_w: Tensor, how: str, generator) -> Tensor:
+def resample_indices(log_w: Tensor, how: str, generator) -> Tensor:
     """Indices of n particles drawn with probabilities softmax(log_w)."""
     n = log_w.shape[0]
     p = torch.softmax(log_w.double(), 0)
@@ -423,10 +423,10 @@ def fkc_sample(kind: str, n: int = 2000, steps: int = 500, seed: int = 0, resamp
                              "try more steps")
         ess[i] = _ess(log_w)
         if i < steps - 1 and ess[i] < ess_threshold:
-            idx = _resample(log_w, resample, g)
+            idx = resample_indices(log_w, resample, g)
             x, s, rate, log_w = x[idx], s[idx], rate[idx], torch.zeros_like(log_w)
             resampled[i] = True
-    idx = _resample(log_w, resample, g)
+    idx = resample_indices(log_w, resample, g)
     return FKCResult(samples=x[idx], particles=x, log_weights=log_w, ess=ess, resampled=resampled,
                      ts=ts, nfe=(steps + 1) * len(fields))
 

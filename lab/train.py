@@ -50,7 +50,7 @@ from lab.schedules import SCHEDULES, Schedule, get_schedule
 
 __all__ = ["TrainConfig", "progress_bar", "Progress", "train", "TrainingRun", "save", "load", "resolve_device",
            "WEIGHTINGS", "T_SAMPLINGS", "FP_FORMS",
-           "CHECKPOINT_FORMAT", "STATE_EVERY_S", "read_state"]
+           "CHECKPOINT_FORMAT", "STATE_EVERY_S", "read_state", "loss_weight_fn", "time_sampler"]
 
 WEIGHTINGS = ("eps", "min_snr", "likelihood", "score")
 T_SAMPLINGS = ("uniform", "logsnr", "beta")
@@ -170,7 +170,7 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
 
-def _loss_weight_fn(schedule: Schedule, weighting: str, t_lo: float) -> Callable[[Tensor], Tensor]:
+def loss_weight_fn(schedule: Schedule, weighting: str, t_lo: float) -> Callable[[Tensor], Tensor]:
     """w(t) for the eps loss (see the module doc)."""
     if weighting == "eps":
         return torch.ones_like
@@ -188,7 +188,7 @@ def _loss_weight_fn(schedule: Schedule, weighting: str, t_lo: float) -> Callable
     return lambda t: schedule.g2(t) / schedule.sigma(t) ** 2 / norm
 
 
-def _time_sampler(schedule: Schedule, kind: str, t_lo: float, device) -> Callable[[Tensor], Tensor]:
+def time_sampler(schedule: Schedule, kind: str, t_lo: float, device) -> Callable[[Tensor], Tensor]:
     """Map u in [0, 1) to a training time in [t_lo, t_hi]: uniform in t, or uniform in
     lambda = log(alpha/sigma) (as many steps on every octave of the noise level; Kingma et al.
     2021). t_hi is t_max, or earlier where lambda falls below LAMBDA_FLOOR (pure noise)."""
@@ -326,8 +326,8 @@ def train(data, config: TrainConfig | None = None,
     # one fused kernel for every parameter: the per-tensor Python loop of the default holds the
     # GIL for a tenth of a small model's step, which a served page's other sessions wait on
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
-    weight = _loss_weight_fn(schedule, cfg.weighting, t_lo)
-    to_time = _time_sampler(schedule, cfg.t_sampling, t_lo, device)
+    weight = loss_weight_fn(schedule, cfg.weighting, t_lo)
+    to_time = time_sampler(schedule, cfg.t_sampling, t_lo, device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     params, ema_params = list(model.parameters()), list(ema_model.parameters())
     history = {"step": [], "loss": [], "samples_per_s": [], "seconds": [], "lr": []}

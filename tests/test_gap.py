@@ -13,7 +13,7 @@ from lab.metrics import gap_binned, histogram, log_density_residual, w2_histogra
 from lab.models import LogDensityMLP
 from lab.schedules import get_schedule
 from lab.solvers import time_grid
-from lab.train import TrainConfig, _loss_weight_fn, _time_sampler, train
+from lab.train import TrainConfig, loss_weight_fn, time_sampler, train
 
 torch.set_num_threads(1)
 
@@ -109,7 +109,7 @@ def test_scalar_residual_needs_a_log_density():
 def test_score_weighting_is_unit_weight_on_the_score():
     s = get_schedule("ou")
     t = torch.tensor([1e-5, 0.1, 3.0], dtype=torch.float64)
-    w = _loss_weight_fn(s, "score", s.t_min)(t)
+    w = loss_weight_fn(s, "score", s.t_min)(t)
     # |eps_theta - eps|^2 w = |s_theta - s|^2 with s = -eps / sigma
     assert torch.allclose(w, 1 / s.sigma(t) ** 2)
 
@@ -117,7 +117,7 @@ def test_score_weighting_is_unit_weight_on_the_score():
 def test_beta_times_are_beta_1_2_on_the_range():
     s = get_schedule("ou")
     u = (torch.arange(100_000, dtype=torch.float64) + 0.5) / 100_000
-    t = _time_sampler(s, "beta", s.t_min, "cpu")(u)
+    t = time_sampler(s, "beta", s.t_min, "cpu")(u)
     width = s.t_max - s.t_min
     assert abs(float(t.mean()) - (s.t_min + width / 3)) < 1e-3            # Beta(1, 2): mean 1/3
     assert abs(float((t < s.t_min + width / 2).double().mean()) - 0.75) < 1e-3   # CDF 1-(1-b)^2

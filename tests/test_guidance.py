@@ -9,7 +9,8 @@ import torch
 from lab.data import GaussianMixture, dataset_mixture
 from lab.fields import MixtureField
 from lab.guidance import (CombinedField, GridTarget, annealed_field, class_mixture, exact_target, example,
-                          fkc_sample, grid_classes, guided_field, mixture_product, product_field)
+                          fkc_sample, grid_classes, guided_field, mixture_product, product_field,
+                          resample_indices)
 from lab.hallucination import end_law
 from lab.metrics import w2
 from lab.schedules import get_schedule
@@ -147,11 +148,9 @@ def test_resampling_follows_the_threshold_and_keeps_the_weights_honest():
 
 
 def test_systematic_resampling_gives_each_particle_floor_or_ceil_of_n_times_its_weight():
-    from lab.guidance import _resample
-
     log_w = torch.randn(300, generator=gen(5), dtype=torch.float64) * 2
     p = torch.softmax(log_w, 0)
-    counts = torch.bincount(_resample(log_w, "systematic", gen(6)), minlength=300)
+    counts = torch.bincount(resample_indices(log_w, "systematic", gen(6)), minlength=300)
     assert ((counts >= torch.floor(300 * p) - 1e-9) & (counts <= torch.ceil(300 * p) + 1e-9)).all()
     assert int(counts.sum()) == 300
 

@@ -8,8 +8,8 @@ from lab.data import GaussianMixture, dataset_mixture
 from lab.fields import MixtureField, NetworkField
 from lab.metrics import noised_samples, w2
 from lab.schedules import SCHEDULES
-from lab.solvers import (SOLVERS, SPACINGS, NonFiniteError, _first_order_step, _Run, convergence_order, sample,
-                         time_grid)
+from lab.solvers import (SOLVERS, SPACINGS, NonFiniteError, Run, convergence_order, first_order_step, sample,
+                         shifted_time, time_grid)
 
 
 def smooth_field(schedule="vp"):
@@ -179,9 +179,9 @@ def test_one_small_step_has_the_family_noise():
     x = torch.zeros(100_000, 2, dtype=torch.float64)
     ts = torch.tensor([t0, t1], dtype=torch.float64)
     for eta in (0.3, 0.7):
-        run = _Run(field, ts, eta, torch.Generator().manual_seed(0), None, "ddim")
+        run = Run(field, ts, eta, torch.Generator().manual_seed(0), None, "ddim")
         x0 = run.x0(x, t0)
-        out = _first_order_step(run, x, x0, t0, t1, eta)  # all from one point: spread = noise
+        out = first_order_step(run, x, x0, t0, t1, eta)  # all from one point: spread = noise
         var = float(((out - out.mean(0)) ** 2).mean())
         assert var == pytest.approx(eta**2 * float(s.g2(t0)) * dt, rel=0.03), eta
 
@@ -405,23 +405,21 @@ def test_time_shift_finds_the_time_whose_variance_the_samples_have():
     """On VE the marginal variance v + sigma^2 grows with t: a batch whose variance is that of
     a time tau inside the window is asked at tau (to the window's resolution, 1/1000 of the
     range); below the cutoff, or within the noise of the batch's variance, at its own time."""
-    from lab.solvers import _Run, _shifted_time
-
     field = MixtureField(GaussianMixture([[0.0, 0.0]], 1.0), "ve")
     sch = field.schedule
-    run = _Run(field, time_grid(sch, 10), 0.0, torch.Generator(), None, "ts_ddim")
+    run = Run(field, time_grid(sch, 10), 0.0, torch.Generator(), None, "ts_ddim")
     span = sch.t_max - sch.t_min
     s = sch.t_min + 0.6 * span
     tau = s + 7 * span / 1000
     z = torch.randn(200_000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = (z - z.mean(0)) / z.std(0) * (1.0 + float(sch.sigma(tau)) ** 2) ** 0.5
-    assert _shifted_time(run, x, s, sch.t_min, 10, 300, 1.0) == pytest.approx(tau, abs=1.01 * span / 1000)
-    assert _shifted_time(run, x, s, sch.t_min, 10, 700, 1.0) == s           # below the cutoff
+    assert shifted_time(run, x, s, sch.t_min, 10, 300, 1.0) == pytest.approx(tau, abs=1.01 * span / 1000)
+    assert shifted_time(run, x, s, sch.t_min, 10, 700, 1.0) == s           # below the cutoff
     near = x[:500] / x[:500].std(0) * (1.0 + float(sch.sigma(tau)) ** 2) ** 0.5
     v_s = 1.0 + float(sch.sigma(s)) ** 2
     at_s = near * (v_s / float(near.var(0).mean())) ** 0.5 * (1 + 0.02)    # 500 points: 4 % is noise
-    assert _shifted_time(run, at_s, s, sch.t_min, 10, 300, 1.0) == s
-    assert _shifted_time(run, x, s, sch.t_min, 3, 300, 1.0) == pytest.approx(s + 3 * span / 1000)  # window's edge
+    assert shifted_time(run, at_s, s, sch.t_min, 10, 300, 1.0) == s
+    assert shifted_time(run, x, s, sch.t_min, 3, 300, 1.0) == pytest.approx(s + 3 * span / 1000)  # window's edge
     with pytest.raises(ValueError, match="data_var"):
         sample(field, x_T=x_T(field), solver="ts_ddim", steps=5, data_var=-1.0)
 

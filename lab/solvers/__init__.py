@@ -31,19 +31,17 @@ from torch import Tensor
 
 from lab import _check
 from lab.fields import ScoreField
-# _Run, _first_order_step and _shifted_time: re-exported for tests/test_solvers.py (to be
-# given public names with the app layer's tests, issue 27 item 4)
-from lab.solvers.base import NonFiniteError, _first_order_step, _Run
+from lab.solvers.base import NonFiniteError, Run, first_order_step
 from lab.solvers.classic import ddim, ddpm, euler_maruyama, ode_adaptive, ode_euler, ode_heun, ode_rk4, pc
 from lab.solvers.dpm import deis, dpm1, dpm2, dpm3, dpmpp_2m, dpmpp_2m_sde
 from lab.solvers.grids import SPACINGS, time_grid
-from lab.solvers.time_shift import TS_CUTOFF, TS_WINDOW, _shifted_time, ts_ddim, ts_ddpm
+from lab.solvers.time_shift import TS_CUTOFF, TS_WINDOW, shifted_time, ts_ddim, ts_ddpm
 from lab.solvers.unipc import dc_ratios, dc_solver, unipc
 from lab.solvers.v3 import EMS, dpm_v3, empirical_model_statistics
 
 __all__ = ["Trajectory", "Solver", "SOLVERS", "SPACINGS", "sample", "time_grid",
            "NonFiniteError", "MAX_STEPS", "convergence_order", "dc_ratios", "empirical_model_statistics",
-           "EMS", "TS_WINDOW", "TS_CUTOFF"]
+           "EMS", "TS_WINDOW", "TS_CUTOFF", "Run", "first_order_step", "shifted_time"]
 
 MAX_STEPS = 10_000        # more steps than this are refused
 
@@ -174,7 +172,7 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
     if keep_last is not None:
         keep_last = _check.integer(keep_last, "keep_last", 1, MAX_STEPS)
     ts = time_grid(field.schedule, steps, spacing)
-    run = _Run(field, ts, eta, gen, callback, solver, keep_last)
+    run = Run(field, ts, eta, gen, callback, solver, keep_last)
     run.check_grid()
     run.xs.append(x_T)
     try:

@@ -14,16 +14,17 @@ from torch import Tensor
 from lab import _check
 from lab.fields import eps_to_score, eps_to_x0, fingerprint
 
-__all__ = ["NonFiniteError"]
+__all__ = ["NonFiniteError", "Run", "first_order_step"]
 
 
 class NonFiniteError(ValueError):
     """The field or the solver produced NaN or infinity."""
 
 
-class _Run:
-    """What every solver shares: the field, the grid, NFE counting, finiteness checks,
-    recording of states and x0 predictions, the callback and the noise generator."""
+class Run:
+    """One sampling run, what every solver function takes: the field, the grid, NFE counting,
+    finiteness checks, recording of states and x0 predictions, the callback and the noise
+    generator. A solver is a function ``solver(run, x) -> x`` at t_min (k-diffusion's shape)."""
 
     def __init__(self, field, ts, eta, generator, callback, solver, keep_last=None):
         self.field, self.ts, self.eta = field, ts, eta
@@ -87,7 +88,7 @@ class _Run:
                            "nfe": self.nfe})
 
 
-def _first_order_step(run: _Run, x, x0, s, t, eta, z=None):
+def first_order_step(run: Run, x, x0, s, t, eta, z=None):
     """The exact-linear-part step of the eta family (module doc), data prediction x0."""
     a_t, sg_t, l_t = run.coef(t)
     _, sg_s, l_s = run.coef(s)
@@ -98,7 +99,7 @@ def _first_order_step(run: _Run, x, x0, s, t, eta, z=None):
     return out
 
 
-def _em_step(run: _Run, x: Tensor, s: float, t: float, eta: float, noise: bool = True):
+def _em_step(run: Run, x: Tensor, s: float, t: float, eta: float, noise: bool = True):
     """One Euler-Maruyama step of the eta family from s to t < s; returns (x_t, x0 at s).
     ``noise=False``: the drift only (the last step: see ``euler_maruyama``)."""
     e = run.eps(x, s)
@@ -111,7 +112,7 @@ def _em_step(run: _Run, x: Tensor, s: float, t: float, eta: float, noise: bool =
     return out, run.x0(x, s, e)
 
 
-def _last(run: _Run, i: int) -> bool:
+def _last(run: Run, i: int) -> bool:
     return i == len(run.ts) - 2
 
 

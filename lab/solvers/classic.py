@@ -10,7 +10,7 @@ from torch import Tensor
 
 from lab import _check
 from lab.fields import eps_to_score, eps_to_x0
-from lab.solvers.base import NonFiniteError, _em_step, _first_order_step, _last, _Run
+from lab.solvers.base import NonFiniteError, _em_step, first_order_step, _last, Run
 
 __all__ = ["euler_maruyama", "ddpm", "ddim", "ode_euler", "ode_heun", "ode_rk4", "ode_adaptive", "pc"]
 
@@ -19,7 +19,7 @@ ADAPTIVE_RTOL = 1e-5      # ode_adaptive's default tolerances (dopri5)
 ADAPTIVE_ATOL = 1e-5
 
 
-def euler_maruyama(run: _Run, x: Tensor) -> Tensor:
+def euler_maruyama(run: Run, x: Tensor) -> Tensor:
     """Euler-Maruyama on the eta family; eta = 1 is the reverse SDE (Song et al. 2021).
 
     The last step adds no noise, as Song et al.'s samplers and Deveney et al.'s do: its
@@ -31,7 +31,7 @@ def euler_maruyama(run: _Run, x: Tensor) -> Tensor:
     return x
 
 
-def ddpm(run: _Run, x: Tensor, variance: str = "small") -> Tensor:
+def ddpm(run: Run, x: Tensor, variance: str = "small") -> Tensor:
     """Ancestral sampling from the Gaussian posterior q(x_t | x_s, x0) (Ho et al. 2020, in
     the general form of Kingma et al. 2021): mean alpha_ts sigma_t^2/sigma_s^2 x_s +
     alpha_t sigma_ts^2/sigma_s^2 x0, variance sigma_ts^2 sigma_t^2/sigma_s^2.
@@ -53,7 +53,7 @@ def _check_variance(variance):
         raise ValueError(f"variance must be 'small' or 'large', got {variance!r}")
 
 
-def _ancestral_step(run: _Run, x, x0, s, t, variance, last):
+def _ancestral_step(run: Run, x, x0, s, t, variance, last):
     """One draw of ``ddpm``'s posterior step from s to t, given the x0 prediction."""
     a_s, sg_s, _ = run.coef(s)
     a_t, sg_t, _ = run.coef(t)
@@ -64,7 +64,7 @@ def _ancestral_step(run: _Run, x, x0, s, t, variance, last):
     return mean + math.sqrt(max(var, 0.0)) * run.noise(x)
 
 
-def ddim(run: _Run, x: Tensor) -> Tensor:
+def ddim(run: Run, x: Tensor) -> Tensor:
     """DDIM (Song, Meng & Ermon 2021); eta = 0 deterministic, 1 ancestral, between: the family.
 
     For 0 < eta < 1 the step is the exact first-order step of the eta family (module doc),
@@ -72,7 +72,7 @@ def ddim(run: _Run, x: Tensor) -> Tensor:
     for i in range(len(run.ts) - 1):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
         x0 = run.x0(x, s)
-        x = _first_order_step(run, x, x0, s, t, run.eta)
+        x = first_order_step(run, x, x0, s, t, run.eta)
         run.record(i, x, x0)
     return x
 
@@ -94,7 +94,7 @@ def _ode_stepper(tableau: str):
     return step
 
 
-def _velocity(run: _Run, x, t):
+def _velocity(run: Run, x, t):
     """PF-ODE drift f x + g^2/(2 sigma) eps, and the x0 prediction at (x, t)."""
     e = run.eps(x, t)
     a, sg, _ = run.coef(t)
@@ -105,7 +105,7 @@ def _velocity(run: _Run, x, t):
 def _ode_solver(tableau: str, doc: str):
     stepper = _ode_stepper(tableau)
 
-    def solver(run: _Run, x: Tensor) -> Tensor:
+    def solver(run: Run, x: Tensor) -> Tensor:
         for i in range(len(run.ts) - 1):
             x, x0 = stepper(run, x, float(run.ts[i]), float(run.ts[i + 1]))
             run.record(i, x, x0)
@@ -120,7 +120,7 @@ ode_heun = _ode_solver("heun", "Heun's second-order method on the probability-fl
 ode_rk4 = _ode_solver("rk4", "Classical fourth-order Runge-Kutta on the probability-flow ODE.")
 
 
-def ode_adaptive(run: _Run, x: Tensor, rtol: float = ADAPTIVE_RTOL, atol: float = ADAPTIVE_ATOL) -> Tensor:
+def ode_adaptive(run: Run, x: Tensor, rtol: float = ADAPTIVE_RTOL, atol: float = ADAPTIVE_ATOL) -> Tensor:
     """Adaptive Dormand-Prince 5(4) (Dormand & Prince 1980; torchdiffeq's dopri5) on the PF-ODE.
 
     As Song et al. 2021 sample and compute likelihoods; the grid only says where states are
@@ -149,7 +149,7 @@ def ode_adaptive(run: _Run, x: Tensor, rtol: float = ADAPTIVE_RTOL, atol: float 
     return ys[-1]
 
 
-def pc(run: _Run, x: Tensor, snr: float = PC_SNR, corrector_steps: int = 1) -> Tensor:
+def pc(run: Run, x: Tensor, snr: float = PC_SNR, corrector_steps: int = 1) -> Tensor:
     """Predictor-corrector (Song et al. 2021, Alg. 2-3): per step, Langevin corrector with
     step 2 a (snr |z|/|score|)^2, then an Euler-Maruyama predictor on the eta family."""
     _check.real(snr, "snr", 1e-6, 10.0)

@@ -11,12 +11,12 @@ import torch
 from torch import Tensor
 
 from lab.fields import eps_to_x0
-from lab.solvers.base import _first_order_step, _last, _Run
+from lab.solvers.base import first_order_step, _last, Run
 
 __all__ = ["dpm1", "dpm2", "dpm3", "dpmpp_2m", "dpmpp_2m_sde", "deis"]
 
 
-def dpm1(run: _Run, x: Tensor) -> Tensor:
+def dpm1(run: Run, x: Tensor) -> Tensor:
     """DPM-Solver-1 (Lu et al. 2022, eq. 3.7), eps form; equals DDIM with eta = 0."""
     for i in range(len(run.ts) - 1):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
@@ -29,7 +29,7 @@ def dpm1(run: _Run, x: Tensor) -> Tensor:
     return x
 
 
-def dpm2(run: _Run, x: Tensor) -> Tensor:
+def dpm2(run: Run, x: Tensor) -> Tensor:
     """DPM-Solver-2, singlestep, r1 = 1/2 (Lu et al. 2022, Alg. 1), eps form."""
     r1 = 0.5
     for i in range(len(run.ts) - 1):
@@ -48,7 +48,7 @@ def dpm2(run: _Run, x: Tensor) -> Tensor:
     return x
 
 
-def dpm3(run: _Run, x: Tensor) -> Tensor:
+def dpm3(run: Run, x: Tensor) -> Tensor:
     """DPM-Solver-3, singlestep, r1 = 1/3, r2 = 2/3 (Lu et al. 2022, Alg. 2), eps form."""
     r1, r2 = 1 / 3, 2 / 3
     for i in range(len(run.ts) - 1):
@@ -71,7 +71,7 @@ def dpm3(run: _Run, x: Tensor) -> Tensor:
     return x
 
 
-def _dpmpp_2m(run: _Run, x: Tensor, eta: float) -> Tensor:
+def _dpmpp_2m(run: Run, x: Tensor, eta: float) -> Tensor:
     prev_x0, prev_h = None, None
     for i in range(len(run.ts) - 1):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
@@ -83,18 +83,18 @@ def _dpmpp_2m(run: _Run, x: Tensor, eta: float) -> Tensor:
         if prev_x0 is not None and not (eta > 0 and _last(run, i)):
             r = prev_h / h
             d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * prev_x0
-        x = _first_order_step(run, x, d, s, t, eta)
+        x = first_order_step(run, x, d, s, t, eta)
         prev_x0, prev_h = x0, h
         run.record(i, x, x0)
     return x
 
 
-def dpmpp_2m(run: _Run, x: Tensor) -> Tensor:
+def dpmpp_2m(run: Run, x: Tensor) -> Tensor:
     """DPM-Solver++(2M), multistep data prediction (Lu et al. 2022b, Alg. 2)."""
     return _dpmpp_2m(run, x, 0.0)
 
 
-def dpmpp_2m_sde(run: _Run, x: Tensor) -> Tensor:
+def dpmpp_2m_sde(run: Run, x: Tensor) -> Tensor:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022b, Appendix), on the eta family (eta = 1: the SDE).
 
     The last step is first order (as DPM-Solver++'s code's ``lower_order_final``): there
@@ -112,7 +112,7 @@ def _gauss_legendre(points: int) -> tuple[Tensor, Tensor]:
     return tuple(torch.tensor(v, dtype=torch.float64) for v in np.polynomial.legendre.leggauss(points))
 
 
-def _deis_coefficients(run: _Run, order: int, quad_points: int = 64) -> list[list[float]]:
+def _deis_coefficients(run: Run, order: int, quad_points: int = 64) -> list[list[float]]:
     """C[i][j] = int_{t_i}^{t_i+1} (alpha_t/alpha_tau) g^2(tau)/(2 sigma_tau) l_j(tau) dtau for
     the Lagrange basis l_j through t_i, t_{i-1}, ... (Zhang & Chen 2022, tAB-DEIS), by
     Gauss-Legendre quadrature."""
@@ -137,7 +137,7 @@ def _deis_coefficients(run: _Run, order: int, quad_points: int = 64) -> list[lis
     return coeffs
 
 
-def deis(run: _Run, x: Tensor, order: int = 3) -> Tensor:
+def deis(run: Run, x: Tensor, order: int = 3) -> Tensor:
     """tAB-DEIS (Zhang & Chen 2022): exact linear part, eps extrapolated by a Lagrange
     polynomial in t through the last order+1 evaluations.
 

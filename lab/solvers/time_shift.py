@@ -8,10 +8,10 @@ import torch
 from torch import Tensor
 
 from lab import _check
-from lab.solvers.base import _first_order_step, _last, _Run
+from lab.solvers.base import first_order_step, _last, Run
 from lab.solvers.classic import _ancestral_step, _check_variance
 
-__all__ = ["ts_ddim", "ts_ddpm", "TS_WINDOW", "TS_CUTOFF"]
+__all__ = ["ts_ddim", "ts_ddpm", "shifted_time", "TS_WINDOW", "TS_CUTOFF"]
 
 TS_WINDOW = 10     # candidate times s + k/1000 of the range, |k| <= window (theirs: 5-30)
 TS_CUTOFF = 300    # shift only above this thousandth of the range (theirs: 300-900)
@@ -30,7 +30,7 @@ def _data_variance(field, data_var) -> float:
     raise ValueError("time-shifted sampling needs the data's variance: pass data_var=...")
 
 
-def _shifted_time(run: _Run, x: Tensor, s: float, t: float, window: int, cutoff: int, var0: float) -> float:
+def shifted_time(run: Run, x: Tensor, s: float, t: float, window: int, cutoff: int, var0: float) -> float:
     """Li et al. 2024's shifted time: among s + k/1000 of the time range (|k| <= window, and
     after t), the time whose forward marginal variance alpha^2 var0 + sigma^2 is nearest
     the variance of the samples x, per coordinate; s itself below the cutoff. Their images
@@ -66,11 +66,11 @@ def _ts_options(run, window, cutoff, data_var):
     return window, cutoff, _data_variance(run.field, data_var)
 
 
-def ts_ddim(run: _Run, x: Tensor, window: int = TS_WINDOW, cutoff: int = TS_CUTOFF,
+def ts_ddim(run: Run, x: Tensor, window: int = TS_WINDOW, cutoff: int = TS_CUTOFF,
             data_var: float | None = None) -> Tensor:
     """TS-DDIM (Li et al. 2024, "Alleviating exposure bias in diffusion models through sampling
     with shifted time steps", Alg. 2): DDIM whose network is asked at a shifted time, the one
-    whose noise level the current samples' variance matches (``_shifted_time``), and which
+    whose noise level the current samples' variance matches (``shifted_time``), and which
     steps from there to the grid's next time. Exposure bias leaves the samples noisier than
     their time says; the shift asks the network about the noise they have.
 
@@ -81,14 +81,14 @@ def ts_ddim(run: _Run, x: Tensor, window: int = TS_WINDOW, cutoff: int = TS_CUTO
     window, cutoff, var0 = _ts_options(run, window, cutoff, data_var)
     for i in range(len(run.ts) - 1):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
-        tau = _shifted_time(run, x, s, t, window, cutoff, var0)
+        tau = shifted_time(run, x, s, t, window, cutoff, var0)
         x0 = run.x0(x, tau)
-        x = _first_order_step(run, x, x0, tau, t, run.eta)
+        x = first_order_step(run, x, x0, tau, t, run.eta)
         run.record(i, x, x0)
     return x
 
 
-def ts_ddpm(run: _Run, x: Tensor, window: int = TS_WINDOW, cutoff: int = TS_CUTOFF,
+def ts_ddpm(run: Run, x: Tensor, window: int = TS_WINDOW, cutoff: int = TS_CUTOFF,
             data_var: float | None = None, variance: str = "small") -> Tensor:
     """TS-DDPM (Li et al. 2024, Alg. 1): ancestral sampling (``ddpm``) whose network is asked
     at the shifted time of ``ts_ddim``, the posterior step taken from there."""
@@ -96,7 +96,7 @@ def ts_ddpm(run: _Run, x: Tensor, window: int = TS_WINDOW, cutoff: int = TS_CUTO
     window, cutoff, var0 = _ts_options(run, window, cutoff, data_var)
     for i in range(len(run.ts) - 1):
         s, t = float(run.ts[i]), float(run.ts[i + 1])
-        tau = _shifted_time(run, x, s, t, window, cutoff, var0)
+        tau = shifted_time(run, x, s, t, window, cutoff, var0)
         x0 = run.x0(x, tau)
         x = _ancestral_step(run, x, x0, tau, t, variance, _last(run, i))
         run.record(i, x, x0)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from lab import _check
-from lab.solvers.base import _cached, _check_flags, _Run
+from lab.solvers.base import _cached, _check_flags, Run
 from lab.solvers.classic import _ode_stepper
 
 __all__ = ["unipc", "dc_solver", "dc_ratios", "UNIPC_VARIANTS"]
@@ -40,7 +40,7 @@ def _unipc_rhos(rks: list[float], h: float, variant: str) -> tuple[float, list[f
     return b_h, solve(len(rks) - 1), solve(len(rks))
 
 
-def unipc(run: _Run, x: Tensor, order: int = 2, variant: str = "bh2", corrector: bool = True,
+def unipc(run: Run, x: Tensor, order: int = 2, variant: str = "bh2", corrector: bool = True,
           lower_order_final: bool = True) -> Tensor:
     """UniPC (Zhao et al. 2023): multistep predictor UniP-p on the x0 prediction, each state
     then corrected by UniC with the model output at it, which the next step reuses: no
@@ -74,7 +74,7 @@ def _lagrange(points: list[tuple[float, Tensor]], at: float) -> Tensor:
     return out
 
 
-def _unipc(run: _Run, x: Tensor, order: int, variant: str, corrector: bool, lower_order_final: bool,
+def _unipc(run: Run, x: Tensor, order: int, variant: str, corrector: bool, lower_order_final: bool,
            ratios=None, stop: int | None = None) -> Tensor:
     """UniPC's loop; with ``ratios`` DC-Solver's compensation (``dc_solver``); ``stop``: end
     after that many steps (the ratio search)."""
@@ -124,7 +124,7 @@ def _reference_states(field, ts: Tensor, x: Tensor, substeps: int) -> list[Tenso
     ``substeps`` steps per interval (the "ground truth" DC-Solver's search aims at)."""
     sub = torch.cat([torch.linspace(float(a), float(b), substeps + 1, dtype=torch.float64)[:-1]
                      for a, b in zip(ts[:-1], ts[1:])] + [ts[-1:].double()])
-    fine = _Run(field, sub, 0.0, None, None, "ode_rk4", keep_last=None)
+    fine = Run(field, sub, 0.0, None, None, "ode_rk4", keep_last=None)
     stepper, states, y = _ode_stepper("rk4"), [x], x
     for k in range(len(sub) - 1):
         y, _ = stepper(fine, y, float(sub[k]), float(sub[k + 1]))
@@ -151,7 +151,7 @@ def dc_ratios(field, ts: Tensor, order: int = 2, variant: str = "bh2", points: i
     x = field.as_input(field.schedule.prior_sample(points, generator=g))
 
     def error(rs):
-        out = _unipc(_Run(field, ts, 0.0, None, None, "dc_solver"), x, order, variant, True, True, rs)
+        out = _unipc(Run(field, ts, 0.0, None, None, "dc_solver"), x, order, variant, True, True, rs)
         return float((out - target).norm(dim=1).mean())
 
     with torch.no_grad():
@@ -166,7 +166,7 @@ def dc_ratios(field, ts: Tensor, order: int = 2, variant: str = "bh2", points: i
     return ratios
 
 
-def dc_solver(run: _Run, x: Tensor, order: int = 2, variant: str = "bh2", ratios=None,
+def dc_solver(run: Run, x: Tensor, order: int = 2, variant: str = "bh2", ratios=None,
               search_points: int = DC_SEARCH_POINTS) -> Tensor:
     """DC-Solver (Zhao et al. 2024): UniPC whose predictor uses, instead of the output
     evaluated before the correction moved the state, the outputs' interpolant in lambda

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from lab import _check
 from lab.fields import LAMBDA_FLOOR, ScoreField, eps_to_x0
-from lab.solvers.base import _cached, _check_flags, _Run
+from lab.solvers.base import _cached, _check_flags, Run
 from lab.solvers.dpm import dpmpp_2m
 from lab.solvers.grids import time_grid
 
@@ -67,7 +67,7 @@ def _own_samples(field: ScoreField, n: int, seed: int) -> tuple[Tensor, int]:
     their NFE."""
     gen = torch.Generator().manual_seed(seed)
     x_T = field.as_input(field.schedule.prior_sample(n, generator=gen))
-    run = _Run(field, time_grid(field.schedule, 100, "logsnr"), 0.0, gen, None, "dpm++2m", keep_last=1)
+    run = Run(field, time_grid(field.schedule, 100, "logsnr"), 0.0, gen, None, "dpm++2m", keep_last=1)
     run.check_grid()
     return dpmpp_2m(run, x_T).detach().cpu().double(), run.nfe
 
@@ -151,7 +151,7 @@ def empirical_model_statistics(field: ScoreField, ts: Tensor, points: int = EMS_
     return EMS(lam, list(range(0, len(lam), m)), l, s, b, L, S, B, I, C, nfe)
 
 
-def _ems_for(run: _Run, points: int, samples: int) -> EMS:
+def _ems_for(run: Run, points: int, samples: int) -> EMS:
     return _cached(run.field, ("ems", tuple(run.ts.tolist()), points, samples),
                    lambda: empirical_model_statistics(run.field, run.ts, points, samples))
 
@@ -192,7 +192,7 @@ def _v3_update(ems: EMS, x_s: Tensor, a_s: float, a_t: float, i: int, j: int, pt
     return out.to(device=x_s.device, dtype=x_s.dtype)
 
 
-def dpm_v3(run: _Run, x: Tensor, order: int = 2, corrector: bool = True, lower_order_final: bool = True,
+def dpm_v3(run: Run, x: Tensor, order: int = 2, corrector: bool = True, lower_order_final: bool = True,
            ems_points: int = EMS_POINTS, ems_samples: int = EMS_SAMPLES) -> Tensor:
     """DPM-Solver-v3 (Zheng et al. 2023): multistep, on the parameterisation the field's own
     empirical model statistics make best (``empirical_model_statistics``): the linear part
