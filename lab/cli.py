@@ -134,7 +134,7 @@ def serve_command(port: int = 5006, address: str = "127.0.0.1", num_procs: int =
     return [sys.executable, "-m", "panel", "serve", *apps, "--port", str(port),
             "--address", address, "--num-procs", str(num_procs),
             "--index", os.path.join(folder, "index.html"),
-            # each process warms up before its first page (lab.app.shared.warm_up)
+            # each process warms up before its first page (lab.app.warmup.warm_up)
             "--setup", os.path.join(os.path.dirname(os.path.abspath(__file__)), "app", "serve_setup.py"),
             "--allow-websocket-origin", f"{address}:{port}",
             "--allow-websocket-origin", f"localhost:{port}",

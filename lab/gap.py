@@ -11,9 +11,14 @@ import torch
 from lab import _check, checkpoints
 from lab.distances import _bins_extent, histogram, w2, w2_histograms
 from lab.fields import ScoreField, fingerprint
+from lab.fokker_planck import fokker_planck_norm, log_density_residual
 from lab.solvers import sample
 
-__all__ = ["ode_sde_gap", "gap_binned", "GAP_PROTOCOL", "GAP_CHUNK", "GAP_STATE_FORMAT"]
+__all__ = ["ode_sde_gap", "gap_binned", "residual_curve", "GAP_PROTOCOL", "GAP_CHUNK", "GAP_STATE_FORMAT",
+           "RESIDUAL_TIMES", "RESIDUAL_POINTS"]
+
+RESIDUAL_TIMES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)   # the gap page's residual curve
+RESIDUAL_POINTS = 500
 
 GAP_STATE_FORMAT = "score-lab-gap-state"   # gap_binned's counts so far (lab.checkpoints)
 
@@ -103,3 +108,23 @@ def gap_binned(field: ScoreField, law, n: int = 300_000, chunk: int = GAP_CHUNK,
     d["floor"] = w2_histograms(hist["truth"], hist["truth2"], extent) ** 2
     return d | {"n": n, "nfe": nfe, "hist": {k: hist[k] for k in ("ode", "sde", "truth")},
                 "samples": {k: torch.cat(v) for k, v in kept.items()}}
+
+
+def residual_curve(field: ScoreField, times=RESIDUAL_TIMES, scalar: bool = False, points: int = RESIDUAL_POINTS,
+                   seed: int = 3) -> dict[float, float]:
+    """The Fokker-Planck residual of ``field`` against time: t -> mean |sigma_t^3 R|^2 of the
+    score residual (``fokker_planck_norm``: what the lab's penalty weighs), or with ``scalar``
+    the mean R^2 of Deveney et al.'s residual of a log-density (``log_density_residual``),
+    over ``points`` uniform points of their region [-3.5, 3.5]^2, at each of ``times`` inside
+    the field's schedule. Zero for an exact score; the gap page and lesson 5 draw it."""
+    g = torch.Generator().manual_seed(seed)
+    x = (2 * torch.rand(points, 2, generator=g) - 1) * GAP_PROTOCOL["extent"]
+    s = field.schedule
+    out = {}
+    for t in times:
+        if s.t_min <= t <= s.t_max:
+            if scalar:
+                out[t] = float((log_density_residual(field, x, t).double() ** 2).mean())
+            else:
+                out[t] = float(fokker_planck_norm(field, x, t))
+    return out

@@ -2,7 +2,7 @@
 
 Two layers:
 
-- data functions (``score_arrows``, ``curl_grid``, ``circle``, ``log_histogram``) turn fields
+- data functions (``score_arrows``, ``curl_grid``, ``circle``, ``log_histogram``, ``by_label``) turn fields
   and results into plain arrays: what an arrow plot or a curl map shows, decided once;
 - pure functions from results to HoloViews elements sized for a laptop screen, for
   notebooks and static figures.
@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from lab.curl import curl, grid_points
+from lab.hallucination import LABEL_NAMES
 
-__all__ = ["samples_plot", "trajectories_plot", "field_plot", "curl_image", "curve_plot",
-           "score_arrows", "curl_grid", "circle", "log_histogram", "clim_of", "to_numpy",
+__all__ = ["samples_plot", "labelled_plot", "trajectories_plot", "field_plot", "curl_image", "curve_plot",
+           "curves_plot", "score_arrows", "curl_grid", "circle", "log_histogram", "by_label", "clim_of", "to_numpy",
            "SIZE", "EXTENT", "COLORS", "LABEL_COLORS", "ARROWS", "CURL_GRID"]
 
 SIZE = 360              # pixels, width and height of square plots
@@ -90,6 +91,13 @@ def log_histogram(values, bins: int = 40, edges=None) -> tuple[np.ndarray, np.nd
     return np.histogram(logv, edges)
 
 
+def by_label(samples, labels) -> dict[str, np.ndarray]:
+    """Samples (n, 2) grouped by their support label (``lab.hallucination.support_labels``):
+    label name (``LABEL_NAMES``, the keys of ``LABEL_COLORS``) -> the points (k, 2)."""
+    x, lab = to_numpy(samples), to_numpy(labels)
+    return {name: x[lab == value] for value, name in LABEL_NAMES.items()}
+
+
 def clim_of(*values, floor: float = CURL_CLIM_FLOOR) -> float:
     """A symmetric colour range that holds every value given: max |value|, at least ``floor``."""
     return max([floor] + [float(np.abs(to_numpy(v)).max()) for v in values if np.size(v)])
@@ -108,6 +116,16 @@ def samples_plot(samples, truth=None, title: str = "samples", extent: float = EX
     if truth is not None:
         pts = hv.Points(to_numpy(truth), label="truth").opts(color=COLORS["truth"], size=2, alpha=0.5) * pts
     return _square(pts, title, extent).opts(legend_position="top_left", show_legend=truth is not None)
+
+
+def labelled_plot(samples, labels, title: str = "samples", extent: float = EXTENT, legend: bool = True,
+                  size: int = SIZE):
+    """Samples coloured by their support label (``by_label``, ``LABEL_COLORS``), in a square
+    of ``size`` pixels."""
+    layers = [hv.Points(points, label=name).opts(color=LABEL_COLORS[name], size=2)
+              for name, points in by_label(samples, labels).items()]
+    return _square(hv.Overlay(layers), title, extent).opts(show_legend=legend, legend_position="bottom",
+                                                           width=size, height=size)
 
 
 def trajectories_plot(trajectory, k: int = 24, title: str = "trajectories", extent: float = EXTENT):
@@ -144,3 +162,14 @@ def curve_plot(x, y, title: str = "", xlabel: str = "step", ylabel: str = "loss"
     """A line plot of y against x."""
     return hv.Curve((to_numpy(x), to_numpy(y)), xlabel, ylabel).opts(
         width=SIZE, height=220, title=title, logy=logy, tools=["hover"], line_width=2)
+
+
+def curves_plot(curves: dict, title: str = "", xlabel: str = "t", ylabel: str = "", logx: bool = False,
+                logy: bool = False, width: int = 560):
+    """Several lines, one per entry of ``curves``: label -> {x: y} (e.g. a residual per time,
+    ``lab.gap.residual_curve``) or (xs, ys)."""
+    def xy(c):
+        return (list(c), list(c.values())) if isinstance(c, dict) else (to_numpy(c[0]), to_numpy(c[1]))
+    lines = [hv.Curve(xy(c), xlabel, ylabel, label=str(label)) for label, c in curves.items()]
+    return hv.Overlay(lines).opts(width=width, height=320, title=title, logx=logx, logy=logy,
+                                  legend_position="right", tools=["hover"])

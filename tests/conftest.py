@@ -22,3 +22,15 @@ def ring_model():
 
     x = make_dataset("ring", n=20_000, seed=0)
     return train(x, TrainConfig(steps=2000, device="cpu"))
+
+
+@pytest.fixture
+def true_samples():
+    """``draw(session, n=4000, seed=5)``: true samples of a session's data set where sampling
+    ends (its exact field's law at t_min), to hold a page's samples to."""
+    from lab.fields import noised_samples
+
+    def draw(session, n=4000, seed=5):
+        exact = session.exact
+        return noised_samples(exact, exact.schedule.t_min, n, generator=torch.Generator().manual_seed(seed))
+    return draw

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from lab.data import DATASETS, PAPER_UNITS, GaussianMixture, dataset_mixture, make_dataset
-from lab.fields import MixtureField, NetworkField
+from lab.fields import MixtureField, NetworkField, SwirlField
 from lab.hallucination import end_law
+from lab.gap import residual_curve
 from lab.metrics import gap_binned, histogram, log_density_residual, w2_histograms
 from lab.models import LogDensityMLP
 from lab.schedules import get_schedule
@@ -248,3 +249,15 @@ def test_gap_binned_refuses_a_state_of_another_model(tmp_path):
     other = MixtureField(GaussianMixture([[0.0, 0.0], [1.5, 0.0]], 0.4), "ou")
     with pytest.raises(ValueError, match="other settings"):
         gap_binned(other, law, n=500, chunk=500, steps=20, state=state)
+
+
+def test_the_residual_curve_is_zero_for_an_exact_score_and_not_for_a_swirled_one():
+    """The gap page's and lesson 5's curve (lab.gap.residual_curve): an exact score solves
+    the Fokker-Planck equation at every t (both residual forms vanish); adding a rotation
+    c (-y, x) adds |r|^2 = c^2 |x|^2 to |s|^2, which is not constant: the residual is not zero.
+    Times outside the schedule are left out."""
+    exact = MixtureField(dataset_mixture("circles"), "ou")
+    curve = residual_curve(exact, times=(0.1, 1.0, 50.0))
+    assert list(curve) == [0.1, 1.0] and max(curve.values()) < 1e-8
+    assert max(residual_curve(exact, times=(0.1, 1.0), scalar=True).values()) < 1e-8
+    assert min(residual_curve(SwirlField(exact, 0.5), times=(0.1, 1.0)).values()) > 1e-5   # 3.8e-4 here

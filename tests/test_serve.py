@@ -91,7 +91,7 @@ def test_lab_serve_command_serves_every_page(tmp_path):
         assert "score-lab" in page and "Traceback" not in page
     text = server_log()
     assert f"http://127.0.0.1:{port}/all" in text and "Traceback" not in text, text
-    assert "score-lab: warmed up" in text     # before the first page (lab.app.shared.warm_up)
+    assert "score-lab: warmed up" in text     # before the first page (lab.app.warmup.warm_up)
 
 
 def test_after_the_warm_up_a_first_training_imports_nothing():
@@ -100,7 +100,7 @@ def test_after_the_warm_up_a_first_training_imports_nothing():
     code = "\n".join([
         "import sys, torch",
         "torch.set_num_threads(1)",
-        "from lab.app.shared import warm_up",
+        "from lab.app.warmup import warm_up",
         "took = warm_up()",
         "assert set(took) == {'imports', 'model', 'training'}, took",
         "from lab.train import TrainConfig, TrainingRun",

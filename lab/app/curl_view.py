@@ -10,8 +10,7 @@ from bokeh.events import Tap
 
 from lab import plots
 from lab.app.figures import FieldFigure
-from lab.app.session import REDRAW_ON
-from lab.app.view import LabView
+from lab.app.view import ON_SESSION, LabView
 from lab.app.worker import on_page
 from lab.curl import asymmetry, circulation, field_helmholtz
 from lab.metrics import noised_samples
@@ -48,14 +47,9 @@ class CurlView(LabView):
                             "difference": FieldFigure("learned - exact", label="curl difference")}
         for fig in (f["learned"], f["exact"]):
             fig.fig.on_event(Tap, on_page(self.move_loop))
-        widgets = pn.Param(self.param, parameters=["t", "loop_x", "loop_y", "loop_r"], show_name=False,
-                           widgets={name: {"type": pn.widgets.FloatSlider, "throttled": True}
-                                    for name in ("t", "loop_x", "loop_y", "loop_r")})
-        self.page([widgets, "Click a map to move the loop.", self._worker.indicator],
+        self.page([self.controls("t", "loop_x", "loop_y", "loop_r"), "Click a map to move the loop.", self._worker.indicator],
                   pn.Column(pn.Row(f["learned"].pane, f["exact"].pane),
                             pn.Row(f["difference"].pane, pn.pane.Markdown(READING, width=300))))
-        self.param.watch(lambda *e: self.update(), ["t", "loop_x", "loop_y", "loop_r"])
-        self.session.param.watch(lambda *e: self.update(), REDRAW_ON)
         self.update()
 
     def move_loop(self, event):
@@ -63,6 +57,7 @@ class CurlView(LabView):
         b = LOOP_BOUND
         self.param.update(loop_x=round(min(max(event.x, -b), b), 1), loop_y=round(min(max(event.y, -b), b), 1))
 
+    @param.depends("t", "loop_x", "loop_y", "loop_r", *ON_SESSION, watch=True)
     def update(self):
         """Recompute (on the worker) and redraw; when only the loop moved, only its circulation."""
         schedule = self.session.exact.schedule

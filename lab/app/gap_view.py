@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import panel as pn
 import param
-import torch
 
 from lab import plots
+from lab.app import shared
 from lab.app.figures import CurvesFigure, ScatterFigure
-from lab.app.session import REDRAW_ON
-from lab.app.view import LabView
-from lab.data import dataset_mixture, end_law
-from lab.fields import MixtureField
-from lab.metrics import GAP_PROTOCOL, fokker_planck_norm, gap_binned
+from lab.app.shared import memo
+from lab.app.view import ON_SESSION, LabView
+from lab.data import end_law
+from lab.gap import GAP_PROTOCOL, gap_binned, residual_curve
 from lab.pretrained import GAP_DATASET, GAP_NETWORKS, GAP_WEIGHTS, gap_path
-from lab.train import load
+from lab.schedules import get_schedule
 
-__all__ = ["GapView", "SESSION_MODEL", "model_name"]
+__all__ = ["GapView", "SESSION_MODEL", "model_name", "shipped_models"]
 
-RESIDUAL_TIMES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-RESIDUAL_POINTS = 500
 SHOWN_POINTS = 5000      # samples drawn in the scatter plots (the numbers use all n)
 SESSION_MODEL = "this session's model"
 CURVE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -33,6 +30,13 @@ def model_name(network: str, w: float) -> str:
 
 
 _CHOICES = [(network, w) for network in GAP_NETWORKS for w in GAP_WEIGHTS]
+
+
+def shipped_models() -> dict:
+    """The page's name -> the shipped gap model, for those this checkout has (`python -m lab
+    pretrain --gap` builds the others), each loaded once a process (``lab.app.shared``)."""
+    return {model_name(network, w): shared.checkpoint(gap_path(w, network))
+            for network, w in _CHOICES if gap_path(w, network).is_file()}
 
 
 class GapView(LabView):
@@ -53,14 +57,14 @@ class GapView(LabView):
     failure = "Could not sample"
 
     def __init__(self, session=None, **params):
+        models = shipped_models()
+        if models and "model" not in params and self.param.model.default not in models:
+            params["model"] = next(iter(models))      # the first this checkout has
         super().__init__(session, **params)
-        self.exact = MixtureField(dataset_mixture(GAP_DATASET), "ou")
-        self.models = {model_name(*c): load(gap_path(c[1], c[0]), device="cpu")
-                       for c in _CHOICES if gap_path(c[1], c[0]).is_file()}
+        self.exact = shared.exact_field(GAP_DATASET, get_schedule("ou"))
+        self.models = models
         # only the models there are (a checkout may lack some: `python -m lab pretrain --gap`)
         self.param.model.objects = [m for m in self.param.model.objects if m in self.models] + [SESSION_MODEL]
-        if self.model not in self.models and self.models and "model" not in params:
-            self.model = next(iter(self.models))
         self.table = {}                  # model name -> numbers, for every model shown so far
         self._residuals = {}             # model name -> (field it was computed for, {t: residual})
         self._worker = self.worker("gap", label="sampling ODE and SDE…")
@@ -76,16 +80,13 @@ class GapView(LabView):
                                      "t", "mean |sigma^3 R|^2", width=2 * plots.SIZE - 60, log_x=True, log_y=True)}
         self._table = pn.pane.Markdown("", sizing_mode="stretch_width")
         f = self.figures
-        self.page([pn.Param(self.param, parameters=["model", "steps", "n"], show_name=False,
-                            widgets={"model": pn.widgets.RadioBoxGroup} |
-                                    {k: {"type": pn.widgets.IntSlider, "throttled": True} for k in ("steps", "n")}),
+        self.page([self.controls("model", "steps", "n", widgets={"model": pn.widgets.RadioBoxGroup}),
                    self._worker.indicator],
                   pn.Column(pn.Row(f["ode"].pane, f["sde"].pane), f["residual"].pane, self._table), width=340)
-        self.param.watch(lambda *e: self.update(), ["model", "steps", "n"])
-        self.session.param.watch(self._on_session, REDRAW_ON)
         self.update()
 
-    def _on_session(self, *events):
+    @param.depends(*ON_SESSION, watch=True)
+    def _on_session(self):
         self.table.pop(SESSION_MODEL, None)
         if self.model == SESSION_MODEL:
             self.update()
@@ -100,7 +101,10 @@ class GapView(LabView):
             raise ValueError(f"no pretrained model for {self.model}: `python -m lab pretrain --gap` builds it")
         return self.models[self.model], self.exact, f"{self.model} ({GAP_DATASET}, OU schedule)"
 
+    @param.depends("model", "steps", "n", watch=True)
     def update(self):
+        """Sample the chosen model both ways (on the worker), with the residual curves of the
+        models not drawn yet, then draw."""
         try:
             field, exact, what = self._selected()
         except ValueError as e:
@@ -114,7 +118,8 @@ class GapView(LabView):
                                  keep=min(n, SHOWN_POINTS))
             numbers.pop("hist")
             shown = numbers.pop("samples")
-            residuals = {k: (f, self._residual_curve(f)) for k, f in others.items()}
+            residuals = {k: (f, memo(("gap residual", id(f)), lambda f=f: residual_curve(f), [f]))
+                         for k, f in others.items()}
             return shown["truth"], shown["ode"], shown["sde"], numbers, residuals
 
         def draw(result):
@@ -135,15 +140,6 @@ class GapView(LabView):
         fields = dict(self.models)
         fields[SESSION_MODEL] = self.session.field("learned")
         return fields
-
-    @staticmethod
-    def _residual_curve(field) -> dict:
-        """Mean |sigma^3 R|^2 at RESIDUAL_TIMES (those inside the field's schedule), on
-        RESIDUAL_POINTS uniform points of [-3.5, 3.5]^2 (Deveney et al.'s region)."""
-        g = torch.Generator().manual_seed(3)
-        xc = (2 * torch.rand(RESIDUAL_POINTS, 2, generator=g) - 1) * 3.5
-        s = field.schedule
-        return {t: float(fokker_planck_norm(field, xc, t)) for t in RESIDUAL_TIMES if s.t_min <= t <= s.t_max}
 
     @staticmethod
     def _report(what, n, steps, count) -> str:

@@ -53,18 +53,14 @@ class GuidanceView(LabView):
                                                                               "resampled": "#d62728"},
                                 "t (the sampler runs from 1 down)", "ESS / n", width=2 * plots.SIZE - 60,
                                 sizes={"resampled": 7, "ESS": 2}, dots_only=("resampled",))}
-        widgets = pn.Param(self.param, parameters=["kind", "w", "beta", "steps", "n", "ess_threshold", "seed"],
-                           show_name=False,
-                           widgets={"kind": pn.widgets.RadioBoxGroup}
-                           | {k: {"type": pn.widgets.IntSlider, "throttled": True} for k in ("steps", "n")}
-                           | {k: {"type": pn.widgets.FloatSlider, "throttled": True}
-                              for k in ("w", "beta", "ess_threshold")})
+        widgets = self.controls("kind", "w", "beta", "steps", "n", "ess_threshold", "seed",
+                                widgets={"kind": pn.widgets.RadioBoxGroup})
         self.page([widgets, self._worker.indicator],
                   pn.Column(pn.Row(f["naive"].pane, f["fkc"].pane), pn.Row(f["target"].pane), f["ess"].pane),
                   width=340)
-        self.param.watch(lambda *e: self.update(), ["kind", "w", "beta", "steps", "n", "ess_threshold", "seed"])
         self.update()
 
+    @param.depends("kind", "w", "beta", "steps", "n", "ess_threshold", "seed", watch=True)
     def update(self):
         """Sample the chosen kind both ways on the worker, then draw."""
         kind, n, steps, seed, threshold = self.kind, self.n, self.steps, self.seed, self.ess_threshold

@@ -13,11 +13,11 @@ import param
 from lab import plots
 from lab.app import shared
 from lab.app.figures import CurvesFigure, HistogramFigure, ScatterFigure
-from lab.app.session import REDRAW_ON, Session
+from lab.app.session import Session
 from lab.app.shared import memo
-from lab.app.view import LabView
+from lab.app.view import ON_SESSION, LabView
 from lab.app.worker import on_page
-from lab.hallucination import (IN_SUPPORT, LABEL_NAMES, PAPER_DETECTION, PAPER_RETENTION, end_law, kept_by_cut,
+from lab.hallucination import (IN_SUPPORT, PAPER_DETECTION, PAPER_RETENTION, end_law, kept_by_cut,
                                kept_share, operating_floor, operating_points, roc_curve, support_labels,
                                trajectory_variance)
 from lab.pretrained import GRID_SCHEDULE, UNDERTRAINED
@@ -87,17 +87,11 @@ class HallucinationView(LabView):
                                          width=plots.SIZE + 20)}
         self._button = pn.widgets.Button(label="Sample again", color="primary")
         self._button.on_click(on_page(lambda event: self.sample_again()))
-        widgets = pn.Param(self.param, parameters=["model", "steps", "spacing", "n", "last_k", "k_std", "cut"],
-                           show_name=False,
-                           widgets={"model": pn.widgets.RadioBoxGroup, "cut": pn.widgets.RadioButtonGroup}
-                           | {k: {"type": pn.widgets.IntSlider, "throttled": True} for k in ("steps", "n", "last_k")}
-                           | {"k_std": {"type": pn.widgets.FloatSlider, "throttled": True}})
+        widgets = self.controls("model", "steps", "spacing", "n", "last_k", "k_std", "cut",
+                                widgets={"model": pn.widgets.RadioBoxGroup, "cut": pn.widgets.RadioButtonGroup})
         self.page([widgets, pn.Row(self._button, self._worker.indicator, self._scorer.indicator)],
                   pn.Column(pn.Row(f["learned"].pane, f["exact"].pane), pn.Row(f["roc"].pane, f["kept"].pane),
                             f["histogram"].pane), width=340)
-        self.param.watch(lambda *e: self.resample(), ["model", "steps", "spacing", "n", "seed"])
-        self.param.watch(lambda *e: self.refilter(), ["last_k", "k_std", "cut"])
-        self.session.param.watch(self._on_session, REDRAW_ON)
         self.resample()
 
     @staticmethod
@@ -108,10 +102,12 @@ class HallucinationView(LabView):
         """A new draw: the next seed ("Sample again")."""
         self.seed += 1
 
-    def _on_session(self, *events):
+    @param.depends(*ON_SESSION, watch=True)
+    def _on_session(self):
         if self.model == SESSION_MODEL:
             self.resample()
 
+    @param.depends("model", "steps", "spacing", "n", "seed", watch=True)
     def resample(self):
         """Draw from both fields (the expensive part, on the worker; a shipped model is
         loaded there too), then filter."""
@@ -143,6 +139,7 @@ class HallucinationView(LabView):
             self.refilter()
         self._worker.submit(compute, draw, self.show_error)
 
+    @param.depends("last_k", "k_std", "cut", watch=True)
     def refilter(self):
         """Label, score and filter the stored runs: the numbers on the worker (the bootstrap
         takes a few tenths of a second), the drawing on the page."""
@@ -249,4 +246,4 @@ class HallucinationView(LabView):
 
     @staticmethod
     def _draw_labelled(fig: ScatterFigure, samples, labels):
-        fig.update(**{name: samples[labels == v] for v, name in LABEL_NAMES.items()})
+        fig.update(**plots.by_label(samples, labels))

@@ -13,9 +13,8 @@ from bokeh.models import Range1d
 from bokeh.palettes import Category20
 
 from lab.app.figures import CurvesFigure
-from lab.app.session import REDRAW_ON
 from lab.app.shared import memo
-from lab.app.view import LabView, page_loop_running
+from lab.app.view import ON_SESSION, LabView, page_loop_running
 from lab.app.worker import on_page
 from lab.metrics import RACE_BUDGETS, solver_race
 from lab.solvers import SOLVERS
@@ -63,7 +62,7 @@ class SolverRaceView(LabView):
             legend.glyph_height = legend.label_height = 14
             fig.fig.y_range = Range1d(0.1, 1.0)      # set from the race's numbers when drawn
         self._table = pn.pane.Markdown("", sizing_mode="stretch_width")
-        self.page([pn.Param(self.param, parameters=["n", "seed"], show_name=False),
+        self.page([self.controls("n", "seed"),
                    self._button, self._bar, self._worker.indicator],
                   pn.Column(pn.Row(self.figures["exact"].pane, self.figures["learned"].pane), self._table))
         self.say(f"Every solver at {', '.join(map(str, RACE_BUDGETS))} NFE from the same starting points. "
@@ -71,8 +70,8 @@ class SolverRaceView(LabView):
                  "the network's error adds to it. Where the two lines agree the solver is what limits you "
                  "(take a better one, or more NFE); where the learned line stays above the exact one the "
                  "network does (more NFE will not help). Press *Run the race* (about half a minute).")
-        self.session.param.watch(lambda *e: self._forget(), REDRAW_ON)
 
+    @param.depends(*ON_SESSION, watch=True)
     def _forget(self):
         """A new model or data set: the race shown is of another field."""
         if self.result is not None:

@@ -15,8 +15,10 @@ from typing import Any, Callable, Hashable
 
 from lab.data import dataset_mixture
 from lab.fields import MixtureField
+from lab.pretrained import load_pretrained
+from lab.train import load
 
-__all__ = ["pretrained", "exact_field", "memo", "is_shared", "warm_up", "MEMO_ENTRIES"]
+__all__ = ["pretrained", "checkpoint", "exact_field", "memo", "is_shared", "MEMO_ENTRIES"]
 
 MEMO_ENTRIES = 24      # results kept by ``memo`` (up to 8 MB each: samples, maps, runs)
 
@@ -41,9 +43,13 @@ def _keep(key: Hashable, make: Callable[[], Any]):
 def pretrained(name: str):
     """The shipped model ``name`` (``lab.pretrained.load_pretrained``, on the CPU), loaded once
     a process; None when the lab has none."""
-    from lab.pretrained import load_pretrained
-
     return _keep(("pretrained", name), lambda: load_pretrained(name, device="cpu"))
+
+
+def checkpoint(path):
+    """The model saved at ``path`` (``lab.train.load``, on the CPU), loaded once a process:
+    for shipped checkpoints that are not ``pretrained`` names (the gap page's models)."""
+    return _keep(("checkpoint", str(path)), lambda: load(path, device="cpu"))
 
 
 def exact_field(dataset: str, schedule) -> MixtureField:
@@ -76,36 +82,3 @@ def memo(key: Hashable, compute: Callable[[], Any], fields=()) -> Any:
         while len(_memo) > MEMO_ENTRIES:
             _memo.popitem(last=False)
     return result
-
-
-def warm_up() -> dict[str, float]:
-    """Do before the first page what would otherwise stall the server's event loop while a
-    class waits: import every page's modules, load the default model, and train two steps.
-
-    A served process runs Python one thread at a time: a first import holds every session's
-    page still while it runs. The first training in a process imported PyTorch's compiler
-    stack (the optimiser's lazy import of ``torch._dynamo``), 2.4 s during which 20 users'
-    updates waited in ``benchmarks/load.py`` (profiled with py-spy). ``python -m lab serve``
-    runs this in each server process before it serves (``panel serve --setup``). Returns
-    the seconds each part took.
-    """
-    import importlib
-    import time
-
-    import torch
-
-    from lab.train import TrainConfig, train
-
-    took, start = {}, time.perf_counter()
-    for name in ("solver_view", "train_view", "curl_view", "gap_view", "hallucination_view",
-                 "guidance_view", "race_view"):
-        importlib.import_module(f"lab.app.{name}")
-    took["imports"], start = time.perf_counter() - start, time.perf_counter()
-    from lab.app.session import Session
-
-    pretrained(Session.param.dataset.default)      # the model every page starts with
-    took["model"], start = time.perf_counter() - start, time.perf_counter()
-    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
-    train(x, TrainConfig(steps=2, batch_size=16, hidden=8, depth=1, log_every=1))
-    took["training"] = time.perf_counter() - start
-    return took

@@ -8,9 +8,9 @@ import param
 
 from lab import plots
 from lab.app.figures import FieldFigure, PathsFigure, ScatterFigure
-from lab.app.session import REDRAW_ON
+from lab.app.race_view import SolverRaceView
 from lab.app.shared import memo
-from lab.app.view import LabView
+from lab.app.view import ON_SESSION, LabView
 from lab.app.worker import on_page
 from lab.metrics import sliced_w2, truth_and_floor
 from lab.solvers import SOLVERS, SPACINGS, sample
@@ -54,12 +54,8 @@ class SolverView(LabView):
                         "learned field": FieldFigure("learned score"),
                         "exact field": FieldFigure("exact score")}
         f = self.figures
-        widgets = pn.Param(
-            self.param, parameters=["solver", "steps", "spacing", "eta", "source", "seed"],
-            widgets={"steps": {"type": pn.widgets.IntSlider, "throttled": True},
-                     "eta": {"type": pn.widgets.FloatSlider, "throttled": True},
-                     "source": pn.widgets.RadioButtonGroup},
-            show_name=False)
+        widgets = self.controls("solver", "steps", "spacing", "eta", "source", "seed",
+                                widgets={"source": pn.widgets.RadioButtonGroup})
         self.race = None   # the solver race (lab.app.race_view), built when first asked for
         race_button = pn.widgets.Button(label="Open the solver race: which error dominates?")
         self._race_slot = pn.Column(race_button, sizing_mode="stretch_width")
@@ -69,24 +65,21 @@ class SolverView(LabView):
                             pn.pane.Markdown(f"The learned score beside the exact one at t = {FIELD_T:g}: arrows "
                                              "show the score, colours its curl (zero for a true score)."),
                             pn.Row(f["learned field"].pane, f["exact field"].pane), self._race_slot))
-        self.param.watch(self._on_change, ["solver", "steps", "spacing", "eta", "source", "seed"])
-        self.session.param.watch(lambda *e: self._on_session(), REDRAW_ON)
         self._on_session()
 
     def open_race(self):
         """Show the solver race below the figures (its figures cost every page: only on demand)."""
         if self.race is None:
-            from lab.app.race_view import SolverRaceView
-
             self.race = SolverRaceView(self.session)
             self._race_slot[:] = [self.race]
         return self.race
 
-    def _on_change(self, *events):
-        if all(e.name == "eta" for e in events) and not SOLVERS[self.solver].takes_eta:
-            return  # this solver has its own eta: nothing to re-sample
-        self.update()
+    @param.depends("eta", watch=True)
+    def _on_eta(self):
+        if SOLVERS[self.solver].takes_eta:    # else the solver has its own eta: nothing to re-sample
+            self.update()
 
+    @param.depends(*ON_SESSION, watch=True)
     def _on_session(self):
         self.draw_fields()
         self.update()
@@ -124,6 +117,7 @@ class SolverView(LabView):
             self._truth = (key, truth, floor)
         return self._truth[1], self._truth[2]
 
+    @param.depends("solver", "steps", "spacing", "source", "seed", watch=True)
     def update(self):
         """Re-sample with the current settings and redraw; problems become a message."""
         spec = SOLVERS[self.solver]

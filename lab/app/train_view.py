@@ -19,8 +19,8 @@ from lab import plots
 from lab.app.figures import CurvesFigure, DrawFigure, ScatterFigure
 from lab.app.files import checkpoint_bytes, field_from_upload, points_from_upload
 from lab.app.inputs import number_input
-from lab.app.session import REDRAW_ON, log
-from lab.app.view import LabView, page_loop_running
+from lab.app.session import log
+from lab.app.view import ON_SESSION, LabView, page_loop_running
 from lab.app.worker import on_page
 from lab.data import end_law, points_from_drawing
 from lab.fields import MixtureField
@@ -69,11 +69,12 @@ class TrainView(LabView):
         self._worker = self.worker("train-preview", label="sampling…")
         self._reader = self.worker("upload", label="reading your points…")   # off the page's thread
         self.session.on_close(self._on_session_closed)
-        self._train_button = pn.widgets.Button(label=self._train_label(self.model_kind), color="primary",
+        # the page's buttons (public: what a test presses and reads, as a student would)
+        self.train_button = pn.widgets.Button(label=self._train_label(self.model_kind), color="primary",
                                                width=140)
-        self._stop_button = pn.widgets.Button(label="Stop", color="warning", disabled=True, width=140)
-        self._train_button.on_click(on_page(lambda event: self.start()))
-        self._stop_button.on_click(on_page(lambda event: self.stop()))
+        self.stop_button = pn.widgets.Button(label="Stop", color="warning", disabled=True, width=140)
+        self.train_button.on_click(on_page(lambda event: self.start()))
+        self.stop_button.on_click(on_page(lambda event: self.stop()))
         self._bar = pn.indicators.Progress(value=0, max=100, width=280)
         self.figures = {"loss": CurvesFigure("training loss (press Train)", {"loss": "#1f77b4"},
                                              "step", "loss", width=2 * plots.SIZE - 60, log_y=True),
@@ -101,16 +102,13 @@ class TrainView(LabView):
             number_input(self, "lr", self._show_input_error, step=1e-3, format="0.[00000]"),
             number_input(self, "fp_weight", self._show_input_error, step=0.1), self._input_alert)
         self.page([pn.Param(self.session.param, parameters=["dataset", "schedule"], show_name=False),
-                   knobs, pn.Row(self._train_button, self._stop_button), self._bar],
+                   knobs, pn.Row(self.train_button, self.stop_button), self._bar],
                   pn.Column(self.figures["loss"].pane,
                             pn.Row(self.figures["preview"].pane,
                                    pn.Column(drawing.pane, pn.Row(use, undo, clear)))),
                   after=["**Your own points** (a CSV of two columns x, y):", self._upload,
                          "**Load a checkpoint:**", self._ckpt_in, self._download])
-        self.param.watch(self._on_kind, "model_kind")
-        self.session.param.watch(lambda *e: self._draw_preview(self.session.field("learned")),
-                                 REDRAW_ON)
-        self._draw_preview(self.session.field("learned"))
+        self.redraw_preview()
 
     @property
     def input_error(self) -> str:
@@ -127,8 +125,9 @@ class TrainView(LabView):
     def _train_label(kind: str) -> str:
         return "Use the exact score" if kind == EXACT else "Train"
 
-    def _on_kind(self, event):
-        self._train_button.label = self._train_label(event.new)
+    @param.depends("model_kind", watch=True)
+    def _on_kind(self):
+        self.train_button.label = self._train_label(self.model_kind)
 
     def start(self):
         """Start training (ignored while a run is going); the exact kind takes the exact field."""
@@ -151,7 +150,7 @@ class TrainView(LabView):
         loss.title = ("training loss (denoising score matching"
                       f"{', Fokker-Planck w = %g' % cfg.fp_weight if cfg.fp_weight else ''})")
         self.run = TrainingRun(data, cfg, preview=_preview, preview_every=PREVIEW_EVERY).start()
-        self._train_button.disabled, self._stop_button.disabled = True, False
+        self.train_button.disabled, self.stop_button.disabled = True, False
         self.say(f"starting: {cfg.steps} steps of a {cfg.model}")
         if self._poller is None and page_loop_running():
             self._poller = pn.state.add_periodic_callback(self.poll, period=POLL_MS)
@@ -206,7 +205,7 @@ class TrainView(LabView):
             self._finish(run)
 
     def _finish(self, run: TrainingRun):
-        self._train_button.disabled, self._stop_button.disabled = False, True
+        self.train_button.disabled, self.stop_button.disabled = False, True
         if self._poller is not None:
             self._poller.stop()
             self._poller = None
@@ -232,6 +231,11 @@ class TrainView(LabView):
             s.param.update(dataset=dataset, schedule=schedule)
             self._info.object += f"; back to {dataset} with the {schedule} schedule, which it was trained for"
         s.model = field
+
+    @param.depends(*ON_SESSION, watch=True)
+    def redraw_preview(self):
+        """Draw samples of the session's field (on a session change: a new model or data set)."""
+        self._draw_preview(self.session.field("learned"))
 
     def _draw_preview(self, field):
         """Samples of the session's field over the truth (on the worker: ~0.1 s)."""

@@ -9,11 +9,15 @@ the figures), ``error`` (the problem shown, or ""), ``numbers`` (what the page r
 from __future__ import annotations
 
 import panel as pn
+import param
 
-from lab.app.session import Session
+from lab.app.session import REDRAW_ON, Session
 from lab.app.worker import Worker
 
-__all__ = ["LabView", "error_text", "page_loop_running"]
+__all__ = ["LabView", "ON_SESSION", "error_text", "page_loop_running"]
+
+# the session's changes a view redraws on, as ``param.depends`` names them
+ON_SESSION = tuple(f"session.{name}" for name in REDRAW_ON)
 
 
 def error_text(e: Exception | str) -> str:
@@ -39,21 +43,24 @@ def page_loop_running() -> bool:
 
 
 class LabView(pn.viewable.Viewer):
-    """Base of the lab's pages: ``session`` (one user's data, schedule and model), ``worker``
-    to make background workers, ``say`` / ``show_error`` for the page's text, ``page`` to lay
-    it out."""
+    """Base of the lab's pages: ``session`` (one user's data, schedule and model; a view
+    redraws on its changes by ``@param.depends(*ON_SESSION, watch=True)``), ``worker`` to make
+    background workers, ``controls`` for the view's parameters as widgets, ``say`` /
+    ``show_error`` for the page's text, ``page`` to lay it out (``layout``)."""
+
+    session = param.ClassSelector(class_=Session, constant=True,
+                                  doc="the user's data set, schedule and model, shared by a page's tabs")
 
     title = "score-lab"              # the heading above the controls
     failure = "Could not compute"    # how an error message starts
 
     def __init__(self, session: Session | None = None, **params):
-        super().__init__(**params)
-        self.session = session if session is not None else self.new_session()
+        super().__init__(session=session if session is not None else self.new_session(), **params)
         self.numbers: dict = {}          # what the page reports, as numbers
         self.figures: dict = {}          # name -> figure (lab.app.figures) drawn on the page
         self._info = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._alert = pn.pane.Alert("", alert_type="danger", visible=False)
-        self._layout = None
+        self.layout: pn.FlexBox | None = None     # the page, once ``page`` has laid it out
 
     @staticmethod
     def new_session() -> Session:
@@ -91,15 +98,29 @@ class LabView(pn.viewable.Viewer):
         self._alert.visible = bool(text)
 
     # --- the layout ---------------------------------------------------------------------------
+    def controls(self, *names: str, widgets: dict | None = None) -> pn.Param:
+        """The view's parameters ``names`` as widgets. A bounded number gets a throttled
+        slider: the view recomputes when the slider is released, not at every step of a drag
+        (a served page would queue one sampling run per pixel). ``widgets`` overrides a
+        parameter's widget (Panel's ``pn.Param(widgets=...)``)."""
+        spec = {}
+        for name in names:
+            p = self.param[name]
+            if isinstance(p, param.Number) and p.bounds is not None and None not in p.bounds:
+                slider = pn.widgets.IntSlider if isinstance(p, param.Integer) else pn.widgets.FloatSlider
+                spec[name] = {"type": slider, "throttled": True}
+        spec.update(widgets or {})
+        return pn.Param(self.param, parameters=list(names), widgets=spec, show_name=False)
+
     def page(self, controls: list, figures, width: int = 320, after: list = ()) -> pn.FlexBox:
         """Controls (with this view's message, error and the session's notice below them, then
         ``after``) in a column of ``width`` beside ``figures``; the figures wrap below the
         controls on a narrow screen."""
-        self._layout = pn.FlexBox(
+        self.layout = pn.FlexBox(
             pn.Column(f"### {self.title}", *controls, self._info, self._alert, self.session.notice(), *after,
                       width=width),
             figures)
-        return self._layout
+        return self.layout
 
     def __panel__(self):
-        return self._layout
+        return self.layout
