@@ -24,7 +24,7 @@ returns what it finished):
 - ``pretrain``: the shipped data-set models against their noise floor: exact W2 of 4,000
   samples (DPM-Solver++(2M), 20 NFE; DDPM, 1,000 steps) to 4,000 draws of the law at the
   sampler's end, over the W2 between two such draws; a model above 1.1 is retrained longer
-  (``lab.pretrained.pretrain`` with more steps and a larger batch) until it is not.
+  (``lab.pretrained.recipes.pretrain`` with more steps and a larger batch) until it is not.
 
 What comes back: DIR/report.md (the tables), DIR/results.json, DIR/gpu-results.tar.gz
 (both, the test log, and every model and state the run wrote, to commit).
@@ -266,7 +266,7 @@ def cpu_column(args) -> None:
 
 def grid_cpu_estimate() -> tuple:
     from lab.data import make_dataset
-    from lab.pretrained import GRID_POINTS, grid_config
+    from lab.pretrained.recipes import GRID_POINTS, grid_config
     from lab.train import train
 
     x = make_dataset("gaussian_grid", GRID_POINTS, seed=0)
@@ -327,7 +327,7 @@ def write_speed(res: Results, device: str) -> None:
 def part_grid(res: Results, device: str, scale: Scale, args) -> None:
     """The grid model's paper recipe (100k steps, batch 10k) as far as its budget goes."""
     from lab.data import make_dataset
-    from lab.pretrained import GRID_POINTS, grid_config
+    from lab.pretrained.recipes import GRID_POINTS, grid_config
     from lab.train import train
 
     x = make_dataset("gaussian_grid", GRID_POINTS, seed=0)
@@ -361,7 +361,8 @@ def part_gap(res: Results, device: str, scale: Scale, args) -> None:
     from lab.data import dataset_mixture, make_dataset
     from lab.hallucination import end_law
     from lab.metrics import gap_binned
-    from lab.pretrained import GAP_DATASET, GAP_POINTS, gap_config
+    from lab.pretrained import GAP_DATASET
+    from lab.pretrained.recipes import GAP_POINTS, gap_config
     from lab.train import read_state, save, train
 
     points = make_dataset(GAP_DATASET, GAP_POINTS if scale is FULL else 20_000, seed=0)
@@ -416,7 +417,8 @@ def part_pretrain(res: Results, device: str, scale: Scale, args) -> None:
     from lab.data import DATASETS, dataset_mixture
     from lab.fields import MixtureField
     from lab.metrics import truth_and_floor, w2
-    from lab.pretrained import load_pretrained, pretrain
+    from lab.pretrained import load_pretrained
+    from lab.pretrained.recipes import pretrain
     from lab.solvers import sample
     from lab.train import load
 
@@ -478,7 +480,7 @@ def part_pretrain(res: Results, device: str, scale: Scale, args) -> None:
     res.table(["data set", "shipped (DPM++ 20 NFE / DDPM 1000)", "retrained (steps x batch: both)",
                "best", "at the floor"], rows)
     res.say("A retrained model that beats the shipped one is in work/models/<data set>.pt (made by "
-            "`lab.pretrained.pretrain` with the recipe named); commit it to lab/pretrained/.\n")
+            "`lab.pretrained.recipes.pretrain` with the recipe named); commit it to lab/pretrained/.\n")
 
 
 def best_shipped(res: Results, d: str) -> tuple:

@@ -35,7 +35,8 @@ from lab.fields import MixtureField
 from lab.hallucination import (LABEL_STDS, PAPER_DETECTION, PAPER_EXTRAS, PAPER_RETENTION, end_law,
                                kept_share, operating_floor, operating_points, recursive_training,
                                score_samples, support_labels)
-from lab.pretrained import GRID_SCHEDULE, STATE_DIR, UNDERTRAINED, load_pretrained
+from lab.pretrained import GRID_SCHEDULE, UNDERTRAINED, load_pretrained
+from lab.pretrained.recipes import STATE_DIR
 from lab.schedules import get_schedule
 from lab.train import TrainConfig, load
 

@@ -105,7 +105,7 @@ def _sample(args) -> int:
 
 
 def _pretrain(args) -> int:
-    from lab.pretrained import pretrain, pretrain_gap
+    from lab.pretrained.recipes import pretrain, pretrain_gap
 
     if args.gap:
         from lab.pretrained import GAP_NETWORKS
@@ -197,9 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue each run from its saved state (written every few minutes)")
     pt.add_argument("--state-dir", default=None, help="resumable states and snapshots (default: runs/pretrain)")
     pt.add_argument("--recipe", default=None, choices=["paper", "fast"],
-                    help="the grid model's training recipe (default: the shipped one; see lab.pretrained)")
+                    help="the grid model's training recipe (default: the shipped one; see lab.pretrained.recipes)")
     pt.add_argument("--gap", action="store_true",
-                    help="only the ODE-SDE gap models (lab.pretrained.pretrain_gap); a data set given "
+                    help="only the ODE-SDE gap models (lab.pretrained.recipes.pretrain_gap); a data set given "
                          "is theirs (default: gap_circles)")
     pt.add_argument("--network", action="append", choices=["paper", "lab"],
                     help="with --gap: the network(s) to train (default: both)")

@@ -1,5 +1,6 @@
 """The lab's solvers beside diffusers' schedulers, from the same starting points, on the exact
-5x5 grid (Aithal et al.'s mixture) at 10 NFE. Optional: ``pip install -e .[compare]``."""
+5x5 grid (Aithal et al.'s mixture) at 10 NFE. diffusers is in the test extra (``pip install
+-e .[test]``), so CI runs them; skipped where it is missing."""
 import pytest
 import torch
 
