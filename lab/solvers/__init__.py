@@ -41,9 +41,12 @@ from lab.solvers.v3 import EMS, dpm_v3, empirical_model_statistics
 
 __all__ = ["Trajectory", "Solver", "SOLVERS", "SPACINGS", "sample", "time_grid",
            "NonFiniteError", "MAX_STEPS", "convergence_order", "dc_ratios", "empirical_model_statistics",
-           "EMS", "TS_WINDOW", "TS_CUTOFF", "Run", "first_order_step", "shifted_time"]
+           "EMS", "TS_WINDOW", "TS_CUTOFF", "Run", "first_order_step", "shifted_time", "FLOW_SOLVERS",
+           "FLOW_SPACINGS"]
 
 MAX_STEPS = 10_000        # more steps than this are refused
+FLOW_SOLVERS = ("ode_euler", "ode_heun", "ode_rk4", "ode_adaptive")   # what a flow (lab.interpolants) takes
+FLOW_SPACINGS = ("time_uniform", "time_quadratic", "refined_end")
 
 
 @dataclass
@@ -102,7 +105,7 @@ SOLVERS: dict[str, Solver] = {
 
 @torch.no_grad()
 def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
-           solver: str = "dpm++2m", steps: int = 20, spacing: str = "logsnr",
+           solver: str = "dpm++2m", steps: int = 20, spacing: str | None = None,
            eta: float | None = None, seed: int | None = None,
            callback: Callable[[dict], None] | None = None, keep_last: int | None = None,
            **options) -> Trajectory:
@@ -114,7 +117,8 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
             (n, 2), the starting points at t_max (its dtype and device are kept).
         solver: a name in ``SOLVERS``; ``steps``: time steps (1..MAX_STEPS), so the NFE is
             steps x the solver's evaluations per step (``Trajectory.nfe`` says exactly).
-        spacing: a name in ``SPACINGS`` (time grid from t_max to t_min).
+        spacing: a name in ``SPACINGS`` (time grid from t_max to t_min); None: "logsnr", or
+            "time_uniform" for a flow (``lab.interpolants``: t = 1 - tau, no noise level).
         eta: the ODE-SDE knob (module doc); None takes the solver's own default (1 for
             euler_maruyama, ddpm, dpm++2m_sde, pc; 0 for the rest). Solvers of the ODE only
             refuse eta != 0.
@@ -149,6 +153,15 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
             "is the ancestral sampler (eta = 1)"
         raise ValueError(f"solver {solver!r} {kind}; for another eta use euler_maruyama, "
                          "ddim, dpm++2m_sde or pc")
+    flow = bool(getattr(field, "is_flow", False))
+    if spacing is None:
+        spacing = "time_uniform" if flow else "logsnr"
+    if flow and solver not in FLOW_SOLVERS:
+        raise ValueError(f"solver {solver!r} needs a diffusion (a Gaussian prior and x_t = alpha x0 + sigma eps); "
+                         f"a flow has neither, only a velocity: use one of {', '.join(FLOW_SOLVERS)}")
+    if flow and spacing not in FLOW_SPACINGS:
+        raise ValueError(f"spacing {spacing!r} is a grid in the noise level, which a flow does not have: "
+                         f"use one of {', '.join(FLOW_SPACINGS)}")
     if seed is not None:
         seed = _check.seed(seed)
     device = field.device
@@ -173,7 +186,8 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
         keep_last = _check.integer(keep_last, "keep_last", 1, MAX_STEPS)
     ts = time_grid(field.schedule, steps, spacing)
     run = Run(field, ts, eta, gen, callback, solver, keep_last)
-    run.check_grid()
+    if not flow:
+        run.check_grid()
     run.xs.append(x_T)
     try:
         x = spec.fn(run, x_T, **options)

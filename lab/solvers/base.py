@@ -36,6 +36,7 @@ class Run:
         self.x0s = collections.deque(maxlen=keep_last)
         self.step = 0
         self._coefs = {}
+        self.is_flow = bool(getattr(field, "is_flow", False))   # a flow (lab.interpolants): no alpha, sigma
 
     def coef(self, t):
         """alpha, sigma, lambda at scalar time t, as Python floats (float64 arithmetic);
@@ -66,6 +67,15 @@ class Run:
         out = self.field.eps(x, float(t))
         if not _check.all_finite(out):
             raise NonFiniteError(f"the field returned non-finite values at t={float(t):.4g} "
+                                 f"(step {self.step + 1} of solver {self.solver!r})")
+        return out
+
+    def velocity(self, x, t) -> Tensor:
+        """A flow's velocity dx/dt at (x, t), counted and checked as ``eps`` is."""
+        self.nfe += 1
+        out = self.field.velocity(x, float(t))
+        if not _check.all_finite(out):
+            raise NonFiniteError(f"the flow's velocity is not finite at t={float(t):.4g} "
                                  f"(step {self.step + 1} of solver {self.solver!r})")
         return out
 

@@ -95,7 +95,12 @@ def _ode_stepper(tableau: str):
 
 
 def _velocity(run: Run, x, t):
-    """PF-ODE drift f x + g^2/(2 sigma) eps, and the x0 prediction at (x, t)."""
+    """PF-ODE drift f x + g^2/(2 sigma) eps, and the x0 prediction at (x, t). A flow's drift is
+    its own velocity (``lab.interpolants``), and its x0 prediction the one Euler step to the
+    end, x - t v (for the linear interpolant without noise, exactly E[x1 | x_t])."""
+    if run.is_flow:
+        v = run.velocity(x, t)
+        return v, x - float(t) * v
     e = run.eps(x, t)
     a, sg, _ = run.coef(t)
     return (float(run.schedule.f(t)) * x - float(run.schedule.g2(t)) / 2 * eps_to_score(e, sg),

@@ -1,0 +1,432 @@
+"""Stochastic interpolants (Albergo, Boffi & Vanden-Eijnden 2023, "Stochastic Interpolants: A
+Unifying Framework for Flows and Diffusions"): any two laws bridged by
+
+    x_tau = alpha(tau) x0 + beta(tau) x1 + gamma(tau) z,     z ~ N(0, I),
+
+with alpha(0) = beta(1) = 1, alpha(1) = beta(0) = 0, gamma(0) = gamma(1) = 0. Its velocity
+b(tau, x) = E[alpha' x0 + beta' x1 + gamma' z | x_tau = x] carries the source's law rho_0 to
+the target's rho_1 (d rho/d tau + div(rho b) = 0), and its score s = -E[z | x_tau = x] / gamma.
+
+Between two Gaussian mixtures under independent coupling every one of these is exact: a pair
+of components (i, j) makes (x0, x1, z, x_tau) jointly Gaussian, so x_tau is a mixture of
+K0 K1 Gaussians N(alpha m_i + beta n_j, alpha^2 A_i + beta^2 B_j + gamma^2 I) and each
+conditional mean is a posterior-weighted linear regression (``InterpolantField``).
+
+Conventions (said once, here):
+
+- **Time.** An interpolant runs tau from the source (0) to the target (1). The lab's
+  samplers run t from the prior (t_max) down to the data (t_min). A flow meets them by
+  t = 1 - tau: an ``InterpolantField``'s ScoreField methods (``velocity``, ``score``,
+  ``x0``) take the lab's t, its own methods (``b``, ``s``, the conditional means) take tau.
+  So ``velocity(x, t) = -b(x, 1 - t)`` (dx/dt = -dx/dtau) and ``sample(field, solver=
+  "ode_rk4")`` starts from the source at t = 1 and ends on the target at t = 0.
+- **Names.** The interpolant's x0 is its *source* and x1 its *target*; ``ScoreField.x0``
+  is the data denoiser, which for a flow is the target's conditional mean. The three
+  conditional means are named ``source_mean``, ``target_mean`` and ``noise_mean``.
+- **Solvers.** A flow has no Gaussian prior and no x_t = alpha x0 + sigma eps form: only the
+  ODE solvers (``ode_euler``, ``ode_heun``, ``ode_rk4``, ``ode_adaptive``, on a
+  ``time_uniform`` or ``time_quadratic`` grid) apply; ``sample`` refuses the others with an
+  error that says why.
+- **gamma.** sqrt(tau (1 - tau)) has an infinite derivative at both ends, so the velocity is
+  written with gamma gamma' (finite): the grid's end points give no NaN.
+- **Cost.** The exact field of K0 and K1 components has K0 K1; at 8 x 200 = 1,600 pairs an
+  RK4 run of 4,000 points and 100 steps evaluates 2.6e9 pair terms (seconds on a CPU), so
+  points given as an end are reduced to a KDE of at most ``MAX_POINT_COMPONENTS``
+  components.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from lab import _check
+from lab.data import DATASETS, GaussianMixture, dataset_mixture
+from lab.fields import broadcast_t
+
+__all__ = ["Interpolant", "INTERPOLANTS", "GAMMAS", "get_interpolant", "InterpolantField", "FlowTime",
+           "as_mixture", "MAX_POINT_COMPONENTS", "MAX_PAIRS"]
+
+MAX_POINT_COMPONENTS = 200   # components of the KDE made of points given as an end
+MAX_PAIRS = 40_000           # K0 K1 above this is refused (memory and time of the exact field)
+_CHUNK_ENTRIES = 2_000_000   # points x pairs evaluated at once
+_CHUNK_ENTRIES_FAST = 131_072   # the isotropic path's: its (points, pairs) arrays stay in cache
+
+
+@dataclass(frozen=True)
+class Interpolant:
+    """alpha, beta, gamma of tau (tensors in, tensors out) with their derivatives (flow_matching's
+    scheduler shape). ``gamma_dgamma`` is gamma gamma', finite where gamma' is not."""
+
+    name: str
+    alpha: Callable[[Tensor], Tensor]
+    beta: Callable[[Tensor], Tensor]
+    gamma: Callable[[Tensor], Tensor]
+    d_alpha: Callable[[Tensor], Tensor]
+    d_beta: Callable[[Tensor], Tensor]
+    gamma_dgamma: Callable[[Tensor], Tensor]
+    gaussian_source: bool = False      # one-sided: the source must be N(0, I)
+
+    def check(self) -> "Interpolant":
+        """Refuse an interpolant whose ends are not alpha(0) = beta(1) = 1, alpha(1) = beta(0) =
+        gamma(0) = gamma(1) = 0, or whose coefficients are not finite inside."""
+        ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        a, b, g = self.alpha(ends), self.beta(ends), self.gamma(ends)
+        want = {"alpha(0)": (a[0], 1.0), "alpha(1)": (a[1], 0.0), "beta(0)": (b[0], 0.0),
+                "beta(1)": (b[1], 1.0), "gamma(0)": (g[0], 0.0), "gamma(1)": (g[1], 0.0)}
+        for name, (got, value) in want.items():
+            if not abs(float(got) - value) < 1e-9:
+                raise ValueError(f"interpolant {self.name!r}: {name} = {float(got):.6g}, an interpolant "
+                                 f"needs {value:g} (x_0 the source at tau = 0, x_1 the target at tau = 1)")
+        inside = torch.linspace(0, 1, 101, dtype=torch.float64)
+        for fn in (self.alpha, self.beta, self.gamma, self.d_alpha, self.d_beta, self.gamma_dgamma):
+            if not torch.isfinite(fn(inside)).all():
+                raise ValueError(f"interpolant {self.name!r}: a coefficient is not finite on [0, 1]")
+        return self
+
+
+# --- gamma: the latent noise's size --------------------------------------------------------------
+def _gamma_zero():
+    zero = torch.zeros_like
+    return zero, zero
+
+
+def _gamma_scaled(a: float):
+    """gamma = sqrt(a tau (1 - tau)); gamma gamma' = a (1 - 2 tau) / 2."""
+    return (lambda t: torch.sqrt((a * t * (1 - t)).clamp_min(0)), lambda t: a * (1 - 2 * t) / 2)
+
+
+def _gamma_sin2():
+    """gamma = sin^2(pi tau); gamma gamma' = 2 pi sin^3(pi tau) cos(pi tau)."""
+    return (lambda t: torch.sin(math.pi * t) ** 2,
+            lambda t: 2 * math.pi * torch.sin(math.pi * t) ** 3 * torch.cos(math.pi * t))
+
+
+GAMMAS = {"zero": lambda a: _gamma_zero(), "brownian_bridge": lambda a: _gamma_scaled(1.0),
+          "scaled": _gamma_scaled, "sin2": lambda a: _gamma_sin2()}
+
+
+def _family(name: str, gamma: str, a: float) -> Interpolant:
+    g, ggd = GAMMAS[gamma](a)
+    half_pi = math.pi / 2
+    if name == "linear":           # rectified flow / CondOT (Liu et al. 2023; Lipman et al. 2023)
+        return Interpolant(name, lambda t: 1 - t, lambda t: t, g, lambda t: -torch.ones_like(t),
+                           torch.ones_like, ggd)
+    if name in ("gvp", "one_sided"):   # alpha^2 + beta^2 = 1 (SiT's GVP; one-sided: VP's path)
+        return Interpolant(name, lambda t: torch.cos(half_pi * t), lambda t: torch.sin(half_pi * t), g,
+                           lambda t: -half_pi * torch.sin(half_pi * t), lambda t: half_pi * torch.cos(half_pi * t),
+                           ggd, gaussian_source=name == "one_sided")
+    if name == "trig":             # Albergo et al.'s trig: alpha^2 + beta^2 + gamma^2 = 1
+        def c(t):
+            return torch.sqrt((1 - g(t) ** 2).clamp_min(0))
+
+        def dc(t):                 # (sqrt(1 - gamma^2))' = -gamma gamma' / sqrt(1 - gamma^2)
+            return -ggd(t) / c(t)
+        return Interpolant(name, lambda t: c(t) * torch.cos(half_pi * t), lambda t: c(t) * torch.sin(half_pi * t), g,
+                           lambda t: dc(t) * torch.cos(half_pi * t) - c(t) * half_pi * torch.sin(half_pi * t),
+                           lambda t: dc(t) * torch.sin(half_pi * t) + c(t) * half_pi * torch.cos(half_pi * t), ggd)
+    if name == "encoding_decoding":   # Albergo et al.: through pure noise at tau = 1/2
+        def cos2(t):
+            return torch.cos(math.pi * t) ** 2
+
+        def dcos2(t):
+            return -math.pi * torch.sin(2 * math.pi * t)
+        return Interpolant(name, lambda t: torch.where(t < 0.5, cos2(t), torch.zeros_like(t)),
+                           lambda t: torch.where(t > 0.5, cos2(t), torch.zeros_like(t)), g,
+                           lambda t: torch.where(t < 0.5, dcos2(t), torch.zeros_like(t)),
+                           lambda t: torch.where(t > 0.5, dcos2(t), torch.zeros_like(t)), ggd)
+    raise AssertionError(name)
+
+
+INTERPOLANTS = ("linear", "trig", "gvp", "encoding_decoding", "one_sided")
+_DEFAULT_GAMMA = {"linear": "zero", "trig": "brownian_bridge", "gvp": "zero", "encoding_decoding": "sin2",
+                  "one_sided": "zero"}
+
+
+def get_interpolant(name: str | Interpolant, gamma: str | None = None, a: float = 1.0) -> Interpolant:
+    """The interpolant ``name`` (one of INTERPOLANTS) with latent noise ``gamma`` (one of GAMMAS:
+    "zero", "brownian_bridge" sqrt(tau (1 - tau)), "scaled" sqrt(a tau (1 - tau)), "sin2"
+    sin^2(pi tau); default: the family's own, the encoding-decoding one needs "sin2" to pass
+    through noise). An ``Interpolant`` is checked and returned."""
+    if isinstance(name, Interpolant):
+        return name.check()
+    if name not in INTERPOLANTS:
+        raise ValueError(f"unknown interpolant {name!r}; choose one of {', '.join(INTERPOLANTS)}")
+    gamma = _DEFAULT_GAMMA[name] if gamma is None else gamma
+    if gamma not in GAMMAS:
+        raise ValueError(f"unknown gamma {gamma!r}; choose one of {', '.join(GAMMAS)}")
+    a = _check.real(a, "a (the scaled gamma's factor)", 0.0, 100.0, low_open=True)
+    if name == "encoding_decoding" and gamma != "sin2":
+        raise ValueError("the encoding-decoding interpolant passes through pure noise at tau = 1/2: "
+                         "it needs gamma = 'sin2'")
+    if name == "one_sided" and gamma != "zero":
+        raise ValueError("a one-sided interpolant's noise is its Gaussian source: gamma must be 'zero'")
+    if name == "trig" and gamma == "scaled" and a > 4:
+        raise ValueError("the trig interpolant needs gamma <= 1 (alpha^2 + beta^2 + gamma^2 = 1): a <= 4")
+    return _family(name, gamma, a).check()
+
+
+# --- the ends --------------------------------------------------------------------------------------
+def as_mixture(end, name: str = "end") -> GaussianMixture:
+    """An end of an interpolant as a GaussianMixture: a mixture as is, a data set's name
+    (``lab.data.DATASETS``: its exact mixture), "gaussian" (N(0, I)), or points (n, 2),
+    reduced to a Gaussian KDE of at most MAX_POINT_COMPONENTS components."""
+    if isinstance(end, GaussianMixture):
+        return end
+    if isinstance(end, str):
+        if end == "gaussian":
+            return GaussianMixture(torch.zeros(1, 2, dtype=torch.float64), 1.0)
+        if end not in DATASETS:
+            raise ValueError(f"unknown {name} {end!r}: a data set ({', '.join(DATASETS)}), 'gaussian', "
+                             "a GaussianMixture or points (n, 2)")
+        return dataset_mixture(end)
+    return GaussianMixture.kde(end, max_components=MAX_POINT_COMPONENTS)
+
+
+def _is_standard_gaussian(m: GaussianMixture) -> bool:
+    return (m.n_components == 1 and float(m.means.abs().max()) == 0.0
+            and bool(torch.allclose(m.covs[0], torch.eye(2, dtype=m.covs.dtype))))
+
+
+class FlowTime:
+    """The clock a flow gives the lab's samplers: t = 1 - tau on [t_min, t_max] = [0, 1]; its
+    "prior" at t = 1 is the interpolant's source. Not a noise schedule: it has no alpha,
+    sigma or lambda (``sample`` uses only ``time_uniform`` and ``time_quadratic`` grids)."""
+
+    name = "flow"
+    t_min = 0.0
+    t_max = 1.0
+    is_flow = True
+
+    def __init__(self, source: GaussianMixture):
+        self.source = source
+
+    def check_t(self, t, name: str = "t"):
+        """``t`` unchanged when it lies in [0, 1]; else a ValueError naming ``name``."""
+        tt = torch.as_tensor(t, dtype=torch.float64) if not isinstance(t, Tensor) else t
+        if tt.device.type == "cpu" and tt.numel() and not (float(tt.min()) >= 0.0 and float(tt.max()) <= 1.0):
+            raise ValueError(f"{name} must lie in [0, 1] (t = 1 - tau of the flow), got {tt.min():g}..{tt.max():g}")
+        return t
+
+    def prior_sample(self, n: int, generator: torch.Generator | None = None, device=None,
+                     dtype=torch.float32) -> Tensor:
+        """``n`` draws of the source (the flow's start, t = 1)."""
+        return self.source.sample(n, generator=generator).to(dtype=dtype, device=device)
+
+    def config(self) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        return "FlowTime()"
+
+
+class InterpolantField:
+    """The exact fields of the interpolant between ``source`` and ``target`` (each a
+    GaussianMixture, a data set's name, "gaussian", or points; ``as_mixture``) under
+    independent coupling: the velocity ``b``, the score ``s`` and the three conditional means,
+    in the interpolant's time tau; and the lab's ScoreField methods in t = 1 - tau (module doc)
+    so that ``sample(field, solver="ode_rk4")`` carries the source to the target.
+
+    For pair (i, j) of components, x_tau ~ N(mu_ij, S_ij) with mu_ij = alpha m_i + beta n_j and
+    S_ij = alpha^2 A_i + beta^2 B_j + gamma^2 I; with r_ij(x) the pair's posterior weight and
+    d_ij = S_ij^-1 (x - mu_ij):
+
+        E[x0 | x] = sum r_ij (m_i + alpha A_i d_ij),   E[x1 | x] = sum r_ij (n_j + beta B_j d_ij),
+        E[z | x] = gamma sum r_ij d_ij,   s(x) = -sum r_ij d_ij,
+        b = alpha' E[x0 | x] + beta' E[x1 | x] + gamma gamma' sum r_ij d_ij.
+    """
+
+    def __init__(self, source="gaussian", target="two_moons", interpolant: str | Interpolant = "linear"):
+        self.interpolant = get_interpolant(interpolant)
+        self.source, self.target = as_mixture(source, "source"), as_mixture(target, "target")
+        if self.interpolant.gaussian_source and not _is_standard_gaussian(self.source):
+            raise ValueError(f"the {self.interpolant.name} interpolant's source must be N(0, I) ('gaussian')")
+        pairs = self.source.n_components * self.target.n_components
+        if pairs > MAX_PAIRS:
+            raise ValueError(f"{self.source.n_components} x {self.target.n_components} = {pairs:,} component pairs: "
+                             f"the exact field holds at most {MAX_PAIRS:,} (give fewer points, or a smaller mixture)")
+        self.schedule = FlowTime(self.source)
+        k0, k1 = self.source.n_components, self.target.n_components
+        self._i = torch.arange(k0).repeat_interleave(k1)       # pair -> source component
+        self._j = torch.arange(k1).repeat(k0)                  # pair -> target component
+        self._log_w = (self.source.weights[self._i] * self.target.weights[self._j]).log()
+        self._cast = {}
+        self._isotropic = all(bool((c[:, 0, 1] == 0).all() and (c[:, 1, 0] == 0).all()
+                                   and (c[:, 0, 0] == c[:, 1, 1]).all())
+                              for c in (self.source.covs, self.target.covs))
+
+    device = None                 # exact: computes wherever its input is
+    dtype = torch.float64
+    is_flow = True
+
+    def as_input(self, x) -> Tensor:
+        return torch.as_tensor(x, dtype=self.dtype)
+
+    @property
+    def pairs(self) -> int:
+        """Components of x_tau's mixture: K0 K1."""
+        return int(self._i.numel())
+
+    # --- the pair mixture -----------------------------------------------------------------------
+    def _params(self, like: Tensor):
+        key = (like.dtype, like.device)
+        if key not in self._cast:
+            cast = lambda v: v.to(dtype=like.dtype, device=like.device)   # noqa: E731
+            self._cast[key] = (cast(self.source.means[self._i]), cast(self.source.covs[self._i]),
+                               cast(self.target.means[self._j]), cast(self.target.covs[self._j]),
+                               cast(self._log_w))
+        return self._cast[key]
+
+    def _coefficients(self, tau, x: Tensor):
+        I = self.interpolant
+        tt = broadcast_t(tau, x)
+        if tt.ndim == 0:
+            tt = tt.reshape(1, 1)
+        return tuple(fn(tt) for fn in (I.alpha, I.beta, I.gamma, I.d_alpha, I.d_beta, I.gamma_dgamma))
+
+    def _moments(self, x: Tensor, tau, want: tuple[str, ...]) -> dict:
+        """The posterior-weighted sums the fields need, chunked over points: 'd' (sum r d),
+        'source', 'target' (the conditional means), 'log_prob'."""
+        x = self._checked(x)
+        coefs = self._coefficients(tau, x)
+        if self._isotropic and coefs[0].shape[0] == 1:
+            return self._moments_isotropic(x, coefs, want)
+        m0, A, m1, B, log_w = self._params(x)
+        n, k = x.shape[0], self.pairs
+        step = max(1, _CHUNK_ENTRIES // k)
+        parts = {w: [] for w in want}
+        for lo in range(0, max(n, 1), step):
+            rows = slice(lo, lo + step)
+            xc = x[rows]
+            a, b, g = (c if c.shape[0] == 1 else c[rows] for c in coefs[:3])
+            a3, b3, g3 = (v.reshape(-1, 1, 1, 1) for v in (a, b, g))     # (n|1, 1, 1, 1)
+            eye = torch.eye(2, dtype=x.dtype, device=x.device)
+            S = a3**2 * A + b3**2 * B + g3**2 * eye                          # (n|1, K, 2, 2)
+            mu = a.reshape(-1, 1, 1) * m0 + b.reshape(-1, 1, 1) * m1         # (n|1, K, 2)
+            diff = xc[:, None, :] - mu                                        # (nc, K, 2)
+            det = S[..., 0, 0] * S[..., 1, 1] - S[..., 0, 1] * S[..., 1, 0]
+            inv = torch.stack([torch.stack([S[..., 1, 1], -S[..., 0, 1]], -1),
+                               torch.stack([-S[..., 1, 0], S[..., 0, 0]], -1)], -2) / det[..., None, None]
+            d = torch.einsum("nkij,nkj->nki", inv.expand(diff.shape[0], -1, -1, -1), diff)
+            logp = log_w - 0.5 * (diff * d).sum(-1) - 0.5 * torch.log(det) - math.log(2 * math.pi)
+            r = torch.softmax(logp, dim=1)                                    # (nc, K)
+            if "log_prob" in parts:
+                parts["log_prob"].append(logp.logsumexp(1))
+            if "d" in parts:
+                parts["d"].append(torch.einsum("nk,nki->ni", r, d))
+            if "source" in parts:
+                ad = torch.einsum("kij,nkj->nki", A[0] if A.dim() == 4 else A, d) * a.reshape(-1, 1, 1)
+                parts["source"].append(torch.einsum("nk,nki->ni", r, m0 + ad))
+            if "target" in parts:
+                bd = torch.einsum("kij,nkj->nki", B[0] if B.dim() == 4 else B, d) * b.reshape(-1, 1, 1)
+                parts["target"].append(torch.einsum("nk,nki->ni", r, m1 + bd))
+        out = {w: torch.cat(v) for w, v in parts.items()}
+        out["coefs"] = coefs
+        return out
+
+    def _moments_isotropic(self, x: Tensor, coefs, want: tuple[str, ...]) -> dict:
+        """``_moments`` where every component is isotropic (the lab's data sets, KDEs, the
+        Gaussian) and tau is one time: S_ij = v_ij I with v_ij = alpha^2 a_i^2 + beta^2 b_j^2 +
+        gamma^2, so each sum over pairs is a weighted sum of x - mu_ij, taken as x sum w -
+        sum w mu (matrix products: a few operations a pair instead of a 2 x 2 solve)."""
+        m0, A, m1, B, log_w = self._params(x)
+        a, b, g = (float(c.reshape(-1)[0]) for c in coefs[:3])
+        var0, var1 = A[:, 0, 0], B[:, 0, 0]
+        v = a * a * var0 + b * b * var1 + g * g                 # (K,)
+        mu = a * m0 + b * m1                                    # (K, 2)
+        mu2 = (mu * mu).sum(1)
+        const = log_w - torch.log(v) - math.log(2 * math.pi)
+        # sum_k r_k c_k (x - mu_k) = x (r @ c) - r @ (c mu), for the pair weights c of the sums:
+        # d (1/v), source (alpha a_i^2 / v), target (beta b_j^2 / v). One product r @ P gives them
+        # all, with the components' means: P = [m0, m1, c mu (3 x 2), c (3)], (K, 13)
+        scale = torch.stack([1 / v, a * var0 / v, b * var1 / v], 1)                  # (K, 3)
+        P = torch.cat([m0, m1, (scale[:, :, None] * mu[:, None, :]).reshape(-1, 6), scale], 1)
+        mu_t2 = -2 * mu.T
+        n, k = x.shape[0], self.pairs
+        step = max(1, _CHUNK_ENTRIES_FAST // k)
+        parts = {w: [] for w in want}
+        for lo in range(0, max(n, 1), step):
+            xc = x[lo:lo + step]
+            q = torch.addmm(mu2, xc, mu_t2).add_((xc * xc).sum(1, keepdim=True)).div_(v)   # |x - mu|^2 / v
+            logp = q.mul_(-0.5).add_(const)
+            if "log_prob" in parts:
+                parts["log_prob"].append(logp.logsumexp(1))
+            rp = torch.softmax(logp, dim=1) @ P                                        # (nc, 13)
+            sums = xc[:, None, :] * rp[:, 10:, None] - rp[:, 4:10].reshape(-1, 3, 2)    # (nc, 3, 2)
+            if "d" in parts:
+                parts["d"].append(sums[:, 0])
+            if "source" in parts:
+                parts["source"].append(rp[:, 0:2] + sums[:, 1])
+            if "target" in parts:
+                parts["target"].append(rp[:, 2:4] + sums[:, 2])
+        out = {w: torch.cat(v) for w, v in parts.items()}
+        out["coefs"] = coefs
+        return out
+
+    def _checked(self, x: Tensor) -> Tensor:
+        broadcast_t(0.0, x)            # refuses what is not points (n, 2)
+        if not _check.all_finite(x):
+            raise ValueError("x holds NaN or infinite values")
+        return x
+
+    @staticmethod
+    def _check_tau(tau):
+        tt = torch.as_tensor(tau, dtype=torch.float64) if not isinstance(tau, Tensor) else tau.detach()
+        if tt.device.type == "cpu" and tt.numel() and not (float(tt.min()) >= 0.0 and float(tt.max()) <= 1.0):
+            raise ValueError(f"tau must lie in [0, 1] (0: the source, 1: the target), got {_check.show(tau)}")
+        return tau
+
+    # --- in the interpolant's time tau ----------------------------------------------------------------
+    def b(self, x: Tensor, tau) -> Tensor:
+        """The velocity b(tau, x) = E[alpha' x0 + beta' x1 + gamma' z | x_tau = x], (n, 2)."""
+        out = self._moments(x, self._check_tau(tau), ("d", "source", "target"))
+        _, _, _, da, db, ggd = out["coefs"]
+        return da * out["source"] + db * out["target"] + ggd * out["d"]
+
+    def s(self, x: Tensor, tau) -> Tensor:
+        """The score grad log rho_tau(x), (n, 2)."""
+        return -self._moments(x, self._check_tau(tau), ("d",))["d"]
+
+    def source_mean(self, x: Tensor, tau) -> Tensor:
+        """E[x0 | x_tau = x]: where the source point of x most likely was."""
+        return self._moments(x, self._check_tau(tau), ("source",))["source"]
+
+    def target_mean(self, x: Tensor, tau) -> Tensor:
+        """E[x1 | x_tau = x]: the target's denoiser."""
+        return self._moments(x, self._check_tau(tau), ("target",))["target"]
+
+    def noise_mean(self, x: Tensor, tau) -> Tensor:
+        """E[z | x_tau = x] (the paper's eta_z), zero where gamma is."""
+        out = self._moments(x, self._check_tau(tau), ("d",))
+        return out["coefs"][2] * out["d"]
+
+    def log_prob(self, x: Tensor, tau) -> Tensor:
+        """log rho_tau(x), (n,)."""
+        return self._moments(x, self._check_tau(tau), ("log_prob",))["log_prob"]
+
+    # --- the lab's ScoreField methods, in t = 1 - tau --------------------------------------------------
+    def _tau(self, t):
+        self.schedule.check_t(t)
+        return 1 - t
+
+    def velocity(self, x: Tensor, t) -> Tensor:
+        """dx/dt in the lab's time: -b(x, 1 - t)."""
+        return -self.b(x, self._tau(t))
+
+    def score(self, x: Tensor, t) -> Tensor:
+        return self.s(x, self._tau(t))
+
+    def x0(self, x: Tensor, t) -> Tensor:
+        """The data denoiser of the lab's fields: for a flow, the target's conditional mean."""
+        return self.target_mean(x, self._tau(t))
+
+    def eps(self, x: Tensor, t) -> Tensor:
+        raise ValueError("a flow has no x_t = alpha x0 + sigma eps form, so no noise prediction eps: "
+                         "use its velocity (the ODE solvers) or its score")
+
+    def __repr__(self) -> str:
+        return (f"InterpolantField({self.source.n_components} -> {self.target.n_components} components, "
+                f"{self.interpolant.name})")

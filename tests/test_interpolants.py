@@ -1,0 +1,199 @@
+"""Stochastic interpolants (lab.interpolants) held to what must be true of them: their ends,
+closed forms between Gaussians, Monte Carlo draws of (x0, x1, z), the transport equation, the
+VP schedule after a change of time, and the lab's ODE solvers carrying the source to the target."""
+import math
+
+import pytest
+import torch
+
+from lab.data import GaussianMixture, dataset_mixture
+from lab.fields import MixtureField
+from lab.interpolants import INTERPOLANTS, Interpolant, InterpolantField, get_interpolant
+from lab.metrics import w2
+from lab.schedules import get_schedule
+from lab.solvers import FLOW_SOLVERS, sample
+
+FAMILIES = [("linear", "zero"), ("linear", "brownian_bridge"), ("trig", "brownian_bridge"), ("gvp", "zero"),
+            ("gvp", "sin2"), ("encoding_decoding", "sin2"), ("linear", "scaled")]
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name", INTERPOLANTS)
+def test_every_family_has_the_ends_of_an_interpolant(name):
+    I = get_interpolant(name)
+    ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    assert I.alpha(ends).tolist() == pytest.approx([1, 0], abs=1e-12)
+    assert I.beta(ends).tolist() == pytest.approx([0, 1], abs=1e-12)
+    assert I.gamma(ends).tolist() == pytest.approx([0, 0], abs=1e-12)
+
+
+@pytest.mark.parametrize("name, gamma", FAMILIES)
+def test_derivatives_are_those_of_the_coefficients(name, gamma):
+    """alpha', beta' and gamma gamma' against central differences of alpha, beta, gamma^2 / 2."""
+    I = get_interpolant(name, gamma, a=2.0)
+    t = torch.linspace(0.02, 0.98, 49, dtype=torch.float64)
+    t = t[(t - 0.5).abs() > 0.02]          # the encoding-decoding family's kink at 1/2
+    h = 1e-6
+    for f, df in ((I.alpha, I.d_alpha), (I.beta, I.d_beta), (lambda u: I.gamma(u) ** 2 / 2, I.gamma_dgamma)):
+        assert torch.allclose(df(t), (f(t + h) - f(t - h)) / (2 * h), atol=1e-6)
+
+
+def test_interpolants_with_wrong_ends_or_settings_are_refused():
+    one = torch.ones_like
+    bad = Interpolant("backwards", lambda t: t, lambda t: 1 - t, torch.zeros_like, one, lambda t: -one(t),
+                      torch.zeros_like)
+    with pytest.raises(ValueError, match=r"alpha\(0\) = 0"):
+        get_interpolant(bad)
+    with pytest.raises(ValueError, match="unknown interpolant"):
+        get_interpolant("straight")
+    with pytest.raises(ValueError, match="unknown gamma"):
+        get_interpolant("linear", "loud")
+    with pytest.raises(ValueError, match="sin2"):
+        get_interpolant("encoding_decoding", "zero")
+    with pytest.raises(ValueError, match="N\\(0, I\\)"):
+        InterpolantField("two_moons", "circles", "one_sided")
+    with pytest.raises(ValueError, match="unknown source"):
+        InterpolantField("moons", "circles")
+    f = InterpolantField("gaussian", "ring")
+    with pytest.raises(ValueError, match="tau must lie in"):
+        f.b(torch.zeros(3, 2), 1.5)
+    with pytest.raises(ValueError, match="NaN"):
+        f.b(torch.full((3, 2), float("nan")), 0.5)
+
+
+def test_gaussian_to_gaussian_conditional_means_are_the_closed_form():
+    """Source N(0, I), target N(m, s^2 I), linear interpolant with gamma = sqrt(tau (1 - tau)):
+    x ~ N(tau m, v I), v = (1 - tau)^2 + tau^2 s^2 + tau (1 - tau), and each conditional mean is a
+    linear regression on x - tau m: E[x1 | x] = m + tau s^2 (x - tau m) / v, E[x0 | x] =
+    (1 - tau)(x - tau m) / v, E[z | x] = gamma (x - tau m) / v."""
+    m, s = torch.tensor([1.5, -0.5], dtype=torch.float64), 0.4
+    f = InterpolantField("gaussian", GaussianMixture(m[None], s), get_interpolant("linear", "brownian_bridge"))
+    x = torch.randn(50, 2, generator=gen(0), dtype=torch.float64) * 2
+    for tau in (0.0, 0.2, 0.5, 0.9, 1.0):
+        v = (1 - tau) ** 2 + tau**2 * s**2 + tau * (1 - tau)
+        r = (x - tau * m) / v
+        g = math.sqrt(tau * (1 - tau))
+        assert torch.allclose(f.target_mean(x, tau), m + tau * s**2 * r, atol=1e-12)
+        assert torch.allclose(f.source_mean(x, tau), (1 - tau) * r, atol=1e-12)
+        assert torch.allclose(f.noise_mean(x, tau), g * r, atol=1e-12)
+        assert torch.allclose(f.s(x, tau), -r, atol=1e-12)
+        ggd = (1 - 2 * tau) / 2
+        assert torch.allclose(f.b(x, tau), -(1 - tau) * r + m + tau * s**2 * r + ggd * r, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, gamma", [("linear", "brownian_bridge"), ("trig", "brownian_bridge"),
+                                         ("encoding_decoding", "sin2")])
+def test_conditional_means_agree_with_monte_carlo_draws(name, gamma):
+    """Draw (x0, x1, z) independently and x_tau from them: a conditional mean m(x_tau) of a
+    quantity Y leaves Y - m(x_tau) uncorrelated with every function of x_tau (the tower
+    property). Checked for x0, x1, z and the velocity's target alpha' x0 + beta' x1 + gamma' z
+    against test functions of x_tau, each mean within 4.5 standard errors of zero; the same
+    test catches a wrong mean (a 5 % error on b)."""
+    I = get_interpolant(name, gamma)
+    source, target = dataset_mixture("ring"), dataset_mixture("two_moons")
+    f = InterpolantField(source, target, I)
+    n, tau = 200_000, 0.35
+    g = gen(1)
+    x0, x1 = source.sample(n, generator=g), target.sample(n, generator=g)
+    z = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    t = torch.tensor(tau, dtype=torch.float64)
+    a, b, gm = I.alpha(t), I.beta(t), I.gamma(t)
+    xt = a * x0 + b * x1 + gm * z
+    velocity_target = I.d_alpha(t) * x0 + I.d_beta(t) * x1 + (I.gamma_dgamma(t) / gm) * z
+    tests = torch.stack([torch.ones(n, dtype=torch.float64), xt[:, 0], xt[:, 1], torch.tanh(xt[:, 0] * xt[:, 1]),
+                         torch.sin(2 * xt[:, 0]), (xt**2).sum(1).neg().exp()], 1)
+
+    def uncorrelated(y, m):
+        prod = (y - m)[:, :, None] * tests[:, None, :]        # (n, 2, tests)
+        mean, se = prod.mean(0), prod.std(0) / math.sqrt(n)
+        return bool(((mean.abs() / se) < 4.5).all())
+
+    for y, m in ((x0, f.source_mean(xt, tau)), (x1, f.target_mean(xt, tau)), (z, f.noise_mean(xt, tau)),
+                 (velocity_target, f.b(xt, tau))):
+        assert uncorrelated(y, m)
+    assert not uncorrelated(velocity_target, 1.05 * f.b(xt, tau))
+
+
+@pytest.mark.parametrize("name, gamma", FAMILIES)
+def test_the_density_moves_by_the_velocity(name, gamma):
+    """The transport equation d rho/dtau + div(rho b) = 0, by central differences on a grid
+    (h = 1e-4 in tau and in x), between two of the lab's data sets: its residual is a small
+    fraction of d rho/dtau's size."""
+    f = InterpolantField(dataset_mixture("ring"), dataset_mixture("two_moons"), get_interpolant(name, gamma, a=2.0))
+    u = torch.linspace(-2.5, 2.5, 41, dtype=torch.float64)
+    x = torch.stack(torch.meshgrid(u, u, indexing="xy"), -1).reshape(-1, 2)
+    h = 1e-4
+    for tau in (0.3, 0.7):
+        drho = (f.log_prob(x, tau + h).exp() - f.log_prob(x, tau - h).exp()) / (2 * h)
+        div = torch.zeros(x.shape[0], dtype=torch.float64)
+        for k in range(2):
+            e = torch.zeros(2, dtype=torch.float64)
+            e[k] = h
+            flux = [f.log_prob(y, tau).exp() * f.b(y, tau)[:, k] for y in (x + e, x - e)]
+            div += (flux[0] - flux[1]) / (2 * h)
+        assert float((drho + div).abs().max()) < 1e-5 * float(drho.abs().max()) + 1e-9
+
+
+def test_the_score_is_the_gradient_of_the_log_density_and_the_noise_mean_its_multiple():
+    f = InterpolantField(dataset_mixture("ring"), dataset_mixture("circles"), get_interpolant("trig"))
+    x = torch.randn(40, 2, generator=gen(2), dtype=torch.float64).requires_grad_(True)
+    for tau in (0.2, 0.6):
+        grad, = torch.autograd.grad(f.log_prob(x, tau).sum(), x)
+        assert torch.allclose(f.s(x, tau), grad, atol=1e-10)
+        gm = float(f.interpolant.gamma(torch.tensor(tau, dtype=torch.float64)))
+        assert torch.allclose(f.noise_mean(x, tau), -gm * f.s(x, tau), atol=1e-12)
+
+
+def test_the_vp_schedule_is_the_one_sided_trig_interpolant_after_a_change_of_time():
+    """VP's x_t = alpha_t x + sigma_t eps with alpha^2 + sigma^2 = 1 is the one-sided interpolant
+    cos(pi tau/2) z + sin(pi tau/2) x1 at tau(t) = (2/pi) arcsin(alpha_t): the same marginals,
+    so the same probability flow, with the chain rule: v_VP(x, t) = tau'(t) b(tau(t), x), where
+    tau'(t) = (2/pi) alpha_t' / sigma_t = (2/pi) f(t) alpha_t / sigma_t."""
+    target = dataset_mixture("two_moons")
+    vp = MixtureField(target, get_schedule("vp"))
+    flow = InterpolantField("gaussian", target, "one_sided")
+    x = torch.randn(200, 2, generator=gen(3), dtype=torch.float64) * 1.5
+    for t in (0.05, 0.2, 0.5, 0.9):
+        a, sg, f = (float(v(torch.tensor(t, dtype=torch.float64))) for v in (vp.schedule.alpha, vp.schedule.sigma,
+                                                                              vp.schedule.f))
+        tau, dtau = 2 / math.pi * math.asin(a), 2 / math.pi * f * a / sg
+        assert torch.allclose(vp.velocity(x, t), dtau * flow.b(x, tau), atol=1e-9)
+        assert torch.allclose(vp.score(x, t), flow.s(x, tau), atol=1e-9)
+        assert torch.allclose(vp.x0(x, t), flow.target_mean(x, tau), atol=1e-9)
+
+
+@pytest.mark.parametrize("source, target", [("gaussian", "two_moons"), ("two_moons", "circles")])
+def test_rk4_on_the_exact_field_reaches_the_target_at_its_noise_floor(source, target):
+    """``sample(field, solver="ode_rk4")`` from the source at t = 1 (tau = 0) ends on the
+    target: exact W2 to target draws within 1.2x the floor (W2 between two target draws of the
+    same size, averaged over three pairs)."""
+    torch.manual_seed(0)
+    f = InterpolantField(source, target, "linear")
+    n = 1000
+    traj = sample(f, n=n, solver="ode_rk4", steps=20, seed=0)
+    assert traj.nfe == 80 and traj.ts[0] == 1.0 and traj.ts[-1] == 0.0
+    g = gen(4)
+    draws = [f.target.sample(n, generator=g) for _ in range(4)]
+    floor = sum(float(w2(draws[0], d)) for d in draws[1:]) / 3
+    dist = sum(float(w2(traj.samples.double(), d)) for d in draws[1:]) / 3
+    assert dist <= 1.2 * floor, (dist, floor)
+    # the trajectory starts on the source: the first state is a draw of it
+    start = f.source.sample(n, generator=g)
+    assert float(w2(traj.xs[0].double(), start)) <= 1.5 * float(w2(f.source.sample(n, generator=g), start))
+
+
+def test_a_flow_takes_only_the_ode_solvers_and_time_grids():
+    f = InterpolantField("gaussian", "ring")
+    for solver in ("ddim", "dpm++2m", "euler_maruyama"):
+        with pytest.raises(ValueError, match="a flow has neither"):
+            sample(f, n=10, solver=solver)
+    with pytest.raises(ValueError, match="noise level"):
+        sample(f, n=10, solver="ode_euler", spacing="logsnr")
+    with pytest.raises(ValueError, match="no x_t = alpha x0"):
+        f.eps(torch.zeros(2, 2), 0.5)
+    for solver in FLOW_SOLVERS:
+        traj = sample(f, n=50, solver=solver, steps=10, seed=1)
+        assert torch.isfinite(traj.samples).all()
