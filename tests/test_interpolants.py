@@ -197,3 +197,23 @@ def test_a_flow_takes_only_the_ode_solvers_and_time_grids():
     for solver in FLOW_SOLVERS:
         traj = sample(f, n=50, solver=solver, steps=10, seed=1)
         assert torch.isfinite(traj.samples).all()
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.5, 2.0])
+def test_the_interpolants_sde_keeps_the_marginals_for_every_eps(eps):
+    """dX = (b + eps s) dtau + sqrt(2 eps) dW with the exact fields: from N(0, I) to N(m, s^2 I)
+    every eps ends on the target (its mean and std, to the Euler-Maruyama error of 1,000
+    steps and the sampling error of 20,000 points)."""
+    m, s = torch.tensor([1.0, -0.5], dtype=torch.float64), 0.5
+    f = InterpolantField("gaussian", GaussianMixture(m[None], s), "linear")
+    x = sample(f, n=20_000, solver="flow_sde", eta=eps, steps=1000, seed=2).samples.double()
+    assert torch.allclose(x.mean(0), m, atol=0.03)
+    assert x.std(0).tolist() == pytest.approx([s, s], abs=0.03)
+
+
+def test_the_interpolants_sde_samples_a_flow_only():
+    with pytest.raises(ValueError, match="flow_sde is the stochastic interpolant's own SDE"):
+        sample(MixtureField(dataset_mixture("ring"), "vp"), n=10, solver="flow_sde")
+    f = InterpolantField("gaussian", "ring")
+    assert sample(f, n=10, solver="flow_sde", eta=0.0, steps=10, seed=0).nfe == 10   # no score calls at eps = 0
+    assert sample(f, n=10, solver="flow_sde", eta=1.0, steps=10, seed=0).nfe == 20

@@ -33,6 +33,7 @@ from lab import _check
 from lab.fields import ScoreField
 from lab.solvers.base import NonFiniteError, Run, first_order_step
 from lab.solvers.classic import ddim, ddpm, euler_maruyama, ode_adaptive, ode_euler, ode_heun, ode_rk4, pc
+from lab.solvers.flow import flow_sde
 from lab.solvers.dpm import deis, dpm1, dpm2, dpm3, dpmpp_2m, dpmpp_2m_sde
 from lab.solvers.grids import SPACINGS, time_grid
 from lab.solvers.time_shift import TS_CUTOFF, TS_WINDOW, shifted_time, ts_ddim, ts_ddpm
@@ -42,10 +43,10 @@ from lab.solvers.v3 import EMS, dpm_v3, empirical_model_statistics
 __all__ = ["Trajectory", "Solver", "SOLVERS", "SPACINGS", "sample", "time_grid",
            "NonFiniteError", "MAX_STEPS", "convergence_order", "dc_ratios", "empirical_model_statistics",
            "EMS", "TS_WINDOW", "TS_CUTOFF", "Run", "first_order_step", "shifted_time", "FLOW_SOLVERS",
-           "FLOW_SPACINGS"]
+           "FLOW_SPACINGS", "FLOW_ONLY"]
 
 MAX_STEPS = 10_000        # more steps than this are refused
-FLOW_SOLVERS = ("ode_euler", "ode_heun", "ode_rk4", "ode_adaptive")   # what a flow (lab.interpolants) takes
+FLOW_SOLVERS = ("ode_euler", "ode_heun", "ode_rk4", "ode_adaptive", "flow_sde")   # what a flow takes
 FLOW_SPACINGS = ("time_uniform", "time_quadratic", "refined_end")
 
 
@@ -101,6 +102,11 @@ SOLVERS: dict[str, Solver] = {
     "ts_ddim": Solver(ts_ddim, nfe_per_step=1, eta_default=0.0, takes_eta=True, order=None),
     "pc": Solver(pc, nfe_per_step=2, eta_default=1.0, takes_eta=True, order=None),
 }
+# solvers of flows alone (lab.interpolants); SOLVERS' ODE solvers take flows too (FLOW_SOLVERS)
+FLOW_ONLY: dict[str, Solver] = {
+    # the interpolant's own SDE: eta is its eps, and a step calls the score too when eta > 0
+    "flow_sde": Solver(flow_sde, nfe_per_step=2, eta_default=1.0, takes_eta=True, order=None),
+}
 
 
 @torch.no_grad()
@@ -115,7 +121,7 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
         field: any ScoreField (network, exact mixture, empirical).
         n: number of samples, drawn from the schedule's prior (float32) — or give ``x_T``
             (n, 2), the starting points at t_max (its dtype and device are kept).
-        solver: a name in ``SOLVERS``; ``steps``: time steps (1..MAX_STEPS), so the NFE is
+        solver: a name in ``SOLVERS`` (or ``FLOW_ONLY``, for a flow); ``steps``: time steps (1..MAX_STEPS), so the NFE is
             steps x the solver's evaluations per step (``Trajectory.nfe`` says exactly).
         spacing: a name in ``SPACINGS`` (time grid from t_max to t_min); None: "logsnr", or
             "time_uniform" for a flow (``lab.interpolants``: t = 1 - tau, no noise level).
@@ -141,9 +147,9 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
             increase (too many steps for its range), or a non-finite field output
             (``NonFiniteError``).
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    spec = SOLVERS[solver]
+    spec = SOLVERS.get(solver) or FLOW_ONLY.get(solver)
+    if spec is None:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join([*SOLVERS, *FLOW_ONLY])}")
     steps = _check.integer(steps, "steps", 1, MAX_STEPS)
     if eta is None:
         eta = spec.eta_default
