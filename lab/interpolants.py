@@ -25,8 +25,11 @@ Conventions (said once, here):
   conditional means are named ``source_mean``, ``target_mean`` and ``noise_mean``.
 - **Solvers.** A flow has no Gaussian prior and no x_t = alpha x0 + sigma eps form: only the
   ODE solvers (``ode_euler``, ``ode_heun``, ``ode_rk4``, ``ode_adaptive``, on a
-  ``time_uniform`` or ``time_quadratic`` grid) apply; ``sample`` refuses the others with an
-  error that says why.
+  ``time_uniform``, ``time_quadratic`` or ``refined_end`` grid) and the interpolant's own SDE
+  (``flow_sde``) apply; ``sample`` refuses the others with an error that says why. An
+  interpolant from N(0, I) is the diffusion case: ``InterpolantField.as_diffusion()`` is its
+  exact score field on an ``InterpolantSchedule`` (data coefficient beta(1 - t), noise
+  sqrt(alpha^2 + gamma^2)(1 - t)), which every solver samples.
 - **gamma.** sqrt(tau (1 - tau)) has an infinite derivative at both ends, so the velocity is
   written with gamma gamma' (finite): the grid's end points give no NaN.
 - **Cost.** The exact field of K0 and K1 components has K0 K1; at 8 x 200 = 1,600 pairs an
@@ -45,10 +48,11 @@ from torch import Tensor
 
 from lab import _check
 from lab.data import DATASETS, GaussianMixture, dataset_mixture
-from lab.fields import broadcast_t
+from lab.fields import MixtureField, broadcast_t
+from lab.schedules import Schedule
 
 __all__ = ["Interpolant", "INTERPOLANTS", "GAMMAS", "get_interpolant", "InterpolantField", "FlowTime",
-           "as_mixture", "MAX_POINT_COMPONENTS", "MAX_PAIRS"]
+           "InterpolantSchedule", "as_mixture", "MAX_POINT_COMPONENTS", "MAX_PAIRS"]
 
 MAX_POINT_COMPONENTS = 200   # components of the KDE made of points given as an end
 MAX_PAIRS = 40_000           # K0 K1 above this is refused (memory and time of the exact field)
@@ -223,6 +227,55 @@ class FlowTime:
         return "FlowTime()"
 
 
+class InterpolantSchedule(Schedule):
+    """The noise schedule of an interpolant from N(0, I): x_tau = alpha z0 + beta x1 + gamma z
+    is beta x1 + sqrt(alpha^2 + gamma^2) eps, so in the lab's time t = 1 - tau its data
+    coefficient is beta(1 - t) and its sigma sqrt(alpha^2 + gamma^2)(1 - t); f = d log
+    alpha_t / dt, g^2 = d sigma^2/dt - 2 f sigma^2, and lambda's inverse by bisection. The linear
+    interpolant gives the lab's ``linear`` schedule, the one-sided trig one VP's path (after a
+    change of time). It stops short of the ends, on [t_min, t_max] = [1e-3, 0.999], as
+    ``linear`` does (alpha or sigma vanish there)."""
+
+    def __init__(self, interpolant: Interpolant, t_min: float = 1e-3, t_max: float = 0.999):
+        self.interpolant = interpolant
+        self.name = f"interpolant:{interpolant.name}"
+        self.t_min, self.t_max = float(t_min), float(t_max)
+        self._check_usable()
+
+    @staticmethod
+    def _tau(t):          # a tensor keeps its dtype and device (as the lab's schedules do)
+        return 1 - (t if isinstance(t, Tensor) else torch.as_tensor(t, dtype=torch.float64))
+
+    def log_alpha(self, t):
+        return torch.log(self.interpolant.beta(self._tau(t)))
+
+    def sigma(self, t):
+        tau, I = self._tau(t), self.interpolant
+        return torch.sqrt(I.alpha(tau) ** 2 + I.gamma(tau) ** 2)
+
+    def f(self, t):
+        tau, I = self._tau(t), self.interpolant
+        return -I.d_beta(tau) / I.beta(tau)
+
+    def g2(self, t):
+        tau, I = self._tau(t), self.interpolant
+        d_sigma2 = -2 * (I.alpha(tau) * I.d_alpha(tau) + I.gamma_dgamma(tau))   # d/dt = -d/dtau
+        return d_sigma2 - 2 * self.f(t) * self.sigma(t) ** 2
+
+    def t_of_lambda(self, lam):
+        lam = torch.as_tensor(lam, dtype=torch.float64)
+        lo = torch.full_like(lam, self.t_min)      # lambda decreases in t: lam(lo) >= lam >= lam(hi)
+        hi = torch.full_like(lam, self.t_max)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            above = self.lambda_(mid) > lam
+            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+        return (lo + hi) / 2
+
+    def config(self) -> dict:
+        return {"t_min": self.t_min, "t_max": self.t_max}
+
+
 class InterpolantField:
     """The exact fields of the interpolant between ``source`` and ``target`` (each a
     GaussianMixture, a data set's name, "gaussian", or points; ``as_mixture``) under
@@ -264,6 +317,15 @@ class InterpolantField:
 
     def as_input(self, x) -> Tensor:
         return torch.as_tensor(x, dtype=self.dtype)
+
+    def as_diffusion(self) -> MixtureField:
+        """The diffusion an interpolant from N(0, I) is: the target's exact score field on the
+        interpolant's ``InterpolantSchedule``, which every solver of ``lab.solvers`` samples.
+        Its velocity is this field's (``velocity``) and its x0 the target mean."""
+        if not _is_standard_gaussian(self.source):
+            raise ValueError("only an interpolant from N(0, I) (source 'gaussian') is a diffusion: this one's "
+                             "source is another law; sample it with the ODE solvers or flow_sde")
+        return MixtureField(self.target, InterpolantSchedule(self.interpolant))
 
     @property
     def pairs(self) -> int:

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from lab.data import GaussianMixture, dataset_mixture
+from lab.data import GaussianMixture, dataset_mixture, end_law
 from lab.fields import MixtureField
 from lab.interpolants import INTERPOLANTS, Interpolant, InterpolantField, get_interpolant
 from lab.metrics import nll, w2
@@ -229,3 +229,33 @@ def test_the_nll_of_a_flow_is_the_targets_exact_log_density(source, interpolant)
     got = nll(f, x, rtol=1e-7, atol=1e-7)
     assert torch.allclose(got, -f.target.log_prob_noised(x), atol=2e-3)
     assert torch.allclose(got, -f.log_prob(x, 1.0), atol=2e-3)
+
+
+def test_an_interpolant_from_a_gaussian_is_a_diffusion_that_every_solver_samples():
+    """From N(0, I) an interpolant is the diffusion beta x1 + sqrt(alpha^2 + gamma^2) eps: the
+    linear one is the lab's linear schedule; as a score field its probability-flow velocity is
+    the interpolant's (-b in the lab's time); DPM-Solver++ at 20 steps and DDPM on it reach the
+    law they end at (the target at t_min = 1e-3, where the Brownian bridge's gamma is still 0.03)
+    at its noise floor."""
+    lin = InterpolantField("gaussian", "two_moons", "linear").as_diffusion().schedule
+    ref = get_schedule("linear")
+    t = torch.linspace(0.01, 0.99, 25, dtype=torch.float64)
+    for name in ("alpha", "sigma", "f", "g2", "lambda_"):
+        assert torch.allclose(getattr(lin, name)(t), getattr(ref, name)(t), atol=1e-10), name
+    lam = ref.lambda_(t)
+    assert torch.allclose(lin.t_of_lambda(lam), t, atol=1e-10)
+    f = InterpolantField("gaussian", "two_moons", get_interpolant("trig", "brownian_bridge"))
+    d = f.as_diffusion()
+    x = torch.randn(100, 2, generator=gen(6), dtype=torch.float64)
+    for tt in (0.1, 0.5, 0.9):
+        assert torch.allclose(d.velocity(x, tt), f.velocity(x, tt), atol=1e-8)
+        assert torch.allclose(d.score(x, tt), f.score(x, tt), atol=1e-8)
+    g = gen(7)
+    draws = [end_law(f.target, d.schedule).sample(1000, generator=g) for _ in range(4)]
+    floor = sum(float(w2(draws[0], e)) for e in draws[1:]) / 3
+    for solver, steps in (("dpm++2m", 20), ("ddpm", 500)):    # three seeds: one scatters by 30 %
+        dist = [float(w2(sample(d, n=1000, solver=solver, steps=steps, seed=seed).samples.double(), e))
+                for seed in range(3) for e in draws[1:]]
+        assert sum(dist) / len(dist) <= 1.2 * floor, solver
+    with pytest.raises(ValueError, match="only an interpolant from N\\(0, I\\)"):
+        InterpolantField("ring", "two_moons").as_diffusion()
