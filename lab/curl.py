@@ -44,21 +44,29 @@ def _points(field, x):
     return x.to(field.device) if field.device is not None else x
 
 
-def jacobian(field: ScoreField, x: Tensor, t) -> Tensor:
-    """Jacobian of the score at points x (n, 2): J[:, i, j] = d s_i / d x_j, shape (n, 2, 2)."""
+FIELD_PARTS = ("score", "velocity")
+
+
+def jacobian(field: ScoreField, x: Tensor, t, of: str = "score") -> Tensor:
+    """Jacobian of the score (``of="velocity"``: of the probability-flow or flow velocity,
+    ``field.velocity``) at points x (n, 2): J[:, i, j] = d s_i / d x_j, shape (n, 2, 2)."""
+    if of not in FIELD_PARTS:
+        raise ValueError(f"of must be one of {', '.join(FIELD_PARTS)}, got {of!r}")
     x = _points(field, x)
     if not torch.isfinite(x).all():
         raise ValueError("x holds NaN or infinite values: the points must be finite")
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        s = field.score(x, t)
+        s = field.score(x, t) if of == "score" else field.velocity(x, t)
         rows = [torch.autograd.grad(s[:, i].sum(), x, retain_graph=i == 0)[0] for i in range(2)]
     return torch.stack(rows, 1).detach()
 
 
-def curl(field: ScoreField, x: Tensor, t) -> Tensor:
-    """Scalar curl d s_y/dx - d s_x/dy of the score at points x (n, 2), shape (n,)."""
-    J = jacobian(field, x, t)
+def curl(field: ScoreField, x: Tensor, t, of: str = "score") -> Tensor:
+    """Scalar curl d s_y/dx - d s_x/dy of the score (or ``of="velocity"``) at points x (n, 2),
+    shape (n,). A flow's velocity that is a gradient (as an optimal transport's is,
+    Benamou & Brenier 2000) has none."""
+    J = jacobian(field, x, t, of)
     return J[:, 1, 0] - J[:, 0, 1]
 
 
@@ -68,10 +76,11 @@ def divergence(field: ScoreField, x: Tensor, t) -> Tensor:
     return J[:, 0, 0] + J[:, 1, 1]
 
 
-def asymmetry(field: ScoreField, x: Tensor, t) -> float:
+def asymmetry(field: ScoreField, x: Tensor, t, of: str = "score") -> float:
     """Normalised Jacobian asymmetry ||J - J^T||_F / ||J||_F, averaged over the points x
-    (n, 2) — draw them from p_t (``lab.metrics.noised_samples``). Zero for a gradient."""
-    J = jacobian(field, x, t)
+    (n, 2) — draw them from p_t (``lab.metrics.noised_samples``). Zero for a gradient.
+    ``of``: the score's Jacobian, or the velocity's."""
+    J = jacobian(field, x, t, of)
     num = torch.linalg.matrix_norm(J - J.transpose(1, 2))
     return float((num / torch.linalg.matrix_norm(J).clamp_min(1e-30)).mean())
 

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from lab.curl import asymmetry, curl
 from lab.data import GaussianMixture, dataset_mixture, end_law
 from lab.fields import MixtureField
 from lab.interpolants import INTERPOLANTS, Interpolant, InterpolantField, get_interpolant
@@ -259,3 +260,22 @@ def test_an_interpolant_from_a_gaussian_is_a_diffusion_that_every_solver_samples
         assert sum(dist) / len(dist) <= 1.2 * floor, solver
     with pytest.raises(ValueError, match="only an interpolant from N\\(0, I\\)"):
         InterpolantField("ring", "two_moons").as_diffusion()
+
+
+def test_the_velocity_from_a_gaussian_is_a_gradient_and_between_data_sets_it_is_not():
+    """From N(0, I) the exact velocity is a x + c s(x), a combination of two gradients: no curl
+    (to float64 round-off). Between two data sets under independent coupling it is not a
+    gradient, so it is not the optimal transport's velocity (Benamou & Brenier: that one is):
+    its Jacobian asymmetry on rho_tau is large (0.5 measured at tau = 1/2)."""
+    def on_rho(f, tau, n=1000):
+        g, I, tt = gen(8), f.interpolant, torch.tensor(tau, dtype=torch.float64)
+        return (I.alpha(tt) * f.source.sample(n, generator=g) + I.beta(tt) * f.target.sample(n, generator=g)
+                + I.gamma(tt) * torch.randn(n, 2, generator=g, dtype=torch.float64))
+
+    for interpolant in ("linear", "trig"):
+        f = InterpolantField("gaussian", "two_moons", interpolant)
+        for tau in (0.25, 0.75):
+            assert float(curl(f, on_rho(f, tau), 1 - tau, of="velocity").abs().max()) < 1e-12
+    f = InterpolantField("two_moons", "circles", "linear")
+    assert asymmetry(f, on_rho(f, 0.5), 0.5, of="velocity") > 0.2
+    assert asymmetry(f, on_rho(f, 0.5), 0.5, of="score") < 1e-12      # its score is still a gradient
