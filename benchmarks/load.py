@@ -265,8 +265,9 @@ class SolverUser(User):
             else:
                 slider = self.model("Slider", title=parameter.capitalize())
                 slider.value = value
-                if parameter == "steps":    # throttled: the server listens to the release
-                    slider.set_from_json("value_throttled", value)   # (read-only but for BokehJS)
+                # as BokehJS does on release, for every slider: a throttled one (every bounded
+                # number of the lab's pages, LabView.controls) listens to this alone
+                slider.set_from_json("value_throttled", value)   # (read-only but for BokehJS)
             # the text and the new points may arrive in either order: wait for both
             self.latencies.append(await self.until(lambda: self.info() == want and samples() is not shown,
                                                    f"update to {want}"))

@@ -50,9 +50,10 @@ from lab import _check
 from lab.data import DATASETS, GaussianMixture, dataset_mixture
 from lab.fields import MixtureField, broadcast_t
 from lab.schedules import Schedule
+from lab.solvers import sample
 
 __all__ = ["Interpolant", "INTERPOLANTS", "GAMMAS", "get_interpolant", "InterpolantField", "FlowTime",
-           "InterpolantSchedule", "as_mixture", "MAX_POINT_COMPONENTS", "MAX_PAIRS"]
+           "InterpolantSchedule", "VelocityField", "straightness", "as_mixture", "MAX_POINT_COMPONENTS", "MAX_PAIRS"]
 
 MAX_POINT_COMPONENTS = 200   # components of the KDE made of points given as an end
 MAX_PAIRS = 40_000           # K0 K1 above this is refused (memory and time of the exact field)
@@ -492,3 +493,69 @@ class InterpolantField:
     def __repr__(self) -> str:
         return (f"InterpolantField({self.source.n_components} -> {self.target.n_components} components, "
                 f"{self.interpolant.name})")
+
+
+class VelocityField:
+    """A network as a flow's velocity (``lab.train`` with ``objective="velocity"``): ``model(x,
+    c)`` with c = 2 tau - 1 (the network's noise-level input, in [-1, 1]) is b(tau, x), trained
+    by Albergo et al.'s quadratic loss to be E[alpha' x0 + beta' x1 + gamma' z | x_tau = x].
+    The lab's methods in t = 1 - tau as ``InterpolantField``'s; ``x0`` is the one Euler step to
+    the end, x + (1 - tau) b (the target mean itself for the linear interpolant without
+    noise). It learns no score: ``flow_sde`` with eps > 0 refuses it."""
+
+    is_flow = True
+
+    def __init__(self, model: torch.nn.Module, interpolant: Interpolant, source: GaussianMixture):
+        self.model, self.interpolant, self.source = model, interpolant, source
+        self.schedule = FlowTime(source)
+        self.config = None    # the TrainConfig it was trained with
+        self.summary = None
+        self.meta = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def as_input(self, x) -> Tensor:
+        return torch.as_tensor(x, dtype=self.dtype, device=self.device)
+
+    def b(self, x: Tensor, tau) -> Tensor:
+        """The learned velocity b(tau, x), (n, 2)."""
+        tt = broadcast_t(tau, x)
+        return self.model(x, (2 * tt - 1).reshape(-1))
+
+    def velocity(self, x: Tensor, t) -> Tensor:
+        self.schedule.check_t(t)
+        return -self.b(x, 1 - broadcast_t(t, x))
+
+    def x0(self, x: Tensor, t) -> Tensor:
+        return x - broadcast_t(t, x) * self.velocity(x, t)
+
+    def score(self, x: Tensor, t) -> Tensor:
+        raise ValueError("a learned velocity has no score: flow_sde with eps > 0 needs one (sample it with "
+                         "eps = 0 or the ODE solvers)")
+
+    def eps(self, x: Tensor, t) -> Tensor:
+        raise ValueError("a flow has no noise prediction eps: use its velocity (the ODE solvers)")
+
+    def __repr__(self) -> str:
+        return f"VelocityField({self.interpolant.name})"
+
+
+@torch.no_grad()
+def straightness(field, n: int = 1000, steps: int = 100, seed: int = 0) -> float:
+    """Rectified flow's straightness (Liu et al. 2023) along the flow's own paths:
+    S = int_0^1 E |(x1 - x0) - b(tau, x_tau)|^2 dtau, with x_tau the RK4 path from a source draw
+    x0 to its end x1 (``steps`` steps, the trapezoid rule in tau). 0: every path is a straight
+    line run at constant speed, so one Euler step is exact."""
+    traj = sample(field, n=n, solver="ode_rk4", steps=steps, seed=seed)
+    xs, ts = traj.xs, traj.ts
+    chord = xs[-1] - xs[0]
+    values = torch.stack([((chord - field.b(xs[i], 1 - float(ts[i]))) ** 2).sum(1).mean()
+                          for i in range(len(ts))]).double()
+    return float(torch.trapezoid(values, 1 - ts.to(values.dtype)))
+

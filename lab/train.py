@@ -22,6 +22,17 @@ network. ``fp_form="log_density"``: their own fp_weight * E R^2 with R the scala
 u = log p_t (``lab.metrics.log_density_residual``), t uniform on [t_lo, t_max]; needs
 model="log_density_mlp". A field with R = 0 is the score of one family p_t, so its ODE and
 SDE samples agree.
+
+``objective="velocity"`` trains a flow instead (Albergo, Boffi & Vanden-Eijnden 2023's L_b;
+flow matching at the linear interpolant, Lipman et al. 2023): from the source (``train(...,
+source=)``, default N(0, I)) to the data along ``interpolant``,
+
+    loss = E_{tau, x0, x1, z} |b_theta(tau, x_tau) - (alpha' x0 + beta' x1 + gamma' z)|^2,
+
+tau stratified-uniform on [0, 1] (on [1e-3, 1 - 1e-3] when gamma > 0, whose derivative is
+infinite at the ends), x0 and x1 paired independently or, with ``coupling="ot"``, by the exact
+optimal assignment within each batch (minibatch OT, Tong et al. 2024; Pooladian et al. 2023).
+The returned field is a ``lab.interpolants.VelocityField``.
 """
 from __future__ import annotations
 
@@ -45,6 +56,7 @@ from lab import _check, checkpoints
 from lab.data import load_points
 from lab.fields import LAMBDA_FLOOR, NetworkField
 from lab.fokker_planck import fokker_planck_norm, log_density_residual
+from lab.interpolants import INTERPOLANTS, VelocityField, as_mixture, get_interpolant
 from lab.models import MODELS, build_model
 from lab.schedules import SCHEDULES, Schedule, get_schedule
 
@@ -55,6 +67,10 @@ __all__ = ["TrainConfig", "progress_bar", "Progress", "train", "TrainingRun", "s
 WEIGHTINGS = ("eps", "min_snr", "likelihood", "score")
 T_SAMPLINGS = ("uniform", "logsnr", "beta")
 FP_FORMS = ("score", "log_density")
+OBJECTIVES = ("eps", "velocity")
+COUPLINGS = ("independent", "ot")
+SOURCE_POOL = 100_000     # points drawn once from a non-Gaussian source (batches index them, as the data)
+FLOW_TAU_EDGE = 1e-3      # training tau stays this far from 0 and 1 when gamma > 0
 MIN_SNR_GAMMA = 5.0       # Hang et al. 2023's truncation of the SNR in "min_snr"
 EMA_WARMUP = 10           # EMA decay is min(ema, (1 + step) / (EMA_WARMUP + step))
 LIKELIHOOD_GRID = 512     # times used to normalise the "likelihood" weight
@@ -93,6 +109,10 @@ class TrainConfig:
     seed: int = 0                   # seeds the weights, batches, times and noise; in [-2**63, 2**64)
     device: str | None = None       # None: lab.pick_device() (cuda, then mps, then cpu)
     cuda_graph: bool = True         # on CUDA, replay each step as one captured CUDA graph (docs/gpu.md)
+    objective: str = "eps"          # "eps" (denoising score matching) or "velocity" (a flow; module doc)
+    interpolant: str = "linear"     # objective="velocity": a name in lab.interpolants.INTERPOLANTS
+    gamma: str | None = None        # its gamma (lab.interpolants.GAMMAS; None: the family's own)
+    coupling: str = "independent"   # objective="velocity": "independent" or "ot" (minibatch exact OT)
 
     def __post_init__(self):
         _choice(self.schedule, SCHEDULES, "schedule")
@@ -103,6 +123,17 @@ class TrainConfig:
         _choice(self.weighting, WEIGHTINGS, "weighting")
         _choice(self.t_sampling, T_SAMPLINGS, "t_sampling")
         _choice(self.fp_form, FP_FORMS, "fp_form")
+        _choice(self.objective, OBJECTIVES, "objective")
+        _choice(self.coupling, COUPLINGS, "coupling")
+        if self.objective == "velocity":
+            _choice(self.interpolant, INTERPOLANTS, "interpolant")
+            get_interpolant(self.interpolant, self.gamma)     # a ValueError names a bad pair
+            if self.model != "score_mlp" or self.fp_weight or self.n_classes:
+                raise ValueError("objective='velocity' trains a velocity network: model='score_mlp', "
+                                 "no Fokker-Planck penalty (fp_weight=0) and no classes (n_classes=0)")
+        elif self.coupling != "independent":
+            raise ValueError(f"coupling={self.coupling!r} pairs a flow's source and data points: "
+                             "it needs objective='velocity'")
         if self.fp_form == "log_density" and not getattr(MODELS[self.model], "log_density", False):
             raise ValueError(f"fp_form='log_density' penalises the residual of a log-density; "
                              f"model={self.model!r} gives eps, use model='log_density_mlp' or fp_form='score'")
@@ -222,15 +253,19 @@ class _Draws:
     the stratification offset, the noise, the label-dropout coins, the collocation points.
     Fixed buffers are what a captured CUDA graph reads its inputs from."""
 
-    def __init__(self, cfg: TrainConfig, n_data: int, labels: bool, device):
+    def __init__(self, cfg: TrainConfig, n_data: int, labels: bool, device, n_source: int = 0,
+                 flow_noise: bool = False):
         b, f = cfg.batch_size, cfg.fp_points
-        self.n_data = n_data
+        self.n_data, self.n_source = n_data, n_source
         self.idx = torch.empty(b, dtype=torch.long, device=device)
         self.u = torch.empty((), device=device)
         self.eps = torch.empty(b, 2, device=device)
         self.drop = torch.empty(b, device=device) if labels else None
         self.xc = torch.empty(f, 2, device=device) if cfg.fp_weight > 0 else None
         self.uc = torch.empty(f, device=device) if cfg.fp_weight > 0 else None
+        # a flow's: the source points' indices (a pooled source), a second noise (gamma > 0)
+        self.idx0 = torch.empty(b, dtype=torch.long, device=device) if n_source else None
+        self.z = torch.empty(b, 2, device=device) if flow_noise else None
 
     def fill(self, gen: torch.Generator) -> None:
         torch.randint(self.n_data, self.idx.shape, generator=gen, out=self.idx)
@@ -241,6 +276,10 @@ class _Draws:
         if self.xc is not None:
             torch.rand(self.xc.shape, generator=gen, out=self.xc)
             torch.rand(self.uc.shape, generator=gen, out=self.uc)
+        if self.idx0 is not None:
+            torch.randint(self.n_source, self.idx0.shape, generator=gen, out=self.idx0)
+        if self.z is not None:
+            torch.randn(self.z.shape, generator=gen, out=self.z)
 
 
 class _Knobs:
@@ -271,8 +310,9 @@ class _Knobs:
 def train(data, config: TrainConfig | None = None,
           callback: Callable[[Progress], bool | None] | None = None,
           cancel: threading.Event | None = None, state=None, resume: bool = False,
-          state_every: float = STATE_EVERY_S, labels=None) -> tuple[NetworkField, dict]:
-    """Train a score model on 2-D points by denoising score matching.
+          state_every: float = STATE_EVERY_S, labels=None, source=None) -> tuple[NetworkField, dict]:
+    """Train a score model on 2-D points by denoising score matching (or, with
+    ``config.objective="velocity"``, a flow's velocity from ``source``: module doc).
 
     Args:
         data: (n, 2) points (tensor, array or CSV path; validated by ``load_points``).
@@ -291,6 +331,9 @@ def train(data, config: TrainConfig | None = None,
             network learns eps(x, t, class), and a ``config.label_dropout`` share of each
             batch is shown as "no class", so one network is both the conditional and the
             unconditional model of classifier-free guidance (``field.with_label``).
+        source: with ``objective="velocity"``, the law the flow starts from: "gaussian"
+            (default, N(0, I)), a data set's name, a GaussianMixture or points (as
+            ``lab.interpolants.as_mixture`` reads them). The data is the target.
 
     Returns:
         ``(field, history)``: a :class:`NetworkField` holding the EMA weights (eval mode, on
@@ -299,6 +342,9 @@ def train(data, config: TrainConfig | None = None,
         A non-finite loss stops training and keeps the last model whose loss was finite.
     """
     cfg = config or TrainConfig()
+    flow = cfg.objective == "velocity"
+    if source is not None and not flow:
+        raise ValueError("source= is the start of a flow: it needs TrainConfig(objective='velocity')")
     x = load_points(data)
     device = resolve_device(cfg.device) if cfg.device else lab.pick_device()
     x = x.to(device)
@@ -321,8 +367,18 @@ def train(data, config: TrainConfig | None = None,
         model = build_model(cfg.model, hidden=cfg.hidden, depth=cfg.depth,
                             **({"n_classes": cfg.n_classes} if cfg.n_classes else {})).to(device)
     ema_model = copy.deepcopy(model).requires_grad_(False).eval()
-    field = NetworkField(model, schedule, data_std)
-    ema_field = NetworkField(ema_model, schedule, data_std)
+    if flow:
+        interpolant = get_interpolant(cfg.interpolant, cfg.gamma)
+        src = as_mixture("gaussian" if source is None else source, "source")
+        gaussian_source = src.n_components == 1 and float(src.means.abs().max()) == 0 and \
+            bool(torch.allclose(src.covs[0], torch.eye(2, dtype=src.covs.dtype)))
+        pool = None if gaussian_source else src.sample(
+            SOURCE_POOL, generator=torch.Generator().manual_seed(cfg.seed)).to(device, x.dtype)
+        noisy = float(interpolant.gamma(torch.tensor(0.5, dtype=torch.float64))) > 0
+        field, ema_field = VelocityField(model, interpolant, src), VelocityField(ema_model, interpolant, src)
+    else:
+        field = NetworkField(model, schedule, data_std)
+        ema_field = NetworkField(ema_model, schedule, data_std)
     # one fused kernel for every parameter: the per-tensor Python loop of the default holds the
     # GIL for a tenth of a small model's step, which a served page's other sessions wait on
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
@@ -339,14 +395,34 @@ def train(data, config: TrainConfig | None = None,
     else:
         run.remember_good(0)
 
-    captured = cfg.cuda_graph and device.type == "cuda"
-    draws = _Draws(cfg, x.shape[0], y is not None, device)
+    # minibatch OT solves an assignment on the host each step: no graph can hold it
+    captured = cfg.cuda_graph and device.type == "cuda" and cfg.coupling == "independent"
+    draws = _Draws(cfg, x.shape[0], y is not None, device,
+                   n_source=SOURCE_POOL if flow and pool is not None else 0,
+                   flow_noise=flow and pool is None and noisy)
     knobs = _Knobs(opt, device, tensors=captured)
     offsets = torch.arange(cfg.batch_size, device=device) / cfg.batch_size
     detached = [p.detach() for p in params]
 
-    def compute() -> None:
-        """One step from the draws, with no host sync: what a CUDA graph captures."""
+    def flow_loss() -> Tensor:
+        """Albergo et al.'s L_b on one batch (module doc)."""
+        edge = FLOW_TAU_EDGE if noisy else 0.0
+        tau = (edge + (1 - 2 * edge) * ((draws.u + offsets) % 1.0))[:, None]
+        x1 = x[draws.idx]
+        x0, z = (draws.eps, draws.z) if pool is None else (pool[draws.idx0], draws.eps)
+        if cfg.coupling == "ot":
+            x1 = x1[_ot_pairs(x0, x1)]
+        I = interpolant
+        xt = I.alpha(tau) * x0 + I.beta(tau) * x1
+        target = I.d_alpha(tau) * x0 + I.d_beta(tau) * x1
+        if noisy:
+            g = I.gamma(tau)
+            xt = xt + g * z
+            target = target + I.gamma_dgamma(tau) / g * z
+        return ((field.b(xt, tau) - target) ** 2).sum(1).mean()
+
+    def eps_loss() -> Tensor:
+        """Denoising score matching on one batch, with the Fokker-Planck penalty (module doc)."""
         t = to_time((draws.u + offsets) % 1.0)      # stratified: one offset, evenly spaced
         tc = t[:, None]
         xt = schedule.alpha(tc) * x[draws.idx] + schedule.sigma(tc) * draws.eps
@@ -357,6 +433,12 @@ def train(data, config: TrainConfig | None = None,
         loss = (weight(t) * err).mean()
         if cfg.fp_weight > 0:
             loss = loss + cfg.fp_weight * _fp_penalty(field, cfg, to_time, t_lo, draws.xc, draws.uc)
+        return loss
+
+    def compute() -> None:
+        """One step from the draws, with no host sync (but minibatch OT's): what a CUDA graph
+        captures."""
+        loss = flow_loss() if flow else eps_loss()
         loss.backward()
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -422,6 +504,18 @@ def train(data, config: TrainConfig | None = None,
     }
     ema_field.config, ema_field.summary = cfg, history["summary"]
     return ema_field, history
+
+
+def _ot_pairs(x0: Tensor, x1: Tensor) -> Tensor:
+    """The permutation of x1 that pairs it with x0 by the exact optimal assignment of squared
+    distances (minibatch OT with equal weights: an assignment problem; Hungarian method)."""
+    from scipy.optimize import linear_sum_assignment
+
+    if x0.shape[0] != x1.shape[0]:
+        raise ValueError(f"an OT coupling pairs equal batches: {x0.shape[0]} source and {x1.shape[0]} data points")
+    cost = torch.cdist(x0.detach().double(), x1.detach().double()).pow(2).cpu().numpy()
+    rows, cols = linear_sum_assignment(cost)
+    return torch.as_tensor(cols[rows.argsort()], device=x1.device)
 
 
 class _Stepper:
