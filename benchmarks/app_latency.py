@@ -12,7 +12,7 @@ counted: the websocket write and the browser's drawing.
 Baseline, measured in the same run: the previous way of drawing the same two plots,
 a new HoloViews element per change (``lab.plots``) in a HoloViews pane.
 
-    python benchmarks/app_latency.py [--threads 1 2] [--repeats 5] [--train]
+    python benchmarks/app_latency.py [--threads 1 2] [--repeats 5] [--train]     # 11 s here
 
 The default model is the pretrained two_moons checkpoint (TrainConfig defaults);
 ``--train`` trains a fresh one first (about 20 s).

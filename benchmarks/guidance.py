@@ -16,7 +16,7 @@ Lu et al. 2022b) on the guided field at high guidance scales and few steps: W2 t
 field's ODE solved finely (RK4, 400 steps) and the largest |x| reached; the DPM-Solver++
 paper's claim: the data-prediction multistep form stays stable where the eps form breaks.
 
-    python benchmarks/guidance.py                  # everything (about 10 minutes on one CPU thread)
+    python benchmarks/guidance.py                  # everything: 3.7 min here on one CPU thread
     python benchmarks/guidance.py --n 4000 --seeds 3
 """
 from __future__ import annotations

@@ -15,8 +15,8 @@ deviation over 200 bootstrap resamples of the samples), and the paper's row; bes
 cut, the share of the exact score's samples it keeps ("exact kept": what the cut costs
 samples that never leave the modes).
 
-    python benchmarks/hallucination.py                 # 20k samples (the paper's), ~10 min
-    python benchmarks/hallucination.py --full          # 100k samples in chunks, ~15 min on 1 CPU thread
+    python benchmarks/hallucination.py                 # 20k samples (the paper's): 1.5 min here
+    python benchmarks/hallucination.py --full          # 100k samples in chunks: 5x that, on 1 CPU thread
     python benchmarks/hallucination.py --curve         # training curve: the pretrain run's snapshots
     python benchmarks/hallucination.py --recursive     # recursive training, plain vs filtered
 """

@@ -10,7 +10,7 @@ OT on a 64 x 64 binning of [-3.5, 3.5]^2 (lab.metrics.gap_binned, in chunks). Th
 w = 0: circles 1.44, .23, 1.34; checker 2.44, .37, 2.72; w = 1: circles .83, .45, .31;
 checker 1.14, 1.16, .35. The floor is W2^2 between two true sets of the same size.
 
-    python benchmarks/ode_sde_gap.py                       # shipped models, 30k samples each (minutes)
+    python benchmarks/ode_sde_gap.py                       # shipped models, 10k samples each (~5 min)
     python benchmarks/ode_sde_gap.py --full                # 300k each, docs/' figures: hours on a CPU
                                                            # (50k of the paper network took 50 min here;
                                                            # stopped, it goes on from runs/gap-eval/)
@@ -68,7 +68,7 @@ def main():
     ap.add_argument("--networks", default=",".join(GAP_NETWORKS))
     ap.add_argument("--weights", default=",".join(f"{w:g}" for w in GAP_WEIGHTS))
     ap.add_argument("--n", type=int, default=None,
-                    help="samples per sampler (and per true set); default 30,000, with --full 300,000")
+                    help="samples per sampler (and per true set); default 10,000, with --full 300,000")
     ap.add_argument("--full", action="store_true", help="docs/' protocol: 300,000 samples (hours on a CPU)")
     ap.add_argument("--chunk", type=int, default=50_000)
     ap.add_argument("--exact", action="store_true", help="also the exact score's row (the sampler's own bias)")
@@ -78,7 +78,9 @@ def main():
                     help="each model's counts so far, saved per chunk: a run stopped continues from them "
                          "('' to keep none)")
     args = ap.parse_args()
-    args.n = args.n or (300_000 if args.full else 30_000)
+    # 10k: a paper-network model takes about a minute at 10k here (2 min at 20k, measured), the
+    # lab's network less; --full is docs/' protocol
+    args.n = args.n or (300_000 if args.full else 10_000)
     torch.set_num_threads(args.threads)
     print(f"{args.dataset}: {args.n:,} samples per sampler in chunks of {args.chunk:,}; 890 Euler / "
           "Euler-Maruyama steps (Deveney et al.'s grid); W2^2 x 1e-2 on a 64x64 binning of [-3.5, 3.5]^2")

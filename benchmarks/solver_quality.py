@@ -8,7 +8,7 @@ Then the solver race (``lab.metrics.solver_race``, the table the solvers page dr
 solver at 5, 10, 20, 50 NFE on both fields from the same points, and which error dominates.
 Then each solver's overhead per step beside the cost of one field evaluation.
 
-    python benchmarks/solver_quality.py                     # two_moons, the shipped model
+    python benchmarks/solver_quality.py                     # two_moons, the shipped model: 3.4 min here
     python benchmarks/solver_quality.py --dataset gaussian_grid --model runs/grid.pt
     python benchmarks/solver_quality.py --race-only         # the race's table alone
     python benchmarks/solver_quality.py --time-shift        # TS-DDIM / TS-DDPM against DDIM / DDPM

@@ -6,7 +6,7 @@ report of training seconds, and the wall time the user waits), then runs ``train
 the very config the page builds, in this process, with the same torch threads. Prints both,
 their ratio (target: at most 1.3), and the progress lines the page showed (steps/s, time left).
 
-    python benchmarks/train_page.py                    # torch's default threads, as served
+    python benchmarks/train_page.py                    # torch's default threads, as served: 44 s here
     python benchmarks/train_page.py --torch-threads 1
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ exact mixture score first falls below the bound of tests/test_train.py (0.25 at
 t = 0.05, 0.1, 0.25, 0.5, 0.9) — "time to a usable model". Evaluation time is left out
 (train() does not count its callback's time).
 
-    python benchmarks/train_speed.py                  # this machine's device, 1 CPU thread
+    python benchmarks/train_speed.py                  # this machine's device, 1 CPU thread: 46 s here
     python benchmarks/train_speed.py --threads 2 --dataset gaussian_grid --quick
     python benchmarks/train_speed.py --quick --baseline HEAD~3   # before / after, in one run
 
