@@ -23,7 +23,7 @@ from lab.data import GaussianMixture
 from lab.schedules import Schedule, get_schedule
 
 __all__ = ["LAMBDA_FLOOR", "ScoreField", "MixtureField", "EmpiricalField", "NetworkField", "SwirlField",
-           "broadcast_t", "fingerprint", "noised_samples", "score_error",
+           "OnModel", "broadcast_t", "fingerprint", "noised_samples", "score_error",
            "eps_to_score", "score_to_eps", "eps_to_x0", "x0_to_eps"]
 
 
@@ -156,7 +156,23 @@ class EmpiricalField(MixtureField):
 CPU_BLOCK_ROWS = 2048   # rows a CPU evaluates at once when sampling (see NetworkField)
 
 
-class NetworkField(ScoreField):
+class OnModel:
+    """A field computed by a network ``self.model``: on its weights' device, in their dtype."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def as_input(self, x) -> Tensor:
+        """Points (n, 2) as a tensor of the field's dtype on its device."""
+        return torch.as_tensor(x, dtype=self.dtype, device=self.device)
+
+
+class NetworkField(OnModel, ScoreField):
     """A network as a field. ``model(x_in, t)`` returns eps (n, 2) for a ``ScoreMLP``; for
     a conservative model (``model.conservative``, e.g. ``PotentialMLP``) eps is the
     x-gradient of its scalar output, so the score is a gradient in x at every t.
@@ -195,14 +211,6 @@ class NetworkField(ScoreField):
         other = copy.copy(self)
         other.label = label
         return other
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     def eps(self, x: Tensor, t, labels: Tensor | None = None) -> Tensor:
         """eps(x_t, t); ``labels`` (n,): a class-conditional network's class per point

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from lab import _check
 from lab.data import DATASETS, GaussianMixture, dataset_mixture
-from lab.fields import MixtureField, broadcast_t
+from lab.fields import MixtureField, OnModel, broadcast_t
 from lab.schedules import Schedule
 from lab.solvers import sample
 
@@ -495,7 +495,7 @@ class InterpolantField:
                 f"{self.interpolant.name})")
 
 
-class VelocityField:
+class VelocityField(OnModel):
     """A network as a flow's velocity (``lab.train`` with ``objective="velocity"``): ``model(x,
     c)`` with c = 2 tau - 1 (the network's noise-level input, in [-1, 1]) is b(tau, x), trained
     by Albergo et al.'s quadratic loss to be E[alpha' x0 + beta' x1 + gamma' z | x_tau = x].
@@ -511,17 +511,6 @@ class VelocityField:
         self.config = None    # the TrainConfig it was trained with
         self.summary = None
         self.meta = {}
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def as_input(self, x) -> Tensor:
-        return torch.as_tensor(x, dtype=self.dtype, device=self.device)
 
     def b(self, x: Tensor, tau) -> Tensor:
         """The learned velocity b(tau, x), (n, 2)."""

@@ -62,22 +62,19 @@ class Run:
                                  f"lambda = log(alpha/sigma) does not increase from t = "
                                  f"{ts[i - 1]:.17g} to t = {t:.17g} (step {i}); use fewer steps")
 
-    def eps(self, x, t) -> Tensor:
+    def _evaluate(self, out: Tensor, t, problem: str) -> Tensor:
+        """One field evaluation, counted; refused with ``problem`` when not finite."""
         self.nfe += 1
-        out = self.field.eps(x, float(t))
         if not _check.all_finite(out):
-            raise NonFiniteError(f"the field returned non-finite values at t={float(t):.4g} "
-                                 f"(step {self.step + 1} of solver {self.solver!r})")
+            raise NonFiniteError(f"{problem} at t={float(t):.4g} (step {self.step + 1} of solver {self.solver!r})")
         return out
+
+    def eps(self, x, t) -> Tensor:
+        return self._evaluate(self.field.eps(x, float(t)), t, "the field returned non-finite values")
 
     def velocity(self, x, t) -> Tensor:
         """A flow's velocity dx/dt at (x, t), counted and checked as ``eps`` is."""
-        self.nfe += 1
-        out = self.field.velocity(x, float(t))
-        if not _check.all_finite(out):
-            raise NonFiniteError(f"the flow's velocity is not finite at t={float(t):.4g} "
-                                 f"(step {self.step + 1} of solver {self.solver!r})")
-        return out
+        return self._evaluate(self.field.velocity(x, float(t)), t, "the flow's velocity is not finite")
 
     def x0(self, x, t, eps=None) -> Tensor:
         a, s, _ = self.coef(t)
