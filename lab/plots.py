@@ -82,13 +82,14 @@ def circle(center, radius: float, k: int = 128) -> tuple[np.ndarray, np.ndarray]
     return center[0] + radius * np.cos(a), center[1] + radius * np.sin(a)
 
 
-def log_histogram(values, bins: int = 40, edges=None) -> tuple[np.ndarray, np.ndarray]:
-    """Counts and edges of log10(values) (positive values; zeros are floored at 1e-12)."""
+def log_histogram(values, bins: int = 40, edges=None, density: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Counts (``density``: a density, integrating to 1) and edges of log10(values) (positive
+    values; zeros are floored at 1e-12)."""
     logv = np.log10(to_numpy(values) + 1e-12)
     if edges is None:
         lo, hi = (float(logv.min()), float(logv.max())) if logv.size else (0.0, 1.0)
         edges = np.linspace(lo, hi + 1e-9, bins + 1)
-    return np.histogram(logv, edges)
+    return np.histogram(logv, edges, density=density)
 
 
 def by_label(samples, labels) -> dict[str, np.ndarray]:
