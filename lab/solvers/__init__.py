@@ -33,8 +33,8 @@ from lab import _check
 from lab.fields import ScoreField
 from lab.solvers.base import NonFiniteError, Run, first_order_step
 from lab.solvers.classic import ddim, ddpm, euler_maruyama, ode_adaptive, ode_euler, ode_heun, ode_rk4, pc
-from lab.solvers.flow import flow_sde
 from lab.solvers.dpm import deis, dpm1, dpm2, dpm3, dpmpp_2m, dpmpp_2m_sde
+from lab.solvers.flow import flow_sde
 from lab.solvers.grids import SPACINGS, time_grid
 from lab.solvers.time_shift import TS_CUTOFF, TS_WINDOW, shifted_time, ts_ddim, ts_ddpm
 from lab.solvers.unipc import dc_ratios, dc_solver, unipc
@@ -118,11 +118,13 @@ def sample(field: ScoreField, n: int | None = None, x_T: Tensor | None = None,
     """Sample from ``field`` with any solver of ``SOLVERS``.
 
     Args:
-        field: any ScoreField (network, exact mixture, empirical).
+        field: any ScoreField (network, exact mixture, empirical), or a flow
+            (``lab.interpolants``: ``InterpolantField``, ``VelocityField``).
         n: number of samples, drawn from the schedule's prior (float32) — or give ``x_T``
             (n, 2), the starting points at t_max (its dtype and device are kept).
-        solver: a name in ``SOLVERS`` (or ``FLOW_ONLY``, for a flow); ``steps``: time steps (1..MAX_STEPS), so the NFE is
-            steps x the solver's evaluations per step (``Trajectory.nfe`` says exactly).
+        solver: a name in ``SOLVERS`` (or ``FLOW_ONLY``, for a flow); ``steps``: time steps
+            (1..MAX_STEPS), so the NFE is steps x the solver's evaluations per step
+            (``Trajectory.nfe`` says exactly).
         spacing: a name in ``SPACINGS`` (time grid from t_max to t_min); None: "logsnr", or
             "time_uniform" for a flow (``lab.interpolants``: t = 1 - tau, no noise level).
         eta: the ODE-SDE knob (module doc); None takes the solver's own default (1 for
