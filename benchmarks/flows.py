@@ -12,7 +12,7 @@ velocities against exact ground truth, on this CPU.
 3. Minibatch OT against independent coupling (batch 256, 2,000 steps): straightness and W2 at
    1, 2, 4 and 8 Euler steps. Target: OT at least halves straightness.
 
-    python benchmarks/flows.py            # 1,000 samples, 3 seeds, data to data linear and trig only: ~6 min
+    python benchmarks/flows.py            # 1,000 samples, 3 seeds, data to data linear and trig only: 9 min here
     python benchmarks/flows.py --full     # 4,000 samples (the issue's), every family both ways: about an hour
 """
 from __future__ import annotations
