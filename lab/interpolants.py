@@ -53,7 +53,7 @@ from lab.schedules import Schedule
 from lab.solvers import sample
 
 __all__ = ["Interpolant", "INTERPOLANTS", "GAMMAS", "get_interpolant", "InterpolantField", "FlowTime",
-           "InterpolantSchedule", "VelocityField", "straightness", "as_mixture", "MAX_POINT_COMPONENTS", "MAX_PAIRS"]
+           "InterpolantSchedule", "VelocityField", "straightness", "as_mixture", "is_standard_gaussian", "MAX_POINT_COMPONENTS", "MAX_PAIRS"]
 
 MAX_POINT_COMPONENTS = 200   # components of the KDE made of points given as an end
 MAX_PAIRS = 40_000           # K0 K1 above this is refused (memory and time of the exact field)
@@ -191,9 +191,19 @@ def as_mixture(end, name: str = "end") -> GaussianMixture:
     return GaussianMixture.kde(end, max_components=MAX_POINT_COMPONENTS)
 
 
-def _is_standard_gaussian(m: GaussianMixture) -> bool:
+def is_standard_gaussian(m: GaussianMixture) -> bool:
+    """Whether ``m`` is N(0, I): a one-sided interpolant's source, and a diffusion's prior."""
     return (m.n_components == 1 and float(m.means.abs().max()) == 0.0
             and bool(torch.allclose(m.covs[0], torch.eye(2, dtype=m.covs.dtype))))
+
+
+def check_unit_time(t, what: str):
+    """``t`` (a number or a tensor) unchanged when it lies in [0, 1], else a ValueError saying
+    ``what`` it is; a tensor off the CPU is not looked into (that would wait for the device)."""
+    tt = t.detach() if isinstance(t, Tensor) else torch.as_tensor(t, dtype=torch.float64)
+    if tt.device.type == "cpu" and tt.numel() and not (float(tt.min()) >= 0.0 and float(tt.max()) <= 1.0):
+        raise ValueError(f"{what} must lie in [0, 1], got {_check.show(t) if not isinstance(t, Tensor) else t}")
+    return t
 
 
 class FlowTime:
@@ -211,10 +221,7 @@ class FlowTime:
 
     def check_t(self, t, name: str = "t"):
         """``t`` unchanged when it lies in [0, 1]; else a ValueError naming ``name``."""
-        tt = torch.as_tensor(t, dtype=torch.float64) if not isinstance(t, Tensor) else t
-        if tt.device.type == "cpu" and tt.numel() and not (float(tt.min()) >= 0.0 and float(tt.max()) <= 1.0):
-            raise ValueError(f"{name} must lie in [0, 1] (t = 1 - tau of the flow), got {tt.min():g}..{tt.max():g}")
-        return t
+        return check_unit_time(t, f"{name} (t = 1 - tau of the flow)")
 
     def prior_sample(self, n: int, generator: torch.Generator | None = None, device=None,
                      dtype=torch.float32) -> Tensor:
@@ -296,7 +303,7 @@ class InterpolantField:
     def __init__(self, source="gaussian", target="two_moons", interpolant: str | Interpolant = "linear"):
         self.interpolant = get_interpolant(interpolant)
         self.source, self.target = as_mixture(source, "source"), as_mixture(target, "target")
-        if self.interpolant.gaussian_source and not _is_standard_gaussian(self.source):
+        if self.interpolant.gaussian_source and not is_standard_gaussian(self.source):
             raise ValueError(f"the {self.interpolant.name} interpolant's source must be N(0, I) ('gaussian')")
         pairs = self.source.n_components * self.target.n_components
         if pairs > MAX_PAIRS:
@@ -323,7 +330,7 @@ class InterpolantField:
         """The diffusion an interpolant from N(0, I) is: the target's exact score field on the
         interpolant's ``InterpolantSchedule``, which every solver of ``lab.solvers`` samples.
         Its velocity is this field's (``velocity``) and its x0 the target mean."""
-        if not _is_standard_gaussian(self.source):
+        if not is_standard_gaussian(self.source):
             raise ValueError("only an interpolant from N(0, I) (source 'gaussian') is a diffusion: this one's "
                              "source is another law; sample it with the ODE solvers or flow_sde")
         return MixtureField(self.target, InterpolantSchedule(self.interpolant))
@@ -381,10 +388,10 @@ class InterpolantField:
             if "d" in parts:
                 parts["d"].append(torch.einsum("nk,nki->ni", r, d))
             if "source" in parts:
-                ad = torch.einsum("kij,nkj->nki", A[0] if A.dim() == 4 else A, d) * a.reshape(-1, 1, 1)
+                ad = torch.einsum("kij,nkj->nki", A, d) * a.reshape(-1, 1, 1)
                 parts["source"].append(torch.einsum("nk,nki->ni", r, m0 + ad))
             if "target" in parts:
-                bd = torch.einsum("kij,nkj->nki", B[0] if B.dim() == 4 else B, d) * b.reshape(-1, 1, 1)
+                bd = torch.einsum("kij,nkj->nki", B, d) * b.reshape(-1, 1, 1)
                 parts["target"].append(torch.einsum("nk,nki->ni", r, m1 + bd))
         out = {w: torch.cat(v) for w, v in parts.items()}
         out["coefs"] = coefs
@@ -437,10 +444,7 @@ class InterpolantField:
 
     @staticmethod
     def _check_tau(tau):
-        tt = torch.as_tensor(tau, dtype=torch.float64) if not isinstance(tau, Tensor) else tau.detach()
-        if tt.device.type == "cpu" and tt.numel() and not (float(tt.min()) >= 0.0 and float(tt.max()) <= 1.0):
-            raise ValueError(f"tau must lie in [0, 1] (0: the source, 1: the target), got {_check.show(tau)}")
-        return tau
+        return check_unit_time(tau, "tau (0: the source, 1: the target)")
 
     # --- in the interpolant's time tau ----------------------------------------------------------------
     def b(self, x: Tensor, tau) -> Tensor:

@@ -56,7 +56,7 @@ from lab import _check, checkpoints
 from lab.data import load_points
 from lab.fields import LAMBDA_FLOOR, NetworkField
 from lab.fokker_planck import fokker_planck_norm, log_density_residual
-from lab.interpolants import INTERPOLANTS, VelocityField, as_mixture, get_interpolant
+from lab.interpolants import INTERPOLANTS, VelocityField, as_mixture, get_interpolant, is_standard_gaussian
 from lab.models import MODELS, build_model
 from lab.schedules import SCHEDULES, Schedule, get_schedule
 
@@ -370,9 +370,7 @@ def train(data, config: TrainConfig | None = None,
     if flow:
         interpolant = get_interpolant(cfg.interpolant, cfg.gamma)
         src = as_mixture("gaussian" if source is None else source, "source")
-        gaussian_source = src.n_components == 1 and float(src.means.abs().max()) == 0 and \
-            bool(torch.allclose(src.covs[0], torch.eye(2, dtype=src.covs.dtype)))
-        pool = None if gaussian_source else src.sample(
+        pool = None if is_standard_gaussian(src) else src.sample(
             SOURCE_POOL, generator=torch.Generator().manual_seed(cfg.seed)).to(device, x.dtype)
         noisy = float(interpolant.gamma(torch.tensor(0.5, dtype=torch.float64))) > 0
         field, ema_field = VelocityField(model, interpolant, src), VelocityField(ema_model, interpolant, src)
