@@ -39,6 +39,8 @@ Conventions (said once, here):
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -53,10 +55,13 @@ from lab.schedules import Schedule
 from lab.solvers import sample
 
 __all__ = ["Interpolant", "INTERPOLANTS", "GAMMAS", "get_interpolant", "InterpolantField", "FlowTime",
-           "InterpolantSchedule", "VelocityField", "straightness", "as_mixture", "is_standard_gaussian", "MAX_POINT_COMPONENTS", "MAX_PAIRS"]
+           "InterpolantSchedule", "VelocityField", "FlowScoreField", "score_from_velocity", "velocity_error",
+           "interpolate", "straightness", "as_mixture", "is_standard_gaussian", "MAX_POINT_COMPONENTS",
+           "MAX_PAIRS", "TAU_EDGE"]
 
 MAX_POINT_COMPONENTS = 200   # components of the KDE made of points given as an end
 MAX_PAIRS = 40_000           # K0 K1 above this is refused (memory and time of the exact field)
+TAU_EDGE = 1e-3              # a noisy interpolant's networks are trained on [TAU_EDGE, 1 - TAU_EDGE]
 _CHUNK_ENTRIES = 2_000_000   # points x pairs evaluated at once
 _CHUNK_ENTRIES_FAST = 131_072   # the isotropic path's: its (points, pairs) arrays stay in cache
 
@@ -74,6 +79,8 @@ class Interpolant:
     d_beta: Callable[[Tensor], Tensor]
     gamma_dgamma: Callable[[Tensor], Tensor]
     gaussian_source: bool = False      # one-sided: the source must be N(0, I)
+    gamma_name: str = "zero"           # which of GAMMAS gamma is (get_interpolant's arguments, to rebuild it)
+    a: float = 1.0                     # the "scaled" gamma's factor
 
     def check(self) -> "Interpolant":
         """Refuse an interpolant whose ends are not alpha(0) = beta(1) = 1, alpha(1) = beta(0) =
@@ -115,6 +122,10 @@ GAMMAS = {"zero": lambda a: _gamma_zero(), "brownian_bridge": lambda a: _gamma_s
 
 
 def _family(name: str, gamma: str, a: float) -> Interpolant:
+    return dataclasses.replace(_coefficients(name, gamma, a), gamma_name=gamma, a=a)
+
+
+def _coefficients(name: str, gamma: str, a: float) -> Interpolant:
     g, ggd = GAMMAS[gamma](a)
     half_pi = math.pi / 2
     if name == "linear":           # rectified flow / CondOT (Liu et al. 2023; Lipman et al. 2023)
@@ -204,6 +215,31 @@ def check_unit_time(t, what: str):
     if tt.device.type == "cpu" and tt.numel() and not (float(tt.min()) >= 0.0 and float(tt.max()) <= 1.0):
         raise ValueError(f"{what} must lie in [0, 1], got {_check.show(t) if not isinstance(t, Tensor) else t}")
     return t
+
+
+def interpolate(interpolant: Interpolant, x0: Tensor, x1: Tensor, tau, z: Tensor | None = None) -> Tensor:
+    """x_tau = alpha x0 + beta x1 + gamma z (z: N(0, I) draws, needed where gamma > 0)."""
+    tt = broadcast_t(tau, x0)
+    xt = interpolant.alpha(tt) * x0 + interpolant.beta(tt) * x1
+    return xt if z is None else xt + interpolant.gamma(tt) * z
+
+
+def score_from_velocity(interpolant: Interpolant, b: Tensor, x: Tensor, tau) -> Tensor:
+    """The score of a flow from N(0, I), read off its velocity (Albergo et al. 2023: one-sided
+    interpolants need no second network). The source x0 and the latent z are both Gaussian, so
+    the noise n = alpha x0 + gamma z (variance sigma^2 = alpha^2 + gamma^2) carries all of
+    x_tau but beta x1: with E[x0 | x] = alpha E[n | x] / sigma^2, E[z | x] = gamma E[n | x] / sigma^2,
+
+        x = E[n | x] + beta E[x1 | x],   b = (alpha alpha' + gamma gamma') E[n | x] / sigma^2 + beta' E[x1 | x],
+
+    so E[n | x] = sigma^2 (beta b - beta' x) / (beta (alpha alpha' + gamma gamma') - beta' sigma^2) and
+    s = -E[n | x] / sigma^2. Finite on [0, 1) (at tau = 0 it is the source's score -x); at
+    tau = 1 the target's score is not in b."""
+    I = interpolant
+    tt = broadcast_t(tau, x)
+    a, be, g = I.alpha(tt), I.beta(tt), I.gamma(tt)
+    denom = be * (a * I.d_alpha(tt) + I.gamma_dgamma(tt)) - I.d_beta(tt) * (a * a + g * g)
+    return -(be * b - I.d_beta(tt) * x) / denom
 
 
 class FlowTime:
@@ -499,13 +535,10 @@ class InterpolantField:
                 f"{self.interpolant.name})")
 
 
-class VelocityField(OnModel):
-    """A network as a flow's velocity (``lab.train`` with ``objective="velocity"``): ``model(x,
-    c)`` with c = 2 tau - 1 (the network's noise-level input, in [-1, 1]) is b(tau, x), trained
-    by Albergo et al.'s quadratic loss to be E[alpha' x0 + beta' x1 + gamma' z | x_tau = x].
-    The lab's methods in t = 1 - tau as ``InterpolantField``'s; ``x0`` is the one Euler step to
-    the end, x + (1 - tau) b (the target mean itself for the linear interpolant without
-    noise). It learns no score: ``flow_sde`` with eps > 0 refuses it."""
+class _FlowNetwork(OnModel):
+    """A network of a flow, ``model(x, c)`` with c = 2 tau - 1 (the network's noise-level input,
+    in [-1, 1]), on the flow's clock (``FlowTime``); ``config``, ``summary`` and ``meta`` as a
+    ``NetworkField``'s."""
 
     is_flow = True
 
@@ -516,10 +549,98 @@ class VelocityField(OnModel):
         self.summary = None
         self.meta = {}
 
-    def b(self, x: Tensor, tau) -> Tensor:
-        """The learned velocity b(tau, x), (n, 2)."""
+    def _net(self, x: Tensor, tau) -> Tensor:
         tt = broadcast_t(tau, x)
         return self.model(x, (2 * tt - 1).reshape(-1))
+
+    def eps(self, x: Tensor, t) -> Tensor:
+        raise ValueError("a flow has no noise prediction eps: use its velocity (the ODE solvers)")
+
+
+class FlowScoreField(_FlowNetwork):
+    """A network as a flow's score (``lab.train`` with ``objective="score"`` or ``"denoiser"``):
+    Albergo et al.'s L_s trains s(tau, x) = grad log rho_tau itself, L_eta the noise's denoiser
+    eta(tau, x) = E[z | x_tau = x], whose score is s = -eta / gamma. Either needs gamma > 0
+    inside, and is trained on tau in [TAU_EDGE, 1 - TAU_EDGE], where gamma is not 0: nearer the
+    ends (where s = -eta / gamma would divide by 0) it answers for the nearest trained tau. It has
+    no velocity: give it to ``VelocityField.with_score`` for ``flow_sde``."""
+
+    def __init__(self, model, interpolant, source, kind: str = "denoiser"):
+        super().__init__(model, interpolant, source)
+        if kind not in ("score", "denoiser"):
+            raise ValueError(f"a flow's score network is a 'score' or a 'denoiser', got {kind!r}")
+        self.kind = kind
+
+    def _trained(self, x: Tensor, tau) -> Tensor:
+        return broadcast_t(check_unit_time(tau, "tau"), x).clamp(TAU_EDGE, 1 - TAU_EDGE)
+
+    def s(self, x: Tensor, tau) -> Tensor:
+        """The learned score grad log rho_tau(x), (n, 2)."""
+        tau = self._trained(x, tau)
+        out = self._net(x, tau)
+        if self.kind == "score":
+            return out
+        return -out / self.interpolant.gamma(tau)
+
+    def noise_mean(self, x: Tensor, tau) -> Tensor:
+        """The learned E[z | x_tau = x]."""
+        tau = self._trained(x, tau)
+        out = self._net(x, tau)
+        return out if self.kind == "denoiser" else -self.interpolant.gamma(tau) * out
+
+    def score(self, x: Tensor, t) -> Tensor:
+        self.schedule.check_t(t)
+        return self.s(x, 1 - broadcast_t(t, x))
+
+    def velocity(self, x: Tensor, t) -> Tensor:
+        raise ValueError("a flow's score network has no velocity: pair it with one "
+                         "(VelocityField.with_score) to sample")
+
+    def __repr__(self) -> str:
+        return f"FlowScoreField({self.interpolant.name}, {self.kind})"
+
+
+class VelocityField(_FlowNetwork):
+    """A network as a flow's velocity (``lab.train`` with ``objective="velocity"``): ``model(x,
+    c)`` is b(tau, x), trained by Albergo et al.'s quadratic loss to be E[alpha' x0 + beta' x1 +
+    gamma' z | x_tau = x]. The lab's methods in t = 1 - tau as ``InterpolantField``'s; ``x0`` is
+    the one Euler step to the end, x + (1 - tau) b (the target mean itself for the linear
+    interpolant without noise). Its score, which ``flow_sde`` with eps > 0 needs, follows from b
+    when the source is N(0, I) (``score_from_velocity``); from another source it is a second
+    network's (``with_score``), else ``score`` refuses."""
+
+    score_field: FlowScoreField | None = None
+
+    def b(self, x: Tensor, tau) -> Tensor:
+        """The learned velocity b(tau, x), (n, 2)."""
+        return self._net(x, tau)
+
+    def with_score(self, score_field: FlowScoreField | None) -> "VelocityField":
+        """This velocity with ``score_field``'s score (None: none), a new field sharing the network."""
+        if score_field is not None:
+            if not isinstance(score_field, FlowScoreField):
+                raise TypeError(f"with_score takes a FlowScoreField, got {type(score_field).__name__}")
+            if score_field.interpolant.name != self.interpolant.name:
+                raise ValueError(f"the score was learned on the {score_field.interpolant.name} interpolant, "
+                                 f"the velocity on {self.interpolant.name}")
+        out = copy.copy(self)
+        out.score_field = score_field
+        return out
+
+    @property
+    def has_score(self) -> bool:
+        """Whether ``s`` is defined: a score network, or a source N(0, I)."""
+        return self.score_field is not None or is_standard_gaussian(self.source)
+
+    def s(self, x: Tensor, tau) -> Tensor:
+        """The score: the score network's, else from b (a source N(0, I)), else a ValueError."""
+        if self.score_field is not None:
+            return self.score_field.s(x, tau)
+        if is_standard_gaussian(self.source):
+            return score_from_velocity(self.interpolant, self.b(x, tau), x, tau)
+        raise ValueError("this flow's source is not N(0, I), so its score does not follow from its velocity: "
+                         "train one (TrainConfig(objective='denoiser'), gamma > 0) and pair it by with_score, "
+                         "or sample with eps = 0")
 
     def velocity(self, x: Tensor, t) -> Tensor:
         self.schedule.check_t(t)
@@ -529,14 +650,37 @@ class VelocityField(OnModel):
         return x - broadcast_t(t, x) * self.velocity(x, t)
 
     def score(self, x: Tensor, t) -> Tensor:
-        raise ValueError("a learned velocity has no score: flow_sde with eps > 0 needs one (sample it with "
-                         "eps = 0 or the ODE solvers)")
-
-    def eps(self, x: Tensor, t) -> Tensor:
-        raise ValueError("a flow has no noise prediction eps: use its velocity (the ODE solvers)")
+        self.schedule.check_t(t)
+        return self.s(x, 1 - broadcast_t(t, x))
 
     def __repr__(self) -> str:
-        return f"VelocityField({self.interpolant.name})"
+        return f"VelocityField({self.interpolant.name}{', with a score' if self.score_field else ''})"
+
+
+@torch.no_grad()
+def velocity_error(field, exact: "InterpolantField", taus=(0.1, 0.25, 0.5, 0.75, 0.9), n: int = 4000,
+                   seed: int = 0, of: str = "velocity") -> dict[float, float]:
+    """Relative L2(rho_tau) error of a learned flow's velocity (or, ``of="score"``, its score) to
+    the exact field's at each tau in ``taus``, on ``n`` points x_tau drawn from the interpolant
+    itself (the norm its quadratic loss minimises):
+
+        err(tau) = sqrt( E |b_theta(tau, x) - b(tau, x)|^2 / E |b(tau, x)|^2 ).
+    """
+    if of not in ("velocity", "score"):
+        raise ValueError(f"of must be 'velocity' or 'score', got {of!r}")
+    gen = torch.Generator().manual_seed(seed)
+    x0 = exact.source.sample(n, generator=gen)
+    x1 = exact.target.sample(n, generator=gen)
+    z = torch.randn(n, 2, generator=gen, dtype=x0.dtype)
+    out = {}
+    for tau in taus:
+        tau = float(check_unit_time(tau, "tau"))
+        x = interpolate(exact.interpolant, x0, x1, tau, z)
+        true = exact.b(x, tau) if of == "velocity" else exact.s(x, tau)
+        xf = x.to(dtype=torch.float32, device=field.device)
+        got = (field.b(xf, tau) if of == "velocity" else field.s(xf, tau)).double().cpu()
+        out[tau] = float(((got - true) ** 2).sum(1).mean().sqrt() / (true ** 2).sum(1).mean().sqrt())
+    return out
 
 
 @torch.no_grad()

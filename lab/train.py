@@ -30,9 +30,23 @@ source=)``, default N(0, I)) to the data along ``interpolant``,
     loss = E_{tau, x0, x1, z} |b_theta(tau, x_tau) - (alpha' x0 + beta' x1 + gamma' z)|^2,
 
 tau stratified-uniform on [0, 1] (on [1e-3, 1 - 1e-3] when gamma > 0, whose derivative is
-infinite at the ends), x0 and x1 paired independently or, with ``coupling="ot"``, by the exact
-optimal assignment within each batch (minibatch OT, Tong et al. 2024; Pooladian et al. 2023).
-The returned field is a ``lab.interpolants.VelocityField``.
+infinite at the ends). x0 and x1 are paired independently; or, ``coupling="ot"``, by the exact
+optimal assignment within each batch (minibatch OT, Tong et al. 2024; Pooladian et al. 2023);
+or, ``"sinkhorn"``, drawn from the batch's entropic OT plan (Sinkhorn's iterations, POT; the
+cost scaled to [0, 1], ``sinkhorn_reg`` its regularisation; Tong et al.'s OT-CFM does the same);
+or, ``"paired"``, given (``train(..., source_points=)``: x0[i] goes with data[i], as rectified
+flow's reflow pairs them, ``reflow``). The returned field is a ``lab.interpolants.VelocityField``.
+
+Albergo et al.'s other two losses learn a flow's score, which its SDE needs (``flow_sde`` with
+eps > 0; a flow from N(0, I) reads its score off b and needs neither), both from the latent noise
+z and so with gamma > 0:
+
+    objective="score":     L_s   = E |s_theta(tau, x_tau)|^2 + 2 z . s_theta(tau, x_tau) / gamma,
+    objective="denoiser":  L_eta = E |eta_theta(tau, x_tau) - z|^2,   s = -eta_theta / gamma.
+
+L_s has the gradient of E |s_theta + z / gamma|^2, whose target blows up where gamma vanishes;
+L_eta's does not, which is why the paper prefers it. Either returns a
+``lab.interpolants.FlowScoreField``: pair it with the velocity by ``VelocityField.with_score``.
 """
 from __future__ import annotations
 
@@ -53,24 +67,27 @@ from torch import Tensor
 
 import lab
 from lab import _check, checkpoints
-from lab.data import load_points
+from lab.data import GaussianMixture, load_points
 from lab.fields import LAMBDA_FLOOR, NetworkField
 from lab.fokker_planck import fokker_planck_norm, log_density_residual
-from lab.interpolants import INTERPOLANTS, VelocityField, as_mixture, get_interpolant, is_standard_gaussian
+from lab.interpolants import (INTERPOLANTS, TAU_EDGE, FlowScoreField, VelocityField, as_mixture, get_interpolant,
+                              is_standard_gaussian)
 from lab.models import MODELS, build_model
 from lab.schedules import SCHEDULES, Schedule, get_schedule
 
 __all__ = ["TrainConfig", "progress_bar", "Progress", "train", "TrainingRun", "save", "load", "resolve_device",
            "WEIGHTINGS", "T_SAMPLINGS", "FP_FORMS",
-           "CHECKPOINT_FORMAT", "STATE_EVERY_S", "read_state", "loss_weight_fn", "time_sampler"]
+           "CHECKPOINT_FORMAT", "STATE_EVERY_S", "read_state", "loss_weight_fn", "time_sampler",
+           "OBJECTIVES", "COUPLINGS", "reflow"]
 
 WEIGHTINGS = ("eps", "min_snr", "likelihood", "score")
 T_SAMPLINGS = ("uniform", "logsnr", "beta")
 FP_FORMS = ("score", "log_density")
-OBJECTIVES = ("eps", "velocity")
-COUPLINGS = ("independent", "ot")
+OBJECTIVES = ("eps", "velocity", "score", "denoiser")
+FLOW_OBJECTIVES = ("velocity", "score", "denoiser")
+COUPLINGS = ("independent", "ot", "sinkhorn", "paired")
 SOURCE_POOL = 100_000     # points drawn once from a non-Gaussian source (batches index them, as the data)
-FLOW_TAU_EDGE = 1e-3      # training tau stays this far from 0 and 1 when gamma > 0
+FLOW_TAU_EDGE = TAU_EDGE  # training tau stays this far from 0 and 1 when gamma > 0
 MIN_SNR_GAMMA = 5.0       # Hang et al. 2023's truncation of the SNR in "min_snr"
 EMA_WARMUP = 10           # EMA decay is min(ema, (1 + step) / (EMA_WARMUP + step))
 LIKELIHOOD_GRID = 512     # times used to normalise the "likelihood" weight
@@ -109,10 +126,11 @@ class TrainConfig:
     seed: int = 0                   # seeds the weights, batches, times and noise; in [-2**63, 2**64)
     device: str | None = None       # None: lab.pick_device() (cuda, then mps, then cpu)
     cuda_graph: bool = True         # on CUDA, replay each step as one captured CUDA graph (docs/gpu.md)
-    objective: str = "eps"          # "eps" (denoising score matching) or "velocity" (a flow; module doc)
-    interpolant: str = "linear"     # objective="velocity": a name in lab.interpolants.INTERPOLANTS
+    objective: str = "eps"          # "eps" (denoising score matching); a flow's "velocity", "score", "denoiser"
+    interpolant: str = "linear"     # a flow's: a name in lab.interpolants.INTERPOLANTS
     gamma: str | None = None        # its gamma (lab.interpolants.GAMMAS; None: the family's own)
-    coupling: str = "independent"   # objective="velocity": "independent" or "ot" (minibatch exact OT)
+    coupling: str = "independent"   # a flow's: "independent", "ot", "sinkhorn" or "paired" (module doc)
+    sinkhorn_reg: float = 0.05      # coupling="sinkhorn": entropic regularisation, on the cost scaled to [0, 1]
 
     def __post_init__(self):
         _choice(self.schedule, SCHEDULES, "schedule")
@@ -125,15 +143,21 @@ class TrainConfig:
         _choice(self.fp_form, FP_FORMS, "fp_form")
         _choice(self.objective, OBJECTIVES, "objective")
         _choice(self.coupling, COUPLINGS, "coupling")
-        if self.objective == "velocity":
+        if self.objective in FLOW_OBJECTIVES:
             _choice(self.interpolant, INTERPOLANTS, "interpolant")
-            get_interpolant(self.interpolant, self.gamma)     # a ValueError names a bad pair
+            interpolant = get_interpolant(self.interpolant, self.gamma)     # a ValueError names a bad pair
             if self.model != "score_mlp" or self.fp_weight or self.n_classes:
-                raise ValueError("objective='velocity' trains a velocity network: model='score_mlp', "
+                raise ValueError(f"objective={self.objective!r} trains a flow's network: model='score_mlp', "
                                  "no Fokker-Planck penalty (fp_weight=0) and no classes (n_classes=0)")
+            if self.objective != "velocity" and not _noisy(interpolant):
+                raise ValueError(f"objective={self.objective!r} learns a flow's score from its latent noise z, "
+                                 f"and the {self.interpolant} interpolant with gamma={interpolant.gamma_name!r} "
+                                 "has none: choose gamma='brownian_bridge' (a flow from N(0, I) reads its score "
+                                 "off the velocity and needs no score network)")
         elif self.coupling != "independent":
             raise ValueError(f"coupling={self.coupling!r} pairs a flow's source and data points: "
-                             "it needs objective='velocity'")
+                             "it needs a flow's objective (velocity, score, denoiser)")
+        _check.real(self.sinkhorn_reg, "TrainConfig.sinkhorn_reg", 1e-4, 10.0)
         if self.fp_form == "log_density" and not getattr(MODELS[self.model], "log_density", False):
             raise ValueError(f"fp_form='log_density' penalises the residual of a log-density; "
                              f"model={self.model!r} gives eps, use model='log_density_mlp' or fp_form='score'")
@@ -173,6 +197,11 @@ def resolve_device(name) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {name!r} asked for, but MPS is not available here")
     return device
+
+
+def _noisy(interpolant) -> bool:
+    """Whether the interpolant has latent noise (gamma > 0 inside)."""
+    return float(interpolant.gamma(torch.tensor(0.5, dtype=torch.float64))) > 0
 
 
 def _choice(value, options, what):
@@ -310,9 +339,10 @@ class _Knobs:
 def train(data, config: TrainConfig | None = None,
           callback: Callable[[Progress], bool | None] | None = None,
           cancel: threading.Event | None = None, state=None, resume: bool = False,
-          state_every: float = STATE_EVERY_S, labels=None, source=None) -> tuple[NetworkField, dict]:
-    """Train a score model on 2-D points by denoising score matching (or, with
-    ``config.objective="velocity"``, a flow's velocity from ``source``: module doc).
+          state_every: float = STATE_EVERY_S, labels=None, source=None,
+          source_points=None) -> tuple[NetworkField, dict]:
+    """Train a score model on 2-D points by denoising score matching (or, with a flow's
+    ``config.objective``, a flow's velocity or score from ``source``: module doc).
 
     Args:
         data: (n, 2) points (tensor, array or CSV path; validated by ``load_points``).
@@ -331,9 +361,11 @@ def train(data, config: TrainConfig | None = None,
             network learns eps(x, t, class), and a ``config.label_dropout`` share of each
             batch is shown as "no class", so one network is both the conditional and the
             unconditional model of classifier-free guidance (``field.with_label``).
-        source: with ``objective="velocity"``, the law the flow starts from: "gaussian"
-            (default, N(0, I)), a data set's name, a GaussianMixture or points (as
-            ``lab.interpolants.as_mixture`` reads them). The data is the target.
+        source: a flow's start: "gaussian" (default, N(0, I)), a data set's name, a
+            GaussianMixture or points (as ``lab.interpolants.as_mixture`` reads them). The data
+            is the target.
+        source_points: with ``coupling="paired"``, the source point (n, 2) of each data point
+            (``source`` then is only the law the flow samples from).
 
     Returns:
         ``(field, history)``: a :class:`NetworkField` holding the EMA weights (eval mode, on
@@ -342,9 +374,13 @@ def train(data, config: TrainConfig | None = None,
         A non-finite loss stops training and keeps the last model whose loss was finite.
     """
     cfg = config or TrainConfig()
-    flow = cfg.objective == "velocity"
+    flow = cfg.objective in FLOW_OBJECTIVES
     if source is not None and not flow:
-        raise ValueError("source= is the start of a flow: it needs TrainConfig(objective='velocity')")
+        raise ValueError("source= is the start of a flow: it needs a flow's objective "
+                         "(TrainConfig(objective='velocity'))")
+    if (source_points is not None) != (cfg.coupling == "paired"):
+        raise ValueError("coupling='paired' takes the pairs' source points (source_points=), "
+                         "and source_points= needs coupling='paired'")
     x = load_points(data)
     device = resolve_device(cfg.device) if cfg.device else lab.pick_device()
     x = x.to(device)
@@ -361,6 +397,12 @@ def train(data, config: TrainConfig | None = None,
                       "assume; lab.data.standardize(x) centres and scales points", stacklevel=2)
     state_every = _check.real(state_every, "state_every", 0.0)
     y = _labels(labels, cfg.n_classes, x.shape[0], device)
+    paired = None
+    if source_points is not None:
+        paired = load_points(source_points).to(device)
+        if paired.shape[0] != x.shape[0]:
+            raise ValueError(f"coupling='paired' pairs each data point with one source point: "
+                             f"{x.shape[0]} data and {paired.shape[0]} source points")
 
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
         torch.manual_seed(cfg.seed)
@@ -370,10 +412,13 @@ def train(data, config: TrainConfig | None = None,
     if flow:
         interpolant = get_interpolant(cfg.interpolant, cfg.gamma)
         src = as_mixture("gaussian" if source is None else source, "source")
-        pool = None if is_standard_gaussian(src) else src.sample(
+        pool = None if is_standard_gaussian(src) or paired is not None else src.sample(
             SOURCE_POOL, generator=torch.Generator().manual_seed(cfg.seed)).to(device, x.dtype)
-        noisy = float(interpolant.gamma(torch.tensor(0.5, dtype=torch.float64))) > 0
-        field, ema_field = VelocityField(model, interpolant, src), VelocityField(ema_model, interpolant, src)
+        noisy = _noisy(interpolant)
+        if cfg.objective == "velocity":
+            field, ema_field = VelocityField(model, interpolant, src), VelocityField(ema_model, interpolant, src)
+        else:
+            field, ema_field = (FlowScoreField(m, interpolant, src, cfg.objective) for m in (model, ema_model))
     else:
         field = NetworkField(model, schedule, data_std)
         ema_field = NetworkField(ema_model, schedule, data_std)
@@ -387,35 +432,49 @@ def train(data, config: TrainConfig | None = None,
     history = {"step": [], "loss": [], "samples_per_s": [], "seconds": [], "lr": []}
     loss_sum = torch.zeros((), device=device)
     run = _RunState(model, ema_model, opt, gen, history, loss_sum,
-                    _fingerprint(x if y is None else torch.cat([x, y[:, None].to(x.dtype)], 1)), cfg)
+                    _fingerprint(torch.cat([x, *([] if y is None else [y[:, None].to(x.dtype)]),
+                                            *([] if paired is None else [paired])], 1)), cfg)
     if state is not None and resume and os.path.isfile(os.fspath(state)):
         run.restore(os.fspath(state))
     else:
         run.remember_good(0)
 
-    # minibatch OT solves an assignment on the host each step: no graph can hold it
-    captured = cfg.cuda_graph and device.type == "cuda" and cfg.coupling == "independent"
+    # minibatch OT solves an assignment (or Sinkhorn's iterations) on the host each step: no
+    # graph can hold it
+    captured = cfg.cuda_graph and device.type == "cuda" and cfg.coupling in ("independent", "paired")
     draws = _Draws(cfg, x.shape[0], y is not None, device,
                    n_source=SOURCE_POOL if flow and pool is not None else 0,
-                   flow_noise=flow and pool is None and noisy)
+                   flow_noise=flow and pool is None and paired is None and noisy)
     knobs = _Knobs(opt, device, tensors=captured)
     offsets = torch.arange(cfg.batch_size, device=device) / cfg.batch_size
     detached = [p.detach() for p in params]
 
     def flow_loss() -> Tensor:
-        """Albergo et al.'s L_b on one batch (module doc)."""
+        """Albergo et al.'s L_b, L_s or L_eta on one batch (module doc)."""
         edge = FLOW_TAU_EDGE if noisy else 0.0
         tau = (edge + (1 - 2 * edge) * ((draws.u + offsets) % 1.0))[:, None]
         x1 = x[draws.idx]
-        x0, z = (draws.eps, draws.z) if pool is None else (pool[draws.idx0], draws.eps)
+        if paired is not None:
+            x0, z = paired[draws.idx], draws.eps
+        else:
+            x0, z = (draws.eps, draws.z) if pool is None else (pool[draws.idx0], draws.eps)
         if cfg.coupling == "ot":
             x1 = x1[_ot_pairs(x0, x1)]
+        elif cfg.coupling == "sinkhorn":
+            i, j = _sinkhorn_pairs(x0, x1, cfg.sinkhorn_reg, gen)
+            x0, x1 = x0[i], x1[j]
         I = interpolant
         xt = I.alpha(tau) * x0 + I.beta(tau) * x1
+        g = I.gamma(tau)
+        if noisy:
+            xt = xt + g * z
+        if cfg.objective == "denoiser":
+            return ((field._net(xt, tau) - z) ** 2).sum(1).mean()
+        if cfg.objective == "score":
+            s_theta = field.s(xt, tau)
+            return ((s_theta ** 2).sum(1) + 2 * (z * s_theta).sum(1) / g[:, 0]).mean()
         target = I.d_alpha(tau) * x0 + I.d_beta(tau) * x1
         if noisy:
-            g = I.gamma(tau)
-            xt = xt + g * z
             target = target + I.gamma_dgamma(tau) / g * z
         return ((field.b(xt, tau) - target) ** 2).sum(1).mean()
 
@@ -514,6 +573,49 @@ def _ot_pairs(x0: Tensor, x1: Tensor) -> Tensor:
     cost = torch.cdist(x0.detach().double(), x1.detach().double()).pow(2).cpu().numpy()
     rows, cols = linear_sum_assignment(cost)
     return torch.as_tensor(cols[rows.argsort()], device=x1.device)
+
+
+def _sinkhorn_pairs(x0: Tensor, x1: Tensor, reg: float, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Indices (i, j) of as many pairs as x0 has points, drawn with replacement from the
+    entropic OT plan between the two batches (equal weights; squared distances scaled to
+    [0, 1]; POT's Sinkhorn iterations, ``reg`` the regularisation)."""
+    import ot
+
+    if x0.shape[0] != x1.shape[0]:
+        raise ValueError(f"a Sinkhorn coupling pairs equal batches: {x0.shape[0]} source and "
+                         f"{x1.shape[0]} data points")
+    n = x0.shape[0]
+    cost = torch.cdist(x0.detach().double(), x1.detach().double()).pow(2).cpu()
+    cost = cost / cost.max().clamp_min(1e-12)
+    w = torch.full((n,), 1.0 / n, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # POT warns when it stops at numItermax; the plan is still a coupling
+        plan = torch.as_tensor(ot.sinkhorn(w.numpy(), w.numpy(), cost.numpy(), reg))
+    if not torch.isfinite(plan).all() or not plan.sum() > 0:
+        raise ValueError(f"Sinkhorn's iterations failed at sinkhorn_reg={reg:g}: raise it")
+    flat = torch.multinomial(plan.flatten().to(gen.device, torch.float32), n, replacement=True, generator=gen)
+    return (flat // n).to(x0.device), (flat % n).to(x0.device)
+
+
+def reflow(field: VelocityField, config: TrainConfig | None = None, n: int = 20_000, ode_steps: int = 100,
+           seed: int = 0, **kwargs) -> tuple[VelocityField, dict]:
+    """Rectified flow's reflow (Liu et al. 2023, "Flow Straight and Fast"): draw ``n`` source
+    points x0, carry each by the flow's own ODE (``ode_rk4``, ``ode_steps`` steps) to x1, and
+    train a new velocity on the pairs (x0, x1) (``coupling="paired"``): the new flow's paths
+    cross less, so they are straighter and few-step sampling is closer. ``config``: the new
+    run's (default: the field's own with the coupling "paired"); ``kwargs`` go to ``train``
+    (callback, cancel, state, ...)."""
+    from lab.solvers import sample
+
+    if not isinstance(field, VelocityField):
+        raise TypeError(f"reflow retrains a learned flow (a VelocityField), got {type(field).__name__}")
+    n = _check.integer(n, "n (reflow's pairs)", 2, 10_000_000)
+    cfg = config or field.config or TrainConfig(objective="velocity", interpolant=field.interpolant.name)
+    cfg = dataclasses.replace(cfg, objective="velocity", coupling="paired")
+    gen = torch.Generator().manual_seed(_check.seed(seed))
+    x0 = field.source.sample(n, generator=gen).to(field.dtype)
+    x1 = sample(field, x_T=x0.to(field.device), solver="ode_rk4", steps=ode_steps, keep_last=1).samples
+    return train(x1, cfg, source=field.source, source_points=x0, **kwargs)
 
 
 class _Stepper:
@@ -792,12 +894,15 @@ def progress_bar(total: int, disable: bool = False):
         yield report
 
 
-def save(field: NetworkField, path, meta: dict | None = None) -> str:
+def save(field: NetworkField | VelocityField | FlowScoreField, path, meta: dict | None = None) -> str:
     """Write one file holding the model's config and weights (``torch.save`` of plain
     types and tensors only, so ``load`` can use ``weights_only=True``). The write is
-    atomic: a failed save leaves any earlier file at ``path`` intact. Returns the path."""
-    if not isinstance(field, NetworkField):
-        raise TypeError(f"only a NetworkField can be saved, got {type(field).__name__}")
+    atomic: a failed save leaves any earlier file at ``path`` intact. Returns the path.
+    A flow's file holds its interpolant and source law too (a velocity's paired score network,
+    ``with_score``, is a file of its own)."""
+    flow = isinstance(field, (VelocityField, FlowScoreField))
+    if not isinstance(field, NetworkField) and not flow:
+        raise TypeError(f"only a NetworkField or a learned flow can be saved, got {type(field).__name__}")
     model = field.model
     kind = next((k for k, cls in MODELS.items() if type(model) is cls), None)
     if kind is None:
@@ -806,13 +911,20 @@ def save(field: NetworkField, path, meta: dict | None = None) -> str:
     ckpt = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "model": kind, "model_kwargs": dict(model.kwargs),
-        "schedule": field.schedule.name, "schedule_kwargs": field.schedule.config(),
-        "data_std": field.data_std,
+        "schedule": "flow" if flow else field.schedule.name,
+        "schedule_kwargs": {} if flow else field.schedule.config(),
+        "data_std": (field.summary or {}).get("data_std", 1.0) if flow else field.data_std,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": dataclasses.asdict(cfg) if cfg is not None else None,
         "summary": field.summary,
         "meta": _plain(meta if meta is not None else field.meta),
     }
+    if flow:
+        I, src = field.interpolant, field.source
+        ckpt["flow"] = {"kind": "velocity" if isinstance(field, VelocityField) else field.kind,
+                        "interpolant": I.name, "gamma": I.gamma_name, "a": float(I.a),
+                        "source_means": src.means.clone(), "source_covs": src.covs.clone(),
+                        "source_weights": src.weights.clone()}
     return checkpoints.write(ckpt, path, "checkpoint")
 
 
@@ -832,9 +944,10 @@ def _plain(meta: dict) -> dict:
     return out
 
 
-def load(path, device=None) -> NetworkField:
+def load(path, device=None) -> NetworkField | VelocityField | FlowScoreField:
     """Read a checkpoint written by :func:`save` (``weights_only=True``: nothing in the file
-    is executed). The field has ``config``, ``summary`` and ``meta`` attributes. Raises
+    is executed): a NetworkField, or the learned flow (``VelocityField``, ``FlowScoreField``)
+    that was saved. The field has ``config``, ``summary`` and ``meta`` attributes. Raises
     ValueError when the file is not a score-lab checkpoint."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -843,12 +956,23 @@ def load(path, device=None) -> NetworkField:
     try:
         model = build_model(ckpt["model"], **ckpt["model_kwargs"])
         model.load_state_dict(ckpt["state_dict"])
-        schedule = get_schedule(ckpt["schedule"], **ckpt["schedule_kwargs"])
+        flow = ckpt.get("flow")
+        if flow is None:
+            schedule = get_schedule(ckpt["schedule"], **ckpt["schedule_kwargs"])
+        else:
+            interpolant = get_interpolant(flow["interpolant"], flow["gamma"], flow["a"])
+            source = GaussianMixture(flow["source_means"], flow["source_covs"], flow["source_weights"])
         cfg = TrainConfig(**ckpt["config"]) if ckpt.get("config") else None
         data_std = float(ckpt["data_std"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise ValueError(f"{path} is a damaged score-lab checkpoint: {e}") from None
     device = resolve_device(device) if device is not None else lab.pick_device()
-    field = NetworkField(model.to(device).eval().requires_grad_(False), schedule, data_std)
+    model = model.to(device).eval().requires_grad_(False)
+    if flow is None:
+        field = NetworkField(model, schedule, data_std)
+    elif flow["kind"] == "velocity":
+        field = VelocityField(model, interpolant, source)
+    else:
+        field = FlowScoreField(model, interpolant, source, flow["kind"])
     field.config, field.summary, field.meta = cfg, ckpt.get("summary"), ckpt.get("meta") or {}
     return field
