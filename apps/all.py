@@ -4,6 +4,7 @@ import panel as pn
 
 from lab.app import servable
 from lab.app.curl_view import CurlView
+from lab.app.flows_view import FlowsView
 from lab.app.gap_view import GapView
 from lab.app.guidance_view import GuidanceView
 from lab.app.hallucination_view import HallucinationView
@@ -23,8 +24,8 @@ def later(view):
 
 tabs = pn.Tabs(("Train", TrainView(session)), ("Solvers", later(SolverView)), ("Curl", later(CurlView)),
                ("Hallucinations", later(HallucinationView)), ("ODE vs SDE", later(GapView)),
-               ("Guidance", later(GuidanceView)), dynamic=True)
-TAB_NAMES = ["train", "solvers", "curl", "hallucinations", "gap", "guidance"]   # ?tab=NAME opens that tab
+               ("Guidance", later(GuidanceView)), ("Flows", later(FlowsView)), dynamic=True)
+TAB_NAMES = ["train", "solvers", "curl", "hallucinations", "gap", "guidance", "flows"]   # ?tab=NAME opens that tab
 asked = [a.decode() for a in pn.state.session_args.get("tab", [])]
 if asked and asked[0] in TAB_NAMES:
     tabs.active = TAB_NAMES.index(asked[0])

@@ -107,6 +107,10 @@ def _sample(args) -> int:
 def _pretrain(args) -> int:
     from lab.pretrained.recipes import pretrain, pretrain_gap
 
+    if args.flows:
+        from lab.pretrained.recipes import pretrain_flows
+        pretrain_flows(out_dir=args.out_dir)
+        return 0
     if args.gap:
         from lab.pretrained import GAP_NETWORKS
         weights = [float(w) for w in args.weights.split(",")] if args.weights else None
@@ -118,6 +122,8 @@ def _pretrain(args) -> int:
              state_dir=args.state_dir, recipe=args.recipe, batch_size=args.batch_size, device=args.device)
     if not args.datasets:
         pretrain_gap(out_dir=args.out_dir, resume=args.resume, state_dir=args.state_dir)
+        from lab.pretrained.recipes import pretrain_flows
+        pretrain_flows(out_dir=args.out_dir)
     return 0
 
 
@@ -201,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--gap", action="store_true",
                     help="only the ODE-SDE gap models (lab.pretrained.recipes.pretrain_gap); a data set given "
                          "is theirs (default: gap_circles)")
+    pt.add_argument("--flows", action="store_true",
+                    help="only the flows page's shipped flows (lab.pretrained.recipes.pretrain_flows)")
     pt.add_argument("--network", action="append", choices=["paper", "lab"],
                     help="with --gap: the network(s) to train (default: both)")
     pt.add_argument("--weights", default=None, help="with --gap: Fokker-Planck weights, e.g. 0,1 (default: all)")

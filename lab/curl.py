@@ -85,8 +85,8 @@ def asymmetry(field: ScoreField, x: Tensor, t, of: str = "score") -> float:
     return float((num / torch.linalg.matrix_norm(J).clamp_min(1e-30)).mean())
 
 
-def circulation(field: ScoreField, t, centers, radii, n_points: int = 256) -> Tensor:
-    """Line integral of the score counter-clockwise around circles, shape (m,).
+def circulation(field: ScoreField, t, centers, radii, n_points: int = 256, of: str = "score") -> Tensor:
+    """Line integral of the score (or ``of="velocity"``) counter-clockwise around circles, shape (m,).
 
     centers (m, 2) or (2,); radii (m,) or a float. The periodic trapezoid rule with the exact
     tangent converges faster than any power of 1/n_points for a smooth field, so Stokes'
@@ -112,11 +112,11 @@ def circulation(field: ScoreField, t, centers, radii, n_points: int = 256) -> Te
     ring = torch.stack([theta.cos(), theta.sin()], 1)                   # (k, 2)
     tangent = torch.stack([-theta.sin(), theta.cos()], 1)
     pts = centers[:, None, :] + radii[:, None, None] * ring              # (m, k, 2)
-    s = _score_at(field, pts.reshape(-1, 2), t).reshape(pts.shape)
+    s = _score_at(field, pts.reshape(-1, 2), t, of).reshape(pts.shape)
     circ = (s * tangent).sum(-1).sum(1) * radii * (2 * math.pi / n_points)
     if not torch.isfinite(circ).all():
         i = int(torch.nonzero(~torch.isfinite(circ))[0])
-        raise ValueError(f"the score is not finite on the circle of centre {centers[i].tolist()} and "
+        raise ValueError(f"the {of} is not finite on the circle of centre {centers[i].tolist()} and "
                          f"radius {float(radii[i]):g} at t={_check.show(t)}")
     return circ
 
@@ -129,10 +129,14 @@ def _numbers(v, name: str) -> Tensor:
         raise ValueError(f"{name} must be numbers, got {_check.show(v)}") from None
 
 
-def _score_at(field, pts64: Tensor, t) -> Tensor:
-    """The score at float64 points, evaluated in the field's own precision."""
+def _score_at(field, pts64: Tensor, t, of: str = "score") -> Tensor:
+    """The score (``of="velocity"``: the velocity) at float64 points, evaluated in the field's
+    own precision."""
+    if of not in ("score", "velocity"):
+        raise ValueError(f"of must be 'score' or 'velocity', got {of!r}")
     with torch.no_grad():
-        return field.score(field.as_input(pts64), t).double().cpu()
+        fn = field.score if of == "score" else field.velocity
+        return fn(field.as_input(pts64), t).double().cpu()
 
 
 def _path(path) -> Tensor:
@@ -210,11 +214,11 @@ def helmholtz(u, v, spacing: float) -> dict:
             "rest_share": rest_energy / energy if energy else 0.0}
 
 
-def field_helmholtz(field: ScoreField, t, extent: float = 3.0, size: int = 96) -> dict:
-    """``helmholtz`` of a field's score at time t on a size x size grid over
-    [-extent, extent]^2: how much of it is a gradient (``grad_share``) and how much is not."""
+def field_helmholtz(field: ScoreField, t, extent: float = 3.0, size: int = 96, of: str = "score") -> dict:
+    """``helmholtz`` of a field's score (or ``of="velocity"``) at time t on a size x size grid
+    over [-extent, extent]^2: how much of it is a gradient (``grad_share``) and how much is not."""
     _, pts = grid_points(extent, size, dtype=torch.float64)
-    s = _score_at(field, pts, t).detach().cpu().numpy()
+    s = _score_at(field, pts, t, of).detach().cpu().numpy()
     return helmholtz(s[:, 0].reshape(size, size), s[:, 1].reshape(size, size), 2 * extent / (size - 1))
 
 

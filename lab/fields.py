@@ -333,7 +333,10 @@ def fingerprint(obj) -> str:
 def noised_samples(reference: MixtureField, t: float, n: int, generator=None,
                    dtype=torch.float32, device=None):
     """n points (n, 2) from p_t: alpha_t x0 + sigma_t eps with x0 from the mixture of
-    ``reference`` (a MixtureField)."""
+    ``reference`` (a MixtureField); of a flow's exact field (``lab.interpolants``), x_tau's draws
+    at tau = 1 - t."""
+    if getattr(reference, "is_flow", False):
+        return reference.sample_at(1 - float(t), n, generator=generator).to(dtype=dtype, device=device)
     s = reference.schedule
     x0 = reference.mixture.sample(n, generator=generator, dtype=torch.float64)
     eps = torch.randn(n, 2, generator=generator, dtype=torch.float64)

@@ -506,6 +506,14 @@ class InterpolantField:
         out = self._moments(x, self._check_tau(tau), ("d",))
         return out["coefs"][2] * out["d"]
 
+    def sample_at(self, tau, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` draws (float64) of x_tau = alpha x0 + beta x1 + gamma z, x0 and x1 independent."""
+        tau = float(self._check_tau(tau))
+        x0 = self.source.sample(n, generator=generator)
+        x1 = self.target.sample(n, generator=generator)
+        z = torch.randn(n, 2, generator=generator, dtype=x0.dtype)
+        return interpolate(self.interpolant, x0, x1, tau, z)
+
     def log_prob(self, x: Tensor, tau) -> Tensor:
         """log rho_tau(x), (n,)."""
         return self._moments(x, self._check_tau(tau), ("log_prob",))["log_prob"]
@@ -606,8 +614,9 @@ class VelocityField(_FlowNetwork):
     gamma' z | x_tau = x]. The lab's methods in t = 1 - tau as ``InterpolantField``'s; ``x0`` is
     the one Euler step to the end, x + (1 - tau) b (the target mean itself for the linear
     interpolant without noise). Its score, which ``flow_sde`` with eps > 0 needs, follows from b
-    when the source is N(0, I) (``score_from_velocity``); from another source it is a second
-    network's (``with_score``), else ``score`` refuses."""
+    when the source is N(0, I) and independent of the target (``score_from_velocity``; an OT or
+    reflow coupling makes x0 depend on x1, and Tweedie's formula fails); otherwise it is a
+    second network's (``with_score``), else ``score`` refuses."""
 
     score_field: FlowScoreField | None = None
 
@@ -628,18 +637,27 @@ class VelocityField(_FlowNetwork):
         return out
 
     @property
+    def coupling(self) -> str:
+        """How its training paired source and target points (its TrainConfig's; "independent"
+        when it has none)."""
+        return getattr(self.config, "coupling", "independent")
+
+    @property
     def has_score(self) -> bool:
-        """Whether ``s`` is defined: a score network, or a source N(0, I)."""
-        return self.score_field is not None or is_standard_gaussian(self.source)
+        """Whether ``s`` is defined: a score network, or an independent source N(0, I)."""
+        return self.score_field is not None or (is_standard_gaussian(self.source) and self.coupling == "independent")
 
     def s(self, x: Tensor, tau) -> Tensor:
-        """The score: the score network's, else from b (a source N(0, I)), else a ValueError."""
+        """The score: the score network's, else from b (an independent source N(0, I)), else a
+        ValueError that says why."""
         if self.score_field is not None:
             return self.score_field.s(x, tau)
-        if is_standard_gaussian(self.source):
+        if self.has_score:
             return score_from_velocity(self.interpolant, self.b(x, tau), x, tau)
-        raise ValueError("this flow's source is not N(0, I), so its score does not follow from its velocity: "
-                         "train one (TrainConfig(objective='denoiser'), gamma > 0) and pair it by with_score, "
+        why = ("this flow's source is not N(0, I)" if not is_standard_gaussian(self.source) else
+               f"under its {self.coupling!r} coupling x0 depends on x1")
+        raise ValueError(f"{why}, so its score does not follow from its velocity: train one "
+                         "(TrainConfig(objective='denoiser'), gamma > 0) and pair it by with_score, "
                          "or sample with eps = 0")
 
     def velocity(self, x: Tensor, t) -> Tensor:
@@ -668,14 +686,10 @@ def velocity_error(field, exact: "InterpolantField", taus=(0.1, 0.25, 0.5, 0.75,
     """
     if of not in ("velocity", "score"):
         raise ValueError(f"of must be 'velocity' or 'score', got {of!r}")
-    gen = torch.Generator().manual_seed(seed)
-    x0 = exact.source.sample(n, generator=gen)
-    x1 = exact.target.sample(n, generator=gen)
-    z = torch.randn(n, 2, generator=gen, dtype=x0.dtype)
     out = {}
     for tau in taus:
-        tau = float(check_unit_time(tau, "tau"))
-        x = interpolate(exact.interpolant, x0, x1, tau, z)
+        x = exact.sample_at(tau, n, generator=torch.Generator().manual_seed(seed))
+        tau = float(tau)
         true = exact.b(x, tau) if of == "velocity" else exact.s(x, tau)
         xf = x.to(dtype=torch.float32, device=field.device)
         got = (field.b(xf, tau) if of == "velocity" else field.s(xf, tau)).double().cpu()

@@ -45,9 +45,9 @@ def to_numpy(x) -> np.ndarray:
 
 
 # --- what is drawn ---------------------------------------------------------------------
-def score_arrows(field, t: float, extent: float = EXTENT, n: int = ARROWS, minus=None) -> dict:
-    """Arrows of the score at time t on an n x n grid over [-extent, extent]^2 (with
-    ``minus``, another field: of the difference field.score - minus.score).
+def score_arrows(field, t: float, extent: float = EXTENT, n: int = ARROWS, minus=None, of: str = "score") -> dict:
+    """Arrows of the score (``of="velocity"``: the velocity) at time t on an n x n grid over
+    [-extent, extent]^2 (with ``minus``, another field: of the difference field.score - minus.score).
 
     Returns dict of arrays (n*n,): tails ``x``, ``y``; ``angle`` (radians); ``length`` in
     data units, proportional to |score| up to its ARROW_QUANTILE on the grid and capped
@@ -56,10 +56,12 @@ def score_arrows(field, t: float, extent: float = EXTENT, n: int = ARROWS, minus
     and heads ``x1``, ``y1``.
     """
     _, pts = grid_points(extent, n, dtype=torch.float64)
+    if of not in ("score", "velocity"):
+        raise ValueError(f"of must be 'score' or 'velocity', got {of!r}")
     with torch.no_grad():
-        s = to_numpy(field.score(field.as_input(pts), t))
+        s = to_numpy(getattr(field, of)(field.as_input(pts), t))
         if minus is not None:
-            s = s - to_numpy(minus.score(minus.as_input(pts), t))
+            s = s - to_numpy(getattr(minus, of)(minus.as_input(pts), t))
     mag = np.linalg.norm(s, axis=1)
     ref = float(np.quantile(mag, ARROW_QUANTILE)) or 1.0
     length = 0.9 * (2 * extent / (n - 1)) * np.minimum(mag / ref, 1.0)
@@ -69,11 +71,11 @@ def score_arrows(field, t: float, extent: float = EXTENT, n: int = ARROWS, minus
             "x1": p[:, 0] + length * np.cos(angle), "y1": p[:, 1] + length * np.sin(angle)}
 
 
-def curl_grid(field, t: float, extent: float = EXTENT, n: int = CURL_GRID) -> np.ndarray:
-    """The curl of the score at time t on an n x n grid, (n, n), y along axis 0 (row 0 at
-    y = -extent)."""
+def curl_grid(field, t: float, extent: float = EXTENT, n: int = CURL_GRID, of: str = "score") -> np.ndarray:
+    """The curl of the score (``of="velocity"``: of the velocity) at time t on an n x n grid,
+    (n, n), y along axis 0 (row 0 at y = -extent)."""
     _, pts = grid_points(extent, n, dtype=torch.float64)
-    return to_numpy(curl(field, field.as_input(pts), t)).reshape(n, n)
+    return to_numpy(curl(field, field.as_input(pts), t, of)).reshape(n, n)
 
 
 def circle(center, radius: float, k: int = 128) -> tuple[np.ndarray, np.ndarray]:

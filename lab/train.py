@@ -603,15 +603,19 @@ def reflow(field: VelocityField, config: TrainConfig | None = None, n: int = 20_
     points x0, carry each by the flow's own ODE (``ode_rk4``, ``ode_steps`` steps) to x1, and
     train a new velocity on the pairs (x0, x1) (``coupling="paired"``): the new flow's paths
     cross less, so they are straighter and few-step sampling is closer. ``config``: the new
-    run's (default: the field's own with the coupling "paired"); ``kwargs`` go to ``train``
-    (callback, cancel, state, ...)."""
+    run's (default: the field's own), with the coupling "paired" and without latent noise
+    (gamma "zero", but for the encoding-decoding interpolant, which needs its own): the pairs are
+    coupled already, and noise would bend the paths that reflow straightens (with gamma > 0, b at
+    tau = 0 holds gamma gamma' times the source's score, so no Euler step is exact). ``kwargs``
+    go to ``train`` (callback, cancel, state, ...)."""
     from lab.solvers import sample
 
     if not isinstance(field, VelocityField):
         raise TypeError(f"reflow retrains a learned flow (a VelocityField), got {type(field).__name__}")
     n = _check.integer(n, "n (reflow's pairs)", 2, 10_000_000)
     cfg = config or field.config or TrainConfig(objective="velocity", interpolant=field.interpolant.name)
-    cfg = dataclasses.replace(cfg, objective="velocity", coupling="paired")
+    cfg = dataclasses.replace(cfg, objective="velocity", coupling="paired",
+                              gamma=cfg.gamma if cfg.interpolant == "encoding_decoding" else "zero")
     gen = torch.Generator().manual_seed(_check.seed(seed))
     x0 = field.source.sample(n, generator=gen).to(field.dtype)
     x1 = sample(field, x_T=x0.to(field.device), solver="ode_rk4", steps=ode_steps, keep_last=1).samples
@@ -812,13 +816,20 @@ class TrainingRun:
     batches train no faster on more (600 default steps on a 2-core CPU: 4.5 s on one
     thread, 5.3 s and twice the CPU on two), and on a served lab a training page then
     leaves the other cores to everyone else. None: torch's default for a new thread.
+
+    ``fit``: what runs, ``train`` by default, called as ``fit(data, config, callback=,
+    cancel=, **train_kwargs)`` and returning (field, history) as ``train`` does (a flow's
+    ``source=``, or ``reflow``); ``total``: the steps its progress counts to (default
+    ``config.steps``).
     """
 
     def __init__(self, data, config: TrainConfig | None = None, preview: Callable | None = None,
-                 preview_every: int = 4, name: str = "score-lab-train", threads: int | None = 1):
+                 preview_every: int = 4, name: str = "score-lab-train", threads: int | None = 1,
+                 fit: Callable | None = None, total: int | None = None, **train_kwargs):
         self.data, self.config = data, config or TrainConfig()
         self.threads = None if threads is None else _check.integer(threads, "threads", 1, 1024)
-        self.total = self.config.steps
+        self.total = self.config.steps if total is None else _check.integer(total, "total", 1, 10**9)
+        self._fit, self._train_kwargs = fit or train, train_kwargs
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.step = 0
@@ -867,7 +878,8 @@ class TrainingRun:
             return None
 
         try:
-            field, history = train(self.data, self.config, callback=callback, cancel=self._cancel)
+            field, history = self._fit(self.data, self.config, callback=callback, cancel=self._cancel,
+                                       **self._train_kwargs)
             self.stopped = history["summary"]["stopped"] or ""
             self.result = field
         except Exception as e:   # shown by whoever watches the run

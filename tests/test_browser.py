@@ -291,7 +291,7 @@ def test_every_page_renders_plots_without_errors(server, browser, app):
     if app != "all":   # each page's numbers arrive from its worker
         info_line(page, {"train": r"Your own points", "solvers": r"NFE \d+", "curl": r"Helmholtz split",
                          "hallucinations": r"retention at 95% detection", "gap": r"ODE to SDE",
-                         "guidance": r"FKC \d"}[app], log_path,
+                         "guidance": r"FKC \d", "flows": r"Straightness of the learned flow"}[app], log_path,
                   # the hallucination page's first visit samples the paper's 20,000 x 1000 steps;
                   # the gap page's, the paper's network (a gradient per step) 2 x 5,000 x 290 steps
                   timeout_ms=300_000 if app in ("hallucinations", "gap") else 60_000)
@@ -320,7 +320,7 @@ def test_the_index_page_leads_into_the_lab(server, browser):
     page, errors = open_page(browser, 900)
     page.goto(f"{url}/")
     page.get_by_text("Open the lab").wait_for(timeout=30_000)
-    for name in ("train", "solvers", "curl", "hallucinations", "gap", "guidance"):   # the single pages too
+    for name in ("train", "solvers", "curl", "hallucinations", "gap", "guidance", "flows"):   # the single pages too
         assert page.locator(f'a[href="./{name}"]').count() == 1
     page.screenshot(path=str(ARTIFACTS / "index.png"), full_page=True)
     page.get_by_role("link", name=re.compile("^Curl")).click()

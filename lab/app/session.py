@@ -16,10 +16,11 @@ from lab.data import DATASETS, GaussianMixture, dataset_mixture, load_points, ma
 from lab.fields import MixtureField, ScoreField
 from lab.schedules import SCHEDULES, get_schedule
 
-__all__ = ["Session", "UPLOADED", "REDRAW_ON"]
+__all__ = ["Session", "UPLOADED", "REDRAW_ON", "FLOW_REDRAW_ON"]
 
 UPLOADED = "your points"   # the data set name of points a user uploaded
 REDRAW_ON = ["model", "dataset", "schedule", "points_version"]   # session changes views redraw on
+FLOW_REDRAW_ON = ["flow", "flow_exact"]                         # ... and those a flow's views redraw on
 log = logging.getLogger("lab.app")
 
 
@@ -31,6 +32,10 @@ class Session(param.Parameterized):
     model = param.Parameter(default=None, doc="the learned ScoreField (None: none yet)")
     message = param.String(default="", doc="what the user should know about the session's model")
     points_version = param.Integer(default=0, doc="counts uploads: views redraw when it moves")
+    flow = param.Parameter(default=None, doc="the learned flow of the flows page's settings (a "
+                                             "lab.interpolants.VelocityField), or None")
+    flow_exact = param.Parameter(default=None, doc="the exact flow of the flows page's ends and interpolant "
+                                                   "(None: Gaussian -> two_moons, linear)")
 
     def __init__(self, pretrained: bool = True, **params):
         super().__init__(**params)
@@ -147,6 +152,13 @@ class Session(param.Parameterized):
         if source == "learned" and self.model is not None:
             return self.model
         return self.exact
+
+    def flow_field(self, source: str = "learned"):
+        """The flow a view shows: "learned" (the flows page's trained or shipped flow; the exact
+        one while there is none) or "exact" (``flow_exact``, by default Gaussian -> two_moons)."""
+        if source == "learned" and self.flow is not None:
+            return self.flow
+        return self.flow_exact if self.flow_exact is not None else shared.flow_field("gaussian", "two_moons")
 
     @property
     def learned_is_exact(self) -> bool:

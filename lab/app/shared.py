@@ -18,7 +18,7 @@ from lab.fields import MixtureField
 from lab.pretrained import load_pretrained
 from lab.train import load
 
-__all__ = ["pretrained", "checkpoint", "exact_field", "memo", "is_shared", "MEMO_ENTRIES"]
+__all__ = ["pretrained", "checkpoint", "exact_field", "flow_field", "memo", "is_shared", "MEMO_ENTRIES"]
 
 MEMO_ENTRIES = 24      # results kept by ``memo`` (up to 8 MB each: samples, maps, runs)
 
@@ -57,6 +57,15 @@ def exact_field(dataset: str, schedule) -> MixtureField:
     per data set and schedule configuration."""
     key = ("exact", dataset, schedule.name, tuple(sorted(schedule.config().items())))   # vp, subvp: one config
     return _keep(key, lambda: MixtureField(dataset_mixture(dataset), schedule))
+
+
+def flow_field(source: str, target: str, interpolant: str = "linear", gamma: str | None = None):
+    """The exact flow (``lab.interpolants.InterpolantField``) between two built-in ends ("gaussian"
+    or data sets), once a process per ends and interpolant."""
+    from lab.interpolants import InterpolantField, get_interpolant
+
+    return _keep(("flow", source, target, interpolant, gamma),
+                 lambda: InterpolantField(source, target, get_interpolant(interpolant, gamma)))
 
 
 def is_shared(*fields) -> bool:

@@ -1,4 +1,6 @@
-"""Change the solver live: samples, trajectories, NFE and W2 to the truth update at once."""
+"""Change the solver live: samples, trajectories, NFE and W2 to the truth update at once. The
+field is the session's score model (learned or exact) or its flow (the flows tab's: the
+solvers that apply to a flow, ``lab.solvers.FLOW_SOLVERS``)."""
 from __future__ import annotations
 
 import time
@@ -10,10 +12,11 @@ from lab import plots
 from lab.app.figures import FieldFigure, PathsFigure, ScatterFigure
 from lab.app.race_view import SolverRaceView
 from lab.app.shared import memo
+from lab.app.session import FLOW_REDRAW_ON
 from lab.app.view import ON_SESSION, LabView
 from lab.app.worker import on_page
 from lab.metrics import sliced_w2, truth_and_floor
-from lab.solvers import SOLVERS, SPACINGS, sample
+from lab.solvers import FLOW_ONLY, FLOW_SOLVERS, FLOW_SPACINGS, SOLVERS, SPACINGS, sample
 
 __all__ = ["SolverView", "MAX_STEPS_SERVED", "N_SAMPLES"]
 
@@ -23,6 +26,8 @@ MAX_STEPS_SERVED = 500    # the steps slider's top (served mode caps the cost of
 W2_POINTS = 2000          # points of the sliced W2 shown live (cheap: a few ms)
 W2_DIRECTIONS = 64        # its directions: evenly spaced angles, the best estimator in 2-D (lab.distances)
 FIELD_T = 0.1             # time at which the learned and exact fields are drawn
+FLOW_T = 0.5              # ... and a flow's velocity (t = 1 - tau)
+FLOW = "flow"             # the field choice that samples the session's flow
 
 
 class SolverView(LabView):
@@ -36,7 +41,8 @@ class SolverView(LabView):
     spacing = param.Selector(default="logsnr", objects=list(SPACINGS))
     eta = param.Number(default=0.0, bounds=(0.0, 1.0), step=0.05, label="eta (0: ODE, 1: SDE)",
                       doc="0: the probability-flow ODE; 1: the reverse SDE; between: the family")
-    source = param.Selector(default="learned", objects=["learned", "exact"], label="field")
+    source = param.Selector(default="learned", objects=["learned", "exact", FLOW], label="field",
+                            doc="the session's score model (learned or exact), or its flow (the flows tab's)")
     seed = param.Integer(default=0, bounds=(0, 10_000))
 
     def __init__(self, session=None, **params):
@@ -76,7 +82,7 @@ class SolverView(LabView):
 
     @param.depends("eta", watch=True)
     def _on_eta(self):
-        if SOLVERS[self.solver].takes_eta:    # else the solver has its own eta: nothing to re-sample
+        if _spec(self.solver).takes_eta:    # else the solver has its own eta: nothing to re-sample
             self.update()
 
     @param.depends(*ON_SESSION, watch=True)
@@ -84,25 +90,55 @@ class SolverView(LabView):
         self.draw_fields()
         self.update()
 
+    @param.depends(*[f"session.{name}" for name in FLOW_REDRAW_ON], watch=True)
+    def _on_flow(self):
+        if self.source == FLOW:
+            self._on_session()
+
+    @param.depends("source", watch=True)
+    def _on_source(self):
+        """A flow takes only the ODE solvers and flow_sde, on a grid in time: the choices narrow."""
+        flow = self.source == FLOW
+        solvers, spacings = (list(FLOW_SOLVERS), list(FLOW_SPACINGS)) if flow else (list(SOLVERS), list(SPACINGS))
+        with param.parameterized.batch_call_watchers(self):
+            self.param.solver.objects, self.param.spacing.objects = solvers, spacings
+            if self.solver not in solvers:
+                self.solver = "ode_rk4" if flow else self.param.solver.default
+            if self.spacing not in spacings:
+                self.spacing = "time_uniform" if flow else self.param.spacing.default
+        self.draw_fields()
+
+    def _fields(self):
+        """(learned, exact) of the field chosen: the session's score model or its flow."""
+        if self.source == FLOW:
+            return self.session.flow_field("learned"), self.session.flow_field("exact")
+        return self.session.field(self.source), self.session.exact
+
     # --- the fields (on model or data set changes only) ---------------------------------------
     def draw_fields(self):
         """The learned score beside the exact one at t = FIELD_T, in one colour range."""
-        learned, exact = self.session.field("learned"), self.session.exact
-        t = max(FIELD_T, exact.schedule.t_min)
-        name = "exact score (no model yet)" if self.session.learned_is_exact else "learned score"
+        flow = self.source == FLOW
+        if flow:
+            learned, exact = self._fields()
+            t, of, what = FLOW_T, "velocity", "velocity"
+            name = "exact flow's velocity (no learned flow)" if self.session.flow is None else "learned flow's velocity"
+        else:
+            learned, exact = self.session.field("learned"), self.session.exact
+            t, of, what = max(FIELD_T, exact.schedule.t_min), "score", "score"
+            name = "exact score (no model yet)" if self.session.learned_is_exact else "learned score"
 
         def maps():
-            out = {key: (plots.curl_grid(f, t), plots.score_arrows(f, t))
+            out = {key: (plots.curl_grid(f, t, of=of), plots.score_arrows(f, t, of=of))
                    for key, f in (("learned", learned), ("exact", exact))}
             return out, plots.clim_of(out["learned"][0], out["exact"][0])
 
         def compute():   # the shipped models' maps are drawn once a process
-            return memo(("solver fields", id(learned), id(exact), t), maps, [learned, exact])
+            return memo(("solver fields", id(learned), id(exact), t, of), maps, [learned, exact])
 
         def draw(result):
             maps, clim = result
             self.figures["learned field"].update(*maps["learned"], clim=clim, title=f"{name} at t = {t:g}")
-            self.figures["exact field"].update(*maps["exact"], clim=clim, title=f"exact score at t = {t:g}")
+            self.figures["exact field"].update(*maps["exact"], clim=clim, title=f"exact {what} at t = {t:g}")
         self._fields_worker.submit(compute, draw, lambda e: self.show_error(e, "Could not draw the fields"))
 
     # --- sampling (on every change) -------------------------------------------------------------
@@ -120,11 +156,13 @@ class SolverView(LabView):
     @param.depends("solver", "steps", "spacing", "source", "seed", watch=True)
     def update(self):
         """Re-sample with the current settings and redraw; problems become a message."""
-        spec = SOLVERS[self.solver]
+        spec = _spec(self.solver)
         eta = self.eta if spec.takes_eta else spec.eta_default
-        field, source, settings = self.session.field(self.source), self.source, dict(
-            solver=self.solver, steps=self.steps, spacing=self.spacing, eta=eta, seed=self.seed)
-        exact, key = self.session.exact, self.session.key     # read here, on the page's thread
+        settings = dict(solver=self.solver, steps=self.steps, spacing=self.spacing, eta=eta, seed=self.seed)
+        field, exact = self._fields()                          # read here, on the page's thread
+        source = "learned flow" if self.source == FLOW and self.session.flow is not None else (
+            "exact flow" if self.source == FLOW else self.source)
+        key = ("flow", id(exact)) if self.source == FLOW else self.session.key
 
         def run():
             traj = sample(field, n=N_SAMPLES, **settings)
@@ -156,3 +194,8 @@ class SolverView(LabView):
                      f"sliced W2 to the truth **{dist:.3f}** (floor at {W2_POINTS} points: {floor:.3f})\n\n"
                      f"server time {self.last_ms:.0f} ms")
         self._worker.submit(compute, draw, self.show_error)
+
+
+def _spec(name: str):
+    """The registry's entry of a solver (a flow's own ones too)."""
+    return SOLVERS.get(name) or FLOW_ONLY[name]

@@ -14,7 +14,7 @@ from lab.train import TrainConfig, train
 __all__ = ["warm_up", "PAGE_MODULES"]
 
 PAGE_MODULES = ("solver_view", "train_view", "curl_view", "gap_view", "hallucination_view", "guidance_view",
-                "race_view")
+                "race_view", "flows_view")
 
 
 def warm_up() -> dict[str, float]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lab.train import load
 
-__all__ = ["PRETRAINED_DIR", "pretrained_path", "load_pretrained", "GAP_DATASET", "GAP_WEIGHTS", "gap_path",
+__all__ = ["PRETRAINED_DIR", "pretrained_path", "load_pretrained", "FLOW_ENDS", "flow_path", "GAP_DATASET", "GAP_WEIGHTS", "gap_path",
            "GAP_DATASETS", "GAP_NETWORKS", "GRID_SCHEDULE", "UNDERTRAINED", "check_gap_model"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
@@ -21,6 +21,7 @@ GAP_NETWORKS = ("paper", "lab")     # Deveney et al.'s LogDensityMLP; the lab's 
 # VP with beta(t) = 1..200 on t in [1e-5, 1] (lab.pretrained.recipes: the whole recipe)
 GRID_SCHEDULE = dict(beta0=1.0, beta1=200.0, t_min=1e-5)
 UNDERTRAINED = 2_000     # the gaussian_grid-2k checkpoint: the paper recipe's run, stopped early
+FLOW_ENDS = (("gaussian", "two_moons"),)   # the shipped flows' (source, target): the flows page's default
 
 
 def pretrained_path(dataset: str) -> Path:
@@ -33,6 +34,12 @@ def load_pretrained(dataset: str, device=None):
     the modes where the full run interpolates between them)."""
     path = pretrained_path(dataset)
     return load(path, device=device) if path.is_file() else None
+
+
+def flow_path(source: str = "gaussian", target: str = "two_moons") -> Path:
+    """The shipped flow (a VelocityField, linear interpolant, independent coupling) from
+    ``source`` to ``target``; ``load_pretrained`` reads it as ``"flow-SOURCE-TARGET"``."""
+    return PRETRAINED_DIR / f"flow-{source}-{target}.pt"
 
 
 def gap_path(weight: float, network: str = "paper", dataset: str | None = None) -> Path:

@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 
 from lab.data import DATASETS, make_dataset
-from lab.pretrained import (GAP_DATASET, GAP_NETWORKS, GAP_WEIGHTS, GRID_SCHEDULE, PRETRAINED_DIR, UNDERTRAINED,
-                            check_gap_model, gap_path)
+from lab.pretrained import (FLOW_ENDS, GAP_DATASET, GAP_NETWORKS, GAP_WEIGHTS, GRID_SCHEDULE, PRETRAINED_DIR,
+                            UNDERTRAINED, check_gap_model, flow_path, gap_path)
 from lab.train import TrainConfig, save, train
 
-__all__ = ["pretrain", "pretrain_gap", "grid_config", "gap_config", "GRID_CONFIG", "GRID_POINTS", "GRID_SNAPSHOTS",
+__all__ = ["pretrain", "pretrain_gap", "pretrain_flows", "FLOW_CONFIG", "grid_config", "gap_config", "GRID_CONFIG", "GRID_POINTS", "GRID_SNAPSHOTS",
            "GRID_RECIPES", "SHIPPED_RECIPE", "GAP_SCALE", "GAP_POINTS", "STATE_DIR", "PRETRAIN_POINTS"]
 
 PRETRAIN_POINTS = 20_000   # points drawn from each data set for its checkpoint
@@ -92,6 +92,27 @@ def pretrain(datasets=None, steps: int | None = None, out_dir=None, report=print
             continue
         path = save(field, os.fspath(target), meta={"dataset": name} | ({"recipe": recipe} if grid else {}))
         report(f"{run}: {summary['steps_done']} steps, loss {summary['final_loss']:.4f}, "
+               f"{summary['train_s']:.1f} s on {summary['device']} -> {path}")
+        written.append(path)
+    return written
+
+
+# the shipped flows' recipe: Albergo et al.'s L_b on the linear interpolant (rectified flow /
+# CondOT), independent coupling, at the score models' budget (TrainConfig's 2,000 steps of 1,024)
+FLOW_CONFIG = TrainConfig(objective="velocity", interpolant="linear", coupling="independent", device="cpu")
+
+
+def pretrain_flows(out_dir=None, report=print) -> list[str]:
+    """The flows page's shipped flows (``FLOW_ENDS``): FLOW_CONFIG on PRETRAIN_POINTS of the
+    target, from the source (12 s each on one CPU thread)."""
+    out = Path(out_dir) if out_dir is not None else PRETRAINED_DIR
+    written = []
+    for source, target in FLOW_ENDS:
+        field, history = train(make_dataset(target, PRETRAIN_POINTS, seed=0), FLOW_CONFIG, source=source)
+        summary = history["summary"]
+        path = save(field, os.fspath(out / flow_path(source, target).name),
+                    meta={"dataset": target, "source": source})
+        report(f"flow {source} -> {target}: {summary['steps_done']} steps, loss {summary['final_loss']:.4f}, "
                f"{summary['train_s']:.1f} s on {summary['device']} -> {path}")
         written.append(path)
     return written
