@@ -151,14 +151,15 @@ def curl_image(values, extent: float = EXTENT, title: str = "curl", clim: float 
 
 
 def field_plot(field, t: float, extent: float = EXTENT, arrows: int = ARROWS, grid: int = CURL_GRID,
-               title: str | None = None, clim: float | None = None):
-    """The score of a field at time t: arrows (see ``score_arrows``) over its curl."""
-    a = score_arrows(field, t, extent, arrows)
+               title: str | None = None, clim: float | None = None, of: str = "score"):
+    """The score (``of="velocity"``: the velocity) of a field at time t: arrows (see
+    ``score_arrows``) over its curl."""
+    a = score_arrows(field, t, extent, arrows, of=of)
     arrows_el = hv.VectorField((a["x"], a["y"], a["angle"], a["length"])).opts(   # lengths in data units
         magnitude="Magnitude", rescale_lengths=False, normalize_lengths=False, color="black", pivot="tail",
         line_width=1)
-    c = curl_grid(field, t, extent, grid)
-    return curl_image(c, extent, title or f"score and its curl at t = {t:g}", clim) * arrows_el
+    c = curl_grid(field, t, extent, grid, of=of)
+    return curl_image(c, extent, title or f"{of} and its curl at t = {t:g}", clim) * arrows_el
 
 
 def curve_plot(x, y, title: str = "", xlabel: str = "step", ylabel: str = "loss", logy: bool = False):

@@ -10,7 +10,7 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 LESSONS = ["00_start_here", "01_score_matching", "02_solvers", "03_curl", "04_hallucinations",
-           "05_ode_vs_sde", "06_guidance"]
+           "05_ode_vs_sde", "06_guidance", "07_flows"]
 PAPERS = {   # the papers for each lesson (see shared PAPERS.md)
     "01_score_matching": ["Vincent 2011", "Ho et al. 2020", "Song et al. 2021"],
     "02_solvers": ["Song et al. 2021", "Song, Meng & Ermon 2021", "Lu et al. 2022", "Zhang & Chen 2022"],
@@ -18,6 +18,7 @@ PAPERS = {   # the issue's papers for each lesson (see shared PAPERS.md)
     "04_hallucinations": ["Aithal et al. 2024"],
     "05_ode_vs_sde": ["Deveney et al."],
     "06_guidance": ["Skreta et al. 2025", "Lu et al. 2022b", "Ho & Salimans 2022"],
+    "07_flows": ["Albergo, Boffi & Vanden-Eijnden 2023", "Lipman et al. 2023", "Liu et al. 2023", "Tong et al. 2024"],
 }
 
 
@@ -33,7 +34,7 @@ def links(cell):
     return re.findall(r"\]\(([^)]+\.ipynb)\)", source(cell))
 
 
-def test_the_seven_lessons_are_there():
+def test_the_eight_lessons_are_there():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == LESSONS
 
 
