@@ -94,7 +94,7 @@ class LabView(pn.viewable.Viewer):
         "**what:** text". An empty string hides the error shown."""
         text = error_text(e)
         lead = self.failure if what is None else what
-        self._alert.object = f"**{lead}:** {text}" if lead else text
+        self._alert.object = (f"**{lead}:** {text}" if lead else text) if text else ""   # hidden text is text too
         self._alert.visible = bool(text)
 
     # --- the layout ---------------------------------------------------------------------------
