@@ -546,9 +546,12 @@ class InterpolantField:
 class _FlowNetwork(OnModel):
     """A network of a flow, ``model(x, c)`` with c = 2 tau - 1 (the network's noise-level input,
     in [-1, 1]), on the flow's clock (``FlowTime``); ``config``, ``summary`` and ``meta`` as a
-    ``NetworkField``'s."""
+    ``NetworkField``'s. A class-conditional one (``TrainConfig(n_classes=K)``) is the flow to
+    one class's data by ``with_label(k)``, and to all of it by ``with_label(None)`` (the
+    default: label dropout's "no class")."""
 
     is_flow = True
+    label: int | None = None
 
     def __init__(self, model: torch.nn.Module, interpolant: Interpolant, source: GaussianMixture):
         self.model, self.interpolant, self.source = model, interpolant, source
@@ -557,9 +560,27 @@ class _FlowNetwork(OnModel):
         self.summary = None
         self.meta = {}
 
-    def _net(self, x: Tensor, tau) -> Tensor:
+    @property
+    def n_classes(self) -> int:
+        return getattr(self.model, "n_classes", 0)
+
+    def with_label(self, label: int | None):
+        """The same network as the flow to one class (``label`` in 0..n_classes-1), or to all
+        the data (None). Shares the weights."""
+        if not self.n_classes:
+            raise ValueError("this flow is not class-conditional (train with TrainConfig(n_classes=K))")
+        if label is not None:
+            label = _check.integer(label, "label", 0, self.n_classes - 1)
+        other = copy.copy(self)
+        other.label = label
+        return other
+
+    def _net(self, x: Tensor, tau, labels: Tensor | None = None) -> Tensor:
         tt = broadcast_t(tau, x)
-        return self.model(x, (2 * tt - 1).reshape(-1))
+        if self.n_classes and labels is None:
+            labels = torch.full((1,), self.n_classes if self.label is None else self.label,
+                                dtype=torch.long, device=x.device)
+        return self.model(x, (2 * tt - 1).reshape(-1), *(() if labels is None else (labels,)))
 
     def eps(self, x: Tensor, t) -> Tensor:
         raise ValueError("a flow has no noise prediction eps: use its velocity (the ODE solvers)")
@@ -582,10 +603,10 @@ class FlowScoreField(_FlowNetwork):
     def _trained(self, x: Tensor, tau) -> Tensor:
         return broadcast_t(check_unit_time(tau, "tau"), x).clamp(TAU_EDGE, 1 - TAU_EDGE)
 
-    def s(self, x: Tensor, tau) -> Tensor:
-        """The learned score grad log rho_tau(x), (n, 2)."""
+    def s(self, x: Tensor, tau, labels: Tensor | None = None) -> Tensor:
+        """The learned score grad log rho_tau(x), (n, 2) (``labels``: a class per point)."""
         tau = self._trained(x, tau)
-        out = self._net(x, tau)
+        out = self._net(x, tau, labels)
         if self.kind == "score":
             return out
         return -out / self.interpolant.gamma(tau)
@@ -620,9 +641,9 @@ class VelocityField(_FlowNetwork):
 
     score_field: FlowScoreField | None = None
 
-    def b(self, x: Tensor, tau) -> Tensor:
-        """The learned velocity b(tau, x), (n, 2)."""
-        return self._net(x, tau)
+    def b(self, x: Tensor, tau, labels: Tensor | None = None) -> Tensor:
+        """The learned velocity b(tau, x), (n, 2) (``labels``: a class per point)."""
+        return self._net(x, tau, labels)
 
     def with_score(self, score_field: FlowScoreField | None) -> "VelocityField":
         """This velocity with ``score_field``'s score (None: none), a new field sharing the network."""
@@ -651,7 +672,7 @@ class VelocityField(_FlowNetwork):
         """The score: the score network's, else from b (an independent source N(0, I)), else a
         ValueError that says why."""
         if self.score_field is not None:
-            return self.score_field.s(x, tau)
+            return (self.score_field if self.label is None else self.score_field.with_label(self.label)).s(x, tau)
         if self.has_score:
             return score_from_velocity(self.interpolant, self.b(x, tau), x, tau)
         why = ("this flow's source is not N(0, I)" if not is_standard_gaussian(self.source) else

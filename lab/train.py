@@ -146,9 +146,12 @@ class TrainConfig:
         if self.objective in FLOW_OBJECTIVES:
             _choice(self.interpolant, INTERPOLANTS, "interpolant")
             interpolant = get_interpolant(self.interpolant, self.gamma)     # a ValueError names a bad pair
-            if self.model != "score_mlp" or self.fp_weight or self.n_classes:
-                raise ValueError(f"objective={self.objective!r} trains a flow's network: model='score_mlp', "
-                                 "no Fokker-Planck penalty (fp_weight=0) and no classes (n_classes=0)")
+            if self.model != "score_mlp" or self.fp_weight:
+                raise ValueError(f"objective={self.objective!r} trains a flow's network: model='score_mlp' "
+                                 "and no Fokker-Planck penalty (fp_weight=0)")
+            if self.n_classes and self.coupling != "independent":
+                raise ValueError("a class-conditional flow pairs each class's points with independent source "
+                                 f"draws: coupling='independent', not {self.coupling!r}")
             if self.objective != "velocity" and not _noisy(interpolant):
                 raise ValueError(f"objective={self.objective!r} learns a flow's score from its latent noise z, "
                                  f"and the {self.interpolant} interpolant with gamma={interpolant.gamma_name!r} "
@@ -468,15 +471,18 @@ def train(data, config: TrainConfig | None = None,
         g = I.gamma(tau)
         if noisy:
             xt = xt + g * z
+        yb = None
+        if y is not None:   # label dropout: "no class" (index n_classes) for a share of the batch
+            yb = torch.where(draws.drop < cfg.label_dropout, cfg.n_classes, y[draws.idx])
         if cfg.objective == "denoiser":
-            return ((field._net(xt, tau) - z) ** 2).sum(1).mean()
+            return ((field._net(xt, tau, yb) - z) ** 2).sum(1).mean()
         if cfg.objective == "score":
-            s_theta = field.s(xt, tau)
+            s_theta = field.s(xt, tau, yb)
             return ((s_theta ** 2).sum(1) + 2 * (z * s_theta).sum(1) / g[:, 0]).mean()
         target = I.d_alpha(tau) * x0 + I.d_beta(tau) * x1
         if noisy:
             target = target + I.gamma_dgamma(tau) / g * z
-        return ((field.b(xt, tau) - target) ** 2).sum(1).mean()
+        return ((field.b(xt, tau, yb) - target) ** 2).sum(1).mean()
 
     def eps_loss() -> Tensor:
         """Denoising score matching on one batch, with the Fokker-Planck penalty (module doc)."""

@@ -34,6 +34,9 @@ def test_the_page_opens_on_the_shipped_flow_beside_the_exact_field():
         assert len(curve) == len(NFES) and curve[0] > 4 * curve[-1], (name, curve)
     assert abs(n["w2_curve"]["learned"][-1] - n["w2_curve"]["exact"][-1]) < n["floor"]
     assert 0.5 < n["straightness"] < 1.2      # independent coupling: curved (the exact flow's 0.87)
+    assert n["velocity_error"][0.5] < 0.1 and n["score_error"][0.1] < 0.05    # measured 0.05 and 0.003
+    errors = view.figures["error"].sources["velocity"].data
+    assert list(errors["x"]) == [0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95]
     assert np.abs(image(view.figures["exact"])).max() < 1e-8
     assert np.abs(image(view.figures["learned"])).max() > 1e-3
     assert "Straightness of the learned flow" in view.message
@@ -128,3 +131,19 @@ def test_the_curl_tab_shows_the_flows_velocity():
     assert curl.numbers["asymmetry_exact"] > 0.2 and not curl.error
     torch.testing.assert_close(torch.as_tensor(image(curl.figures["learned"])),
                                torch.as_tensor(image(curl.figures["exact"])))   # no learned flow: the exact one
+
+
+def test_a_drawing_becomes_the_target():
+    """Strokes on the page's canvas are the target (the session's points, as the Train tab's
+    drawing makes them): the exact flow to their kernel density estimate is built and sampled
+    at its floor, and the choice is offered as an end from then on."""
+    from lab.app.session import UPLOADED
+
+    view = FlowsView(Session())
+    view.use_drawing([([-1.5, 0.0, 1.5], [-1.0, 1.5, -1.0])])          # a stroke: (xs, ys)
+    assert view.target == UPLOADED and UPLOADED in view.param.source.objects and not view.error
+    exact = view.session.flow_exact
+    assert exact.target.n_components <= 200 and view.session.flow is None
+    assert view.numbers["w2"] < 2 * view.numbers["floor"]
+    view.use_drawing([])
+    assert "could not use the drawing" in view.error.lower()

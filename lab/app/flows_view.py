@@ -20,13 +20,13 @@ import torch
 
 from lab import plots
 from lab.app import shared
-from lab.app.figures import CurvesFigure, FieldFigure, PathsFigure, ScatterFigure
+from lab.app.figures import CurvesFigure, DrawFigure, FieldFigure, PathsFigure, ScatterFigure
 from lab.app.session import FLOW_REDRAW_ON, UPLOADED, log
-from lab.app.train_view import MAX_TRAIN_STEPS, N_TRAIN_POINTS, progress_text
+from lab.app.train_view import MAX_TRAIN_STEPS, N_DRAWN_POINTS, N_TRAIN_POINTS, PEN_WIDTH, progress_text
 from lab.app.view import LabView, page_loop_running
 from lab.app.worker import on_page
-from lab.data import DATASETS, make_dataset
-from lab.interpolants import GAMMAS, INTERPOLANTS, InterpolantField, get_interpolant
+from lab.data import DATASETS, make_dataset, points_from_drawing
+from lab.interpolants import GAMMAS, INTERPOLANTS, InterpolantField, get_interpolant, straightness, velocity_error
 from lab.metrics import sliced_w2
 from lab.pretrained import FLOW_ENDS, flow_path
 from lab.solvers import sample
@@ -47,6 +47,8 @@ W2_DIRECTIONS = 64        # the sliced W2's directions (evenly spaced: lab.dista
 FLOOR_PAIRS = 4           # the floor: the mean sliced W2 between this many pairs of target draws
 EXACT_CURVE_PAIRS = 2_000     # the exact field's W2 curve is drawn up to this many component pairs
 REFLOW_PAIRS = 20_000     # pairs a reflow draws from the flow (Liu et al.)
+ERROR_TAUS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)   # where the learned fields' error is drawn
+ERROR_POINTS = 1000       # points of rho_tau it is measured on
 DEFAULT_GAMMA = "family's own"
 LOG_EVERY = 50
 POLL_MS = 300
@@ -98,7 +100,11 @@ class FlowsView(LabView):
                                {"learned": plots.COLORS["model"], "before reflow": "#ff7f0e",
                                 "exact": "#2ca02c", "floor": plots.COLORS["truth"]},
                                "NFE (Euler steps)", "sliced W2", width=2 * plots.SIZE - 60, log_x=True, log_y=True),
-            "loss": CurvesFigure("training loss", {"loss": "#1f77b4"}, "step", "loss", log_y=True)}
+            "loss": CurvesFigure("training loss", {"loss": "#1f77b4"}, "step", "loss", log_y=True),
+            "error": CurvesFigure("the learned flow's error to the exact one", {"velocity": plots.COLORS["model"],
+                                                                                 "score": "#ff7f0e"},
+                                  "tau", "relative L2 error on rho_tau", log_y=True),
+            "drawing": DrawFigure("draw a target: drag to draw strokes")}
         self.train_button = pn.widgets.Button(label="Train", color="primary", width=95)
         self.reflow_button = pn.widgets.Button(label="Reflow", width=95)
         self.stop_button = pn.widgets.Button(label="Stop", color="warning", disabled=True, width=95)
@@ -106,6 +112,11 @@ class FlowsView(LabView):
         self.reflow_button.on_click(on_page(lambda event: self.start_reflow()))
         self.stop_button.on_click(on_page(lambda event: self.stop()))
         self._bar = pn.indicators.Progress(value=0, max=100, width=280)
+        use = pn.widgets.Button(label="Use my drawing as the target", color="primary", width=210)
+        undo, clear = pn.widgets.Button(label="Undo", width=60), pn.widgets.Button(label="Clear", width=60)
+        use.on_click(on_page(lambda event: self.use_drawing()))
+        undo.on_click(on_page(lambda event: f["drawing"].undo()))
+        clear.on_click(on_page(lambda event: f["drawing"].clear()))
         self._install_pretrained()
         self._ends_options()
         widgets = self.controls("source", "target", "interpolant", "gamma", "coupling", "show", "tau", "eps",
@@ -115,7 +126,8 @@ class FlowsView(LabView):
                   pn.Column(pn.Row(f["paths"].pane, f["samples"].pane),
                             pn.pane.Markdown("The learned velocity beside the exact one at the tau slider: arrows "
                                              "show b, colours its curl (zero for an optimal transport's)."),
-                            pn.Row(f["learned"].pane, f["exact"].pane), pn.Row(f["w2"].pane, f["loss"].pane)))
+                            pn.Row(f["learned"].pane, f["exact"].pane), pn.Row(f["w2"].pane, f["loss"].pane),
+                            pn.Row(f["error"].pane, pn.Column(f["drawing"].pane, pn.Row(use, undo, clear)))))
         self._on_settings()
 
     # --- the settings and their fields -------------------------------------------------------
@@ -154,6 +166,17 @@ class FlowsView(LabView):
         for source, target in FLOW_ENDS:
             flow = shared.checkpoint(flow_path(source, target))
             self._flows[(source, target, "linear", DEFAULT_GAMMA, "independent", None)] = (flow, 0, None)
+
+    def use_drawing(self, strokes=None, dots=()) -> None:
+        """Make the strokes on the canvas (or ``strokes``, see ``lab.data.points_from_drawing``)
+        the session's points (as the Train tab's drawing does) and this page's target."""
+        strokes = self.figures["drawing"].drawing() if strokes is None else strokes
+        try:
+            self.session.use_points(points_from_drawing(strokes, dots, N_DRAWN_POINTS, PEN_WIDTH))
+        except ValueError as e:
+            self.show_error(e, "Could not use the drawing")
+            return
+        self.target = UPLOADED
 
     @param.depends("session.points_version", watch=True)
     def _ends_options(self):
@@ -258,11 +281,13 @@ class FlowsView(LabView):
                               n_projections=W2_DIRECTIONS, estimator="grid") for k in NFES]
 
         def compute():
-            from lab.interpolants import straightness
             out = {"floor": _truth_and_floor(exact)[1]}
             if learned is not None:
                 out["learned"] = curve(learned)
                 out["straightness"] = straightness(learned, n=500, steps=50)
+                out["velocity_error"] = velocity_error(learned, exact, ERROR_TAUS, n=ERROR_POINTS)
+                if learned.has_score:
+                    out["score_error"] = velocity_error(learned, exact, ERROR_TAUS, n=ERROR_POINTS, of="score")
             if before is not None:
                 out["before reflow"] = curve(before)
             if with_exact:
@@ -274,8 +299,13 @@ class FlowsView(LabView):
             for name in ("learned", "before reflow", "exact"):
                 fig.update(name, NFES if name in out else [], out.get(name, []))
             fig.update("floor", [NFES[0], NFES[-1]], [out["floor"]] * 2)
-            self.numbers.pop("straightness", None)
-            self.numbers.update({k: v for k, v in out.items() if k in ("straightness",)})
+            for name, key in (("velocity", "velocity_error"), ("score", "score_error")):
+                errors = out.get(key, {})
+                self.figures["error"].update(name, list(errors), list(errors.values()))
+            for key in ("straightness", "velocity_error", "score_error"):
+                self.numbers.pop(key, None)
+                if key in out:
+                    self.numbers[key] = out[key]
             self.numbers["w2_curve"] = {k: v for k, v in out.items() if k in ("learned", "before reflow", "exact")}
             self._info.object = self._report()      # the samples' error, if any, stays shown
         self._curve_worker.submit(compute, draw, lambda e: self.show_error(e, "Could not measure W2 against NFE"))
@@ -296,6 +326,10 @@ class FlowsView(LabView):
         if "straightness" in n and learned is not None:
             lines.append(f"Straightness of the learned flow **{n['straightness']:.3f}** "
                          "(0: straight paths, one Euler step is exact).")
+        if "velocity_error" in n and learned is not None:
+            score = f", its score's {n['score_error'][0.5]:.1%}" if "score_error" in n else ""
+            lines.append(f"Error to the exact field at tau = 0.5: the velocity's **{n['velocity_error'][0.5]:.1%}**"
+                         f"{score} (every tau: the figure below).")
         return "\n\n".join(lines)
 
     # --- training and reflow on a background thread -----------------------------------------------
