@@ -574,3 +574,15 @@ def test_a_class_conditional_flow_carries_the_gaussian_to_each_class(tmp_path):
         TrainConfig(objective="velocity", n_classes=2, coupling="ot")
     with pytest.raises(ValueError, match="not class-conditional"):
         train(x[:100], TrainConfig(objective="velocity", steps=2))[0].with_label(0)
+
+
+def test_every_flow_solver_records_the_one_euler_step_to_the_end_as_its_x0():
+    """A flow's x0 prediction at a kept state is x - t v (one Euler step to t = 0: for the linear
+    interpolant without noise, the target's conditional mean), for RK4 and the adaptive solver alike."""
+    f = InterpolantField("gaussian", "two_moons", "linear")
+    for solver in ("ode_rk4", "ode_adaptive", "flow_sde"):
+        traj = sample(f, n=50, solver=solver, steps=5, seed=0)
+        for i in range(5):
+            x, t = traj.xs[i], float(traj.ts[i])
+            torch.testing.assert_close(traj.x0_preds[i], x - t * f.velocity(x, t))
+            torch.testing.assert_close(traj.x0_preds[i], f.target_mean(x, 1 - t))   # linear, gamma 0

@@ -145,8 +145,10 @@ def ode_adaptive(run: Run, x: Tensor, rtol: float = ADAPTIVE_RTOL, atol: float =
     ys = odeint(rhs, x, ts, method="dopri5", rtol=rtol, atol=atol,
                 options={"step_t": ts, "first_step": first})
     for i in range(len(ts) - 1):
-        # x0 predictions for display, at the kept states: not part of the solve, not counted
-        x0 = run.field.x0(ys[i], float(ts[i]))
+        # x0 predictions for display, at the kept states: not part of the solve, not counted (a
+        # flow's: the one Euler step to the end, as the other solvers record it)
+        t = float(ts[i])
+        x0 = ys[i] - t * run.field.velocity(ys[i], t) if run.is_flow else run.field.x0(ys[i], t)
         if not torch.isfinite(x0).all():
             raise NonFiniteError(f"the field returned non-finite values at t={float(ts[i]):.4g} "
                                  f"(step {i + 1} of solver 'ode_adaptive')")
