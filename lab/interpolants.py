@@ -561,6 +561,12 @@ class _FlowNetwork(OnModel):
         self.meta = {}
 
     @property
+    def coupling(self) -> str:
+        """How its training paired source and target points (its TrainConfig's; "independent"
+        when it has none)."""
+        return getattr(self.config, "coupling", "independent")
+
+    @property
     def n_classes(self) -> int:
         return getattr(self.model, "n_classes", 0)
 
@@ -650,18 +656,15 @@ class VelocityField(_FlowNetwork):
         if score_field is not None:
             if not isinstance(score_field, FlowScoreField):
                 raise TypeError(f"with_score takes a FlowScoreField, got {type(score_field).__name__}")
-            if score_field.interpolant.name != self.interpolant.name:
-                raise ValueError(f"the score was learned on the {score_field.interpolant.name} interpolant, "
-                                 f"the velocity on {self.interpolant.name}")
+            def setting(f):
+                I = f.interpolant
+                return f"the {I.name} interpolant with gamma {I.gamma_name!r} (a = {I.a:g}), {f.coupling} coupling"
+            if setting(score_field) != setting(self):
+                raise ValueError(f"the score was learned on {setting(score_field)}, the velocity on {setting(self)}: "
+                                 "their marginals differ")
         out = copy.copy(self)
         out.score_field = score_field
         return out
-
-    @property
-    def coupling(self) -> str:
-        """How its training paired source and target points (its TrainConfig's; "independent"
-        when it has none)."""
-        return getattr(self.config, "coupling", "independent")
 
     @property
     def has_score(self) -> bool:

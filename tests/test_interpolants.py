@@ -445,8 +445,12 @@ def test_score_losses_need_latent_noise_and_pairs_must_match():
         train(x, TrainConfig(objective="velocity", coupling="paired", steps=2), source_points=x[:99])
     with pytest.raises(ValueError, match="equal batches"):
         _sinkhorn_pairs(x[:10], x[:12], 0.05, gen(0))
+    ring = dataset_mixture("ring")
+    velocity = VelocityField(torch.nn.Linear(2, 2), get_interpolant("linear"), ring)
     with pytest.raises(TypeError, match="FlowScoreField"):
-        VelocityField(torch.nn.Linear(2, 2), get_interpolant("linear"), dataset_mixture("ring")).with_score(object())
+        velocity.with_score(object())
+    with pytest.raises(ValueError, match="marginals differ"):     # another gamma: other marginals
+        velocity.with_score(FlowScoreField(torch.nn.Linear(2, 2), get_interpolant("linear", "brownian_bridge"), ring))
 
 
 # --- couplings: Sinkhorn, the Gaussian-to-Gaussian OT map -----------------------------------------
