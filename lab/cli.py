@@ -151,6 +151,10 @@ def serve_command(port: int = 5006, address: str = "127.0.0.1", num_procs: int =
 
 def _serve(args) -> int:
     cmd = serve_command(args.port, args.address, args.num_procs, args.panel_args)
+    if args.no_cache:
+        os.environ["LAB_CACHE"] = "off"
+    elif args.cache_dir:
+        os.environ["LAB_CACHE_DIR"] = os.path.abspath(args.cache_dir)
     print(f"serving the lab: open http://{args.address}:{args.port}/all in a browser "
           f"(every page as a tab; http://{args.address}:{args.port}/ is the lab's index)", flush=True)
     os.execv(sys.executable, cmd)  # become the server: a signal to this process reaches it
@@ -224,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=5006)
     sv.add_argument("--address", default="127.0.0.1")
     sv.add_argument("--num-procs", type=int, default=1, help="server processes (forked)")
+    sv.add_argument("--cache-dir", default=None,
+                    help="the result cache shared by the server's processes (default: $LAB_CACHE_DIR, "
+                         "else ~/.cache/score-lab/results)")
+    sv.add_argument("--no-cache", action="store_true", help="keep results in each process's memory only")
     sv.set_defaults(func=_serve, panel_args=[])
 
     i = sub.add_parser("info", help="print a checkpoint's config and training summary")

@@ -311,20 +311,36 @@ class SwirlField(ScoreField):
 
 
 def fingerprint(obj) -> str:
-    """A short hash of what a field or mixture computes with: a network's weights, or a
-    mixture's means, covariances and weights (and the schedule's name). Two objects with the
-    same fingerprint give the same samples (a class-conditional network's field carries its
-    class: ``NetworkField.with_label``)."""
+    """A short hash of all a field or mixture computes with: a network's weights, a mixture's
+    means, covariances and weights, the schedule with its settings (a VP with other betas is
+    another field), the data scaling (``data_std``), the class label (``with_label``), a flow's
+    interpolant, ends and score network, a combined field's parts and weights. Two objects with
+    the same fingerprint give the same samples: results may be shared under it
+    (``lab.app.cache``)."""
     h = hashlib.sha1(type(obj).__name__.encode())
     schedule = getattr(obj, "schedule", None)
     if schedule is not None:
-        h.update(repr((schedule.name, schedule.t_min, schedule.t_max)).encode())
+        config = schedule.config() if hasattr(schedule, "config") else {}
+        h.update(repr((schedule.name, schedule.t_min, schedule.t_max, sorted(config.items()))).encode())
+    for attr in ("data_std", "label", "kind"):
+        value = getattr(obj, attr, None)
+        if value is not None:
+            h.update(repr((attr, value)).encode())
+    interpolant = getattr(obj, "interpolant", None)
+    if interpolant is not None:
+        h.update(repr(("interpolant", interpolant.name, interpolant.gamma_name, interpolant.a)).encode())
+    parts = [getattr(obj, name) for name in ("score_field",) if getattr(obj, name, None) is not None]
+    parts += list(getattr(obj, "fields", ()))                      # a combined field's (lab.guidance)
+    for part in parts:
+        h.update(fingerprint(part).encode())
+    if getattr(obj, "betas", None) is not None:
+        h.update(repr(("betas", [float(b) for b in obj.betas])).encode())
     model = getattr(obj, "model", None)
-    if getattr(obj, "label", None) is not None:
-        h.update(repr(("label", obj.label)).encode())
-    tensors = (list(model.state_dict().values()) if model is not None else
-               [getattr(getattr(obj, "mixture", obj), k) for k in ("means", "covs", "weights")
-                if hasattr(getattr(obj, "mixture", obj), k)])
+    tensors = list(model.state_dict().values()) if model is not None else []
+    for name in ("mixture", "source", "target", None):
+        m = obj if name is None else getattr(obj, name, None)
+        if m is not None and all(hasattr(m, k) for k in ("means", "covs", "weights")):
+            tensors += [m.means, m.covs, m.weights]
     for v in tensors:
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

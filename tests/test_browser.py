@@ -48,7 +48,9 @@ def server(tmp_path_factory):
         port = sock.getsockname()[1]
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
     log = open(log_path, "w+")
-    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    # a result cache of its own: nothing from an earlier run (lab.app.cache)
+    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1",
+           "LAB_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
     # README's first command ends in `python -m lab serve`; further options go to panel serve:
     # here a closed page's session ends within ~2 s (by default: up to 30 s)
     proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", str(port),
@@ -369,7 +371,7 @@ def test_lab_serve_with_two_processes(browser, tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log_path = tmp_path / "server.log"
-    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "LAB_CACHE_DIR": str(tmp_path / "cache")}
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "lab", "serve", "--port", str(port), "--num-procs", "2"],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,

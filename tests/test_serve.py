@@ -50,7 +50,7 @@ def serving(args, port, first_path, tmp_path):
     """Run a server command; yield (first page's HTML, a function giving the log so far)
     once it answers; stop it afterwards."""
     log = open(tmp_path / "server.log", "w+")
-    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "LAB_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
                             env=env, cwd=tmp_path)
     try:

@@ -215,7 +215,7 @@ class FlowsView(LabView):
         t = 1 - self.tau
 
         def one(f):
-            return shared.memo(("flow map", id(f), t), lambda: (plots.curl_grid(f, t, of="velocity"),
+            return shared.memo(("flow map", t), lambda: (plots.curl_grid(f, t, of="velocity"),
                                                                 plots.score_arrows(f, t, of="velocity")), [f])
 
         def compute():
@@ -248,7 +248,7 @@ class FlowsView(LabView):
             return traj.samples, traj.xs[:, :N_PATHS], truth, dist, floor, traj.nfe
 
         def compute():      # a shared field's run is the same for every session
-            return shared.memo(("flow samples", id(field), id(exact), seed, tuple(sorted(settings.items()))),
+            return shared.memo(("flow samples", seed, tuple(sorted(settings.items()))),
                                run, [field, exact])
 
         def draw(result):
@@ -291,7 +291,7 @@ class FlowsView(LabView):
             if before is not None:
                 out["before reflow"] = curve(before)
             if with_exact:
-                out["exact"] = shared.memo(("flow curve", id(exact)), lambda: curve(exact), [exact])
+                out["exact"] = shared.memo(("flow curve",), lambda: curve(exact), [exact])
             return out
 
         def draw(out):
@@ -458,7 +458,7 @@ def _truth_and_floor(exact: InterpolantField):
         floor = sum(sliced_w2(draws[0], d, n_projections=W2_DIRECTIONS, estimator="grid")
                     for d in draws[1:]) / FLOOR_PAIRS
         return draws[0], floor
-    return shared.memo(("flow truth", id(exact)), make, [exact])
+    return shared.memo(("flow truth",), make, [exact])
 
 
 def _velocity_and_denoiser(data, cfg: TrainConfig, callback=None, cancel=None, source=None, score_steps: int = 0):

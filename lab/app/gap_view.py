@@ -118,7 +118,7 @@ class GapView(LabView):
                                  keep=min(n, SHOWN_POINTS))
             numbers.pop("hist")
             shown = numbers.pop("samples")
-            residuals = {k: (f, memo(("gap residual", id(f)), lambda f=f: residual_curve(f), [f]))
+            residuals = {k: (f, memo(("gap residual",), lambda f=f: residual_curve(f), [f]))
                          for k, f in others.items()}
             return shown["truth"], shown["ode"], shown["sde"], numbers, residuals
 

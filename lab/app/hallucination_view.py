@@ -131,8 +131,8 @@ class HallucinationView(LabView):
             if model is None:
                 raise ValueError(f"the lab has no {name} checkpoint: run `python -m lab pretrain "
                                  "gaussian_grid` to build it")
-            return {"learned": memo(("hallucinations", id(model), key), lambda: run(model), [model]),
-                    "exact": memo(("hallucinations", id(exact), key), lambda: run(exact), [exact])}, exact
+            return {"learned": memo(("hallucinations", key), lambda: run(model), [model]),
+                    "exact": memo(("hallucinations", key), lambda: run(exact), [exact])}, exact
 
         def draw(result):
             self.runs, self._runs_exact = result

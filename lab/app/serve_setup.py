@@ -1,7 +1,17 @@
-"""The setup script of ``python -m lab serve`` (``panel serve --setup``): run once in each
-server process before it serves a page; see ``lab.app.warmup.warm_up``. A script, not a
-module to import."""
+"""The setup script of ``python -m lab serve`` (``panel serve --setup``): run before the server
+serves a page: the shared result cache (``lab.app.cache``; ``LAB_CACHE=off`` turns it off,
+``LAB_CACHE_DIR`` names its folder, both set by ``lab serve``'s options), then
+``lab.app.warmup.warm_up``. A script, not a module to import."""
+import os
+
+from lab.app import shared
+from lab.app.cache import ResultCache
 from lab.app.warmup import warm_up
 
+if os.environ.get("LAB_CACHE", "on") != "off":
+    cache = ResultCache()          # LAB_CACHE_DIR, else ~/.cache/score-lab/results
+    shared.use_cache(cache)
+    print(f"score-lab: results shared through {cache.directory} ({len(cache)} kept, {cache.volume / 2**20:.0f} MB)",
+          flush=True)
 took = warm_up()
 print("score-lab: warmed up (" + ", ".join(f"{k} {v:.1f} s" for k, v in took.items()) + ")", flush=True)

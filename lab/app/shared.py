@@ -6,6 +6,11 @@ built the same exact field and drew the same first picture did twenty times the 
 (``benchmarks/load.py``). These objects are read-only once made (sampling, Jacobians and
 drawing never change a field; training makes a new one), so one copy per process serves every
 session. A session's own trained model or uploaded points are never shared.
+
+What ``memo`` computes from shared fields alone is kept in memory for the process and, when a
+result cache is in use (``use_cache``; ``python -m lab serve`` opens one, ``LAB_CACHE_DIR``
+names its folder), on disk for every process of the server (``lab.app.cache``): under the
+result's name and settings and each field's ``lab.fields.fingerprint``, never its ``id``.
 """
 from __future__ import annotations
 
@@ -14,18 +19,20 @@ import threading
 from typing import Any, Callable, Hashable
 
 from lab.data import dataset_mixture
-from lab.fields import MixtureField
+from lab.fields import MixtureField, fingerprint
 from lab.pretrained import load_pretrained
 from lab.train import load
 
-__all__ = ["pretrained", "checkpoint", "exact_field", "flow_field", "memo", "is_shared", "MEMO_ENTRIES"]
+__all__ = ["pretrained", "checkpoint", "exact_field", "flow_field", "memo", "is_shared", "MEMO_ENTRIES",
+           "use_cache", "result_cache", "forget"]
 
 MEMO_ENTRIES = 24      # results kept by ``memo`` (up to 8 MB each: samples, maps, runs)
 
 _lock = threading.Lock()
 _fields: dict[Hashable, Any] = {}                      # shared fields, kept for the process
 _memo: collections.OrderedDict = collections.OrderedDict()
-_shared_ids: set[int] = set()                           # id() of every shared field
+_prints: dict[int, str] = {}                            # id() of every shared field -> its fingerprint
+_cache = None                                           # the on-disk result cache (lab.app.cache), if any
 
 
 def _keep(key: Hashable, make: Callable[[], Any]):
@@ -35,9 +42,11 @@ def _keep(key: Hashable, make: Callable[[], Any]):
     made = make()            # outside the lock: a checkpoint load must not block the others
     with _lock:
         field = _fields.setdefault(key, made)
-        if field is not None:
-            _shared_ids.add(id(field))
-        return field
+    if field is not None and id(field) not in _prints:
+        print_ = fingerprint(field)      # outside the lock: it hashes the weights
+        with _lock:
+            _prints[id(field)] = print_
+    return field
 
 
 def pretrained(name: str):
@@ -72,22 +81,52 @@ def is_shared(*fields) -> bool:
     """True when every field is one of this module's shared ones (so results computed from
     them alone may be shared too)."""
     with _lock:
-        return all(id(f) in _shared_ids for f in fields)
+        return all(id(f) in _prints for f in fields)
 
 
-def memo(key: Hashable, compute: Callable[[], Any], fields=()) -> Any:
-    """``compute()``, remembered under ``key`` for the process when every one of ``fields``
-    is shared (the key should name them, e.g. by ``id``, and every setting the result depends
-    on); computed afresh otherwise. Keeps the newest MEMO_ENTRIES results."""
+def use_cache(cache) -> None:
+    """Keep ``memo``'s results on disk too: a ``lab.app.cache.ResultCache``, a folder for one,
+    or None (memory only)."""
+    global _cache
+    if cache is not None and not hasattr(cache, "get"):
+        from lab.app.cache import ResultCache
+        cache = ResultCache(cache)
+    _cache = cache
+
+
+def result_cache():
+    """The on-disk result cache in use, or None."""
+    return _cache
+
+
+def forget() -> None:
+    """Empty the process's memo (as a new server process starts; tests)."""
+    with _lock:
+        _memo.clear()
+
+
+def memo(key: tuple, compute: Callable[[], Any], fields=()) -> Any:
+    """``compute()``, remembered when every one of ``fields`` is shared, under ``key`` (the
+    result's name and every setting it depends on: the seed too) and the fields' fingerprints:
+    for the process (the newest MEMO_ENTRIES results) and in the result cache, if one is in use
+    (values it cannot store stay in memory). Computed afresh otherwise."""
     if not is_shared(*fields):
         return compute()
     with _lock:
-        if key in _memo:
-            _memo.move_to_end(key)
-            return _memo[key]
-    result = compute()
+        full = (*key, *(_prints[id(f)] for f in fields))
+        if full in _memo:
+            _memo.move_to_end(full)
+            return _memo[full]
+    cache = _cache
+    if cache is not None:
+        from lab.app.cache import key_of
+        hit, result = cache.get(key_of(*full))
+    if cache is None or not hit:
+        result = compute()
+        if cache is not None:
+            cache.set(key_of(*full), result)
     with _lock:
-        _memo[key] = result
+        _memo[full] = result
         while len(_memo) > MEMO_ENTRIES:
             _memo.popitem(last=False)
     return result

@@ -133,7 +133,7 @@ class SolverView(LabView):
             return out, plots.clim_of(out["learned"][0], out["exact"][0])
 
         def compute():   # the shipped models' maps are drawn once a process
-            return memo(("solver fields", id(learned), id(exact), t, of), maps, [learned, exact])
+            return memo(("solver fields", t, of), maps, [learned, exact])
 
         def draw(result):
             maps, clim = result
@@ -147,7 +147,7 @@ class SolverView(LabView):
         sliced W2 between two independent draws of W2_POINTS: the floor below which no
         sampler can go at this sample size (computed once per setting)."""
         if self._truth is None or self._truth[0] != key:
-            truth, floor = memo(("solver truth", id(exact)), lambda: truth_and_floor(
+            truth, floor = memo(("solver truth",), lambda: truth_and_floor(
                 exact, N_SAMPLES, n_floor=W2_POINTS, seed=1,
                 distance=lambda a, b: sliced_w2(a, b, n_projections=W2_DIRECTIONS, estimator="grid")), [exact])
             self._truth = (key, truth, floor)
@@ -173,7 +173,7 @@ class SolverView(LabView):
 
         def compute():   # a shipped model's run with the same settings is the same for every page
             start = time.perf_counter()
-            return (*memo(("solver run", id(field), id(exact), tuple(sorted(settings.items()))), run,
+            return (*memo(("solver run", tuple(sorted(settings.items()))), run,
                           [field, exact]), start)
 
         def draw(result):
