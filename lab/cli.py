@@ -151,6 +151,8 @@ def serve_command(port: int = 5006, address: str = "127.0.0.1", num_procs: int =
 
 def _serve(args) -> int:
     cmd = serve_command(args.port, args.address, args.num_procs, args.panel_args)
+    if args.no_prefill:
+        os.environ["LAB_PREFILL"] = "off"
     if args.no_cache:
         os.environ["LAB_CACHE"] = "off"
     elif args.cache_dir:
@@ -232,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the result cache shared by the server's processes (default: $LAB_CACHE_DIR, "
                          "else ~/.cache/score-lab/results)")
     sv.add_argument("--no-cache", action="store_true", help="keep results in each process's memory only")
+    sv.add_argument("--no-prefill", action="store_true",
+                    help="start serving at once, without computing every page's defaults first (a first "
+                         "visit to the hallucination page then waits ~40 s on a CPU)")
     sv.set_defaults(func=_serve, panel_args=[])
 
     i = sub.add_parser("info", help="print a checkpoint's config and training summary")

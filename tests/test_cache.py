@@ -120,3 +120,29 @@ def test_a_second_session_is_served_from_the_cache(tmp_path, monkeypatch):
         assert len(calls) == 1
     finally:
         shared.use_cache(None)
+
+
+@pytest.mark.slow
+def test_the_warm_up_fills_every_pages_defaults(tmp_path, monkeypatch):
+    """After ``fill_defaults`` (what ``lab serve`` runs before serving), a new server process
+    (memory emptied, the result cache kept) opens the hallucination and gap pages, the costly
+    first visits (40 s and 9 s here), without sampling at all."""
+    import lab.app.gap_view as gap_view
+    import lab.app.hallucination_view as hallucination_view
+    from lab.app.session import Session
+    from lab.app.warmup import PAGES, fill_defaults
+
+    shared.use_cache(ResultCache(tmp_path))
+    shared.forget()
+    try:
+        took = fill_defaults()
+        assert set(took) == {name for _, name in PAGES}
+        calls = []
+        monkeypatch.setattr(hallucination_view, "sample", lambda *a, **k: calls.append("sample"))
+        monkeypatch.setattr(gap_view, "gap_binned", lambda *a, **k: calls.append("gap"))
+        shared.forget()
+        pages = [hallucination_view.HallucinationView(Session()), gap_view.GapView(Session())]
+        assert calls == [] and not any(p.error for p in pages)
+        assert "retention at 95% detection" in pages[0].message and "ODE to SDE" in pages[1].message
+    finally:
+        shared.use_cache(None)

@@ -50,7 +50,9 @@ def serving(args, port, first_path, tmp_path):
     """Run a server command; yield (first page's HTML, a function giving the log so far)
     once it answers; stop it afterwards."""
     log = open(tmp_path / "server.log", "w+")
-    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "LAB_CACHE_DIR": str(tmp_path / "cache")}
+    # its own result cache; the pages' defaults not computed ahead (the browser tests' server does)
+    env = {**os.environ, "LAB_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "LAB_CACHE_DIR": str(tmp_path / "cache"),
+           "LAB_PREFILL": "off"}
     proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
                             env=env, cwd=tmp_path)
     try:

@@ -1,7 +1,8 @@
 """The setup script of ``python -m lab serve`` (``panel serve --setup``): run before the server
 serves a page: the shared result cache (``lab.app.cache``; ``LAB_CACHE=off`` turns it off,
-``LAB_CACHE_DIR`` names its folder, both set by ``lab serve``'s options), then
-``lab.app.warmup.warm_up``. A script, not a module to import."""
+``LAB_CACHE_DIR`` names its folder), then ``lab.app.warmup.warm_up`` with every page's
+defaults computed ahead (``LAB_PREFILL=off``: not), all set by ``lab serve``'s options. A
+script, not a module to import."""
 import os
 
 from lab.app import shared
@@ -13,5 +14,5 @@ if os.environ.get("LAB_CACHE", "on") != "off":
     shared.use_cache(cache)
     print(f"score-lab: results shared through {cache.directory} ({len(cache)} kept, {cache.volume / 2**20:.0f} MB)",
           flush=True)
-took = warm_up()
+took = warm_up(prefill=os.environ.get("LAB_PREFILL", "on") != "off")
 print("score-lab: warmed up (" + ", ".join(f"{k} {v:.1f} s" for k, v in took.items()) + ")", flush=True)

@@ -33,6 +33,7 @@ _fields: dict[Hashable, Any] = {}                      # shared fields, kept for
 _memo: collections.OrderedDict = collections.OrderedDict()
 _prints: dict[int, str] = {}                            # id() of every shared field -> its fingerprint
 _cache = None                                           # the on-disk result cache (lab.app.cache), if any
+_inflight: dict = {}                                    # key -> Event: a result some thread is computing
 
 
 def _keep(key: Hashable, make: Callable[[], Any]):
@@ -109,14 +110,31 @@ def memo(key: tuple, compute: Callable[[], Any], fields=()) -> Any:
     """``compute()``, remembered when every one of ``fields`` is shared, under ``key`` (the
     result's name and every setting it depends on: the seed too) and the fields' fingerprints:
     for the process (the newest MEMO_ENTRIES results) and in the result cache, if one is in use
-    (values it cannot store stay in memory). Computed afresh otherwise."""
+    (values it cannot store stay in memory). Computed afresh otherwise. While one thread computes
+    a result, another asking for it waits for that one (twenty students opening a page at once
+    cost one computation, the warm-up's included)."""
     if not is_shared(*fields):
         return compute()
-    with _lock:
-        full = (*key, *(_prints[id(f)] for f in fields))
-        if full in _memo:
-            _memo.move_to_end(full)
-            return _memo[full]
+    while True:
+        with _lock:
+            full = (*key, *(_prints[id(f)] for f in fields))
+            if full in _memo:
+                _memo.move_to_end(full)
+                return _memo[full]
+            running = _inflight.get(full)
+            if running is None:
+                running = _inflight[full] = threading.Event()
+                break
+        running.wait()           # then read it from the memo (or compute it, if that one failed)
+    try:
+        return _memo_compute(full, compute)
+    finally:
+        with _lock:
+            _inflight.pop(full, None)
+        running.set()
+
+
+def _memo_compute(full: tuple, compute: Callable[[], Any]) -> Any:
     cache = _cache
     if cache is not None:
         from lab.app.cache import key_of
