@@ -146,3 +146,17 @@ def test_the_warm_up_fills_every_pages_defaults(tmp_path, monkeypatch):
         assert "retention at 95% detection" in pages[0].message and "ODE to SDE" in pages[1].message
     finally:
         shared.use_cache(None)
+
+
+def test_two_processes_asking_at_once_compute_once(tmp_path):
+    """``get_or_compute`` from two processes at the same time (two server processes warming
+    up): one computes, the other waits for its result."""
+    code = ("import sys, time, torch; from lab.app.cache import ResultCache\n"
+            "def slow():\n"
+            f"    open({str(tmp_path / 'computed')!r}, 'a').write('x')\n"
+            "    time.sleep(2)\n"
+            "    return {'x': torch.arange(3.0)}\n"
+            f"print(ResultCache({str(tmp_path / 'cache')!r}).get_or_compute('k', slow)['x'].tolist())")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert outs == ["[0.0, 1.0, 2.0]"] * 2 and (tmp_path / "computed").read_text() == "x"

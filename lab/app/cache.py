@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -210,14 +211,15 @@ class ResultCache:
         pid, cache = self._opened
         return cache if pid == os.getpid() else self._open()
 
-    def get(self, key: str):
+    def get(self, key: str, count: bool = True):
         try:
             data = self._cache.get(key, default=None, retry=True)
         except Exception as e:     # the cache is a help, never a failure
             log.warning("score-lab: result cache read failed (%s); computing", e)
             data = None
         if data is None:
-            self._count("misses")
+            if count:
+                self._count("misses")
             return False, None
         try:
             if not isinstance(data, bytes):
@@ -245,6 +247,36 @@ class ResultCache:
             return False
         self._count("stored")
         return True
+
+    def get_or_compute(self, key: str, compute, wait: float = 900.0):
+        """The value under ``key``, else ``compute()``'s, stored; while one process computes it,
+        another asking waits for it (a lock entry in the cache, expiring after ``wait`` seconds
+        in case its holder died): ``panel serve --num-procs`` runs the warm-up in every process
+        at once, and each would otherwise compute every page's defaults."""
+        hit, value = self.get(key)
+        if hit:
+            return value
+        lock = "lock:" + key
+        deadline = time.monotonic() + wait
+        try:
+            while not self._cache.add(lock, b"1", expire=wait, retry=True):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+                hit, value = self.get(key, count=False)
+                if hit:
+                    return value
+        except Exception as e:       # no lock to be had: compute anyway
+            log.warning("score-lab: result cache lock failed (%s)", e)
+        try:
+            hit, value = self.get(key, count=False)
+            if hit:
+                return value
+            value = compute()
+            self.set(key, value)
+            return value
+        finally:
+            self.delete(lock)
 
     def delete(self, key: str) -> None:
         try:

@@ -136,13 +136,11 @@ def memo(key: tuple, compute: Callable[[], Any], fields=()) -> Any:
 
 def _memo_compute(full: tuple, compute: Callable[[], Any]) -> Any:
     cache = _cache
-    if cache is not None:
-        from lab.app.cache import key_of
-        hit, result = cache.get(key_of(*full))
-    if cache is None or not hit:
+    if cache is None:
         result = compute()
-        if cache is not None:
-            cache.set(key_of(*full), result)
+    else:
+        from lab.app.cache import key_of
+        result = cache.get_or_compute(key_of(*full), compute)     # once for every process
     with _lock:
         _memo[full] = result
         while len(_memo) > MEMO_ENTRIES:
