@@ -1,4 +1,4 @@
-"""Command line: ``python -m lab train | sample | info | pretrain | serve``.
+"""Command line: ``python -m lab train | sample | info | pretrain | serve | cluster``.
 
     python -m lab train --dataset gaussian_grid --steps 2000 --out runs/model.pt
     python -m lab sample runs/model.pt --solver dpm++2m --steps 20 --out samples.csv
@@ -151,6 +151,10 @@ def serve_command(port: int = 5006, address: str = "127.0.0.1", num_procs: int =
 
 def _serve(args) -> int:
     cmd = serve_command(args.port, args.address, args.num_procs, args.panel_args)
+    if args.dask:
+        from lab.app.cluster import ENV, connect
+        connect(args.dask).close()       # reachable? else an error naming the address, before serving
+        os.environ[ENV] = args.dask
     if args.no_prefill:
         os.environ["LAB_PREFILL"] = "off"
     if args.no_cache:
@@ -160,6 +164,30 @@ def _serve(args) -> int:
     print(f"serving the lab: open http://{args.address}:{args.port}/all in a browser "
           f"(every page as a tab; http://{args.address}:{args.port}/ is the lab's index)", flush=True)
     os.execv(sys.executable, cmd)  # become the server: a signal to this process reaches it
+
+
+def _cluster(args) -> int:
+    """A LocalCluster of worker processes (one torch thread each) until interrupted."""
+    import time
+
+    from distributed import LocalCluster
+
+    for name, value, low in (("--workers", args.workers, 1), ("--threads", args.threads, 1)):
+        if value < low:
+            raise ValueError(f"{name} must be at least {low}, got {value}")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))      # the workers inherit it
+    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=args.threads,
+                           scheduler_port=args.port, processes=True, dashboard_address=None,
+                           resources={"GPU": 1} if args.gpu else None)
+    print(f"a Dask cluster of {args.workers} workers x {args.threads} threads at {cluster.scheduler_address}: "
+          f"serve the lab on it with `python -m lab serve --dask {cluster.scheduler_address}` (Ctrl-C stops it)",
+          flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        cluster.close()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,10 +262,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the result cache shared by the server's processes (default: $LAB_CACHE_DIR, "
                          "else ~/.cache/score-lab/results)")
     sv.add_argument("--no-cache", action="store_true", help="keep results in each process's memory only")
+    sv.add_argument("--dask", default=None, metavar="ADDRESS",
+                    help="compute the pages' work on the Dask cluster at ADDRESS (e.g. tcp://10.0.0.5:8786; "
+                         "default: $LAB_DASK, else in the server's processes); `lab cluster` starts one")
     sv.add_argument("--no-prefill", action="store_true",
                     help="start serving at once, without computing every page's defaults first (a first "
                          "visit to the hallucination page then waits ~40 s on a CPU)")
     sv.set_defaults(func=_serve, panel_args=[])
+
+    cl = sub.add_parser("cluster", help="start a local Dask scheduler and workers for `lab serve --dask`")
+    cl.add_argument("--workers", type=int, default=2, help="worker processes")
+    cl.add_argument("--threads", type=int, default=1, help="threads per worker")
+    cl.add_argument("--port", type=int, default=8786, help="the scheduler's port")
+    cl.add_argument("--gpu", action="store_true", help="label the workers with the resource GPU=1")
+    cl.set_defaults(func=_cluster)
 
     i = sub.add_parser("info", help="print a checkpoint's config and training summary")
     i.add_argument("checkpoint")

@@ -5,10 +5,13 @@ defaults computed ahead (``LAB_PREFILL=off``: not), all set by ``lab serve``'s o
 script, not a module to import."""
 import os
 
-from lab.app import shared
+from lab.app import cluster, shared
 from lab.app.cache import ResultCache
 from lab.app.warmup import warm_up
 
+if os.environ.get(cluster.ENV):
+    cluster.connect(os.environ[cluster.ENV])      # an error naming the address if it cannot be reached
+    print(f"score-lab: the pages compute on the Dask cluster at {os.environ[cluster.ENV]}", flush=True)
 if os.environ.get("LAB_CACHE", "on") != "off":
     cache = ResultCache()          # LAB_CACHE_DIR, else ~/.cache/score-lab/results
     shared.use_cache(cache)

@@ -50,8 +50,7 @@ class SolverView(LabView):
         self.last = None              # the last Trajectory
         self.last_ms = float("nan")   # server time of the last update (sampling, W2, drawing)
         self.w2 = float("nan")        # its sliced W2 to the truth
-        self._truth = None            # (key, truth samples, the W2 noise floor)
-        self._truth_shown = None      # the truth samples the figure holds
+        self._truth_shown = None      # the setting whose truth samples the figure holds
         self._worker = self.worker("solvers", label="sampling…")
         self._fields_worker = self.worker("solver-fields")
         self.figures = {"samples": ScatterFigure("samples", {"truth": plots.COLORS["truth"],
@@ -142,17 +141,6 @@ class SolverView(LabView):
         self._fields_worker.submit(compute, draw, lambda e: self.show_error(e, "Could not draw the fields"))
 
     # --- sampling (on every change) -------------------------------------------------------------
-    def _truth_samples(self, exact, key):
-        """True samples at t_min of ``exact`` (the session's field under ``key``) and the
-        sliced W2 between two independent draws of W2_POINTS: the floor below which no
-        sampler can go at this sample size (computed once per setting)."""
-        if self._truth is None or self._truth[0] != key:
-            truth, floor = memo(("solver truth",), lambda: truth_and_floor(
-                exact, N_SAMPLES, n_floor=W2_POINTS, seed=1,
-                distance=lambda a, b: sliced_w2(a, b, n_projections=W2_DIRECTIONS, estimator="grid")), [exact])
-            self._truth = (key, truth, floor)
-        return self._truth[1], self._truth[2]
-
     @param.depends("solver", "steps", "spacing", "source", "seed", watch=True)
     def update(self):
         """Re-sample with the current settings and redraw; problems become a message."""
@@ -163,25 +151,22 @@ class SolverView(LabView):
         source = "learned flow" if self.source == FLOW and self.session.flow is not None else (
             "exact flow" if self.source == FLOW else self.source)
         key = ("flow", id(exact)) if self.source == FLOW else self.session.key
+        start = time.perf_counter()
 
-        def run():
+        def run():       # no reference to the page: it may run on a Dask worker (lab.app.cluster)
             traj = sample(field, n=N_SAMPLES, **settings)
-            truth, floor = self._truth_samples(exact, key)
-            dist = sliced_w2(traj.samples[:W2_POINTS], truth[:W2_POINTS], n_projections=W2_DIRECTIONS,
-                             estimator="grid")
-            return traj, truth, dist, floor
+            truth, floor = _truth_and_floor(exact)
+            return traj, truth, _sliced_w2(traj.samples[:W2_POINTS], truth[:W2_POINTS]), floor
 
         def compute():   # a shipped model's run with the same settings is the same for every page
-            start = time.perf_counter()
-            return (*memo(("solver run", tuple(sorted(settings.items()))), run,
-                          [field, exact]), start)
+            return memo(("solver run", tuple(sorted(settings.items()))), run, [field, exact])
 
         def draw(result):
-            traj, truth, dist, floor, start = result
+            traj, truth, dist, floor = result
             self.last, self.w2 = traj, dist
-            if truth is not self._truth_shown:        # send the grey layer only when it changes
+            if key != self._truth_shown:        # send the grey layer only when it changes
                 self.figures["samples"].update(truth=truth)
-                self._truth_shown = truth
+                self._truth_shown = key
             self.figures["samples"].update(samples=traj.samples,
                                            title=f"{source} field, {settings['solver']}, {traj.nfe} NFE")
             self.figures["paths"].update(traj.xs[:, :N_TRAJECTORIES])
@@ -194,6 +179,17 @@ class SolverView(LabView):
                      f"sliced W2 to the truth **{dist:.3f}** (floor at {W2_POINTS} points: {floor:.3f})\n\n"
                      f"server time {self.last_ms:.0f} ms")
         self._worker.submit(compute, draw, self.show_error)
+
+
+def _sliced_w2(a, b) -> float:
+    return sliced_w2(a, b, n_projections=W2_DIRECTIONS, estimator="grid")
+
+
+def _truth_and_floor(exact):
+    """True samples at t_min of ``exact`` and the sliced W2 between two independent draws of
+    W2_POINTS: the floor below which no sampler can go at this sample size."""
+    return memo(("solver truth",), lambda: truth_and_floor(exact, N_SAMPLES, n_floor=W2_POINTS, seed=1,
+                                                          distance=_sliced_w2), [exact])
 
 
 def _spec(name: str):

@@ -21,6 +21,11 @@ them. So a view hands its expensive part to a ``Worker``:
 
 Without a served document (tests, scripts, a notebook cell before display) ``submit``
 runs both parts at once on the caller's thread, so results are there when it returns.
+
+With a Dask cluster in use (``lab.app.cluster``: ``lab serve --dask``) ``compute`` runs there:
+the worker thread submits it and waits; a newer request, or ``close``, cancels the future in
+flight (a closed page leaves nothing running on the cluster), and the cluster's error reaches
+``on_error`` as a local one would.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from typing import Any, Callable
 
 import panel as pn
 from panel.io.state import set_curdoc
+
+from lab.app import cluster
 
 __all__ = ["Worker", "on_page"]
 
@@ -82,6 +89,7 @@ class Worker:
         self._pending = None          # the newest request not yet started
         self._thread = None
         self._closed = False
+        self._future = None           # the cluster's future of the request in flight, if any
         self.busy = False             # a request is being computed or waits
 
     @property
@@ -93,7 +101,7 @@ class Worker:
         """Run ``compute()`` off the page's thread, then ``draw(result)`` on it."""
         if not self.threaded:
             try:
-                result = compute()
+                result = cluster.run(compute)
             except Exception as e:
                 if on_error is None:
                     raise
@@ -108,6 +116,7 @@ class Worker:
                 return
             self._pending = (compute, draw, on_error)
             self.busy = True
+            self._cancel_future()             # latest wins: the one in flight is stale
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
                 self._thread.start()
@@ -129,7 +138,21 @@ class Worker:
         """Drop what waits and end the thread (after the computation in flight, if any)."""
         with self._cond:
             self._closed, self._pending = True, None
+            self._cancel_future()
             self._cond.notify()
+
+    def _cancel_future(self) -> None:
+        """Cancel the cluster's future in flight (holding ``_cond``)."""
+        if self._future is not None:
+            self._future.cancel()
+            self._future = None
+
+    def _keep_future(self, future) -> None:
+        with self._cond:
+            if self._closed or self._pending is not None:
+                future.cancel()           # stale before it started
+            else:
+                self._future = future
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the thread has ended (after ``close``)."""
@@ -150,11 +173,12 @@ class Worker:
                 compute, draw, on_error = self._pending
                 self._pending = None
             try:
-                result = compute()
+                result = cluster.run(compute, on_future=self._keep_future)
                 done = (lambda r=result, d=draw: d(r))
-            except Exception as e:  # shown on the page, never a dead thread
+            except Exception as e:  # shown on the page, never a dead thread (a cancelled future: stale)
                 done = (lambda err=e, h=on_error: h(err)) if on_error is not None else None
             with self._cond:
+                self._future = None
                 self.busy = self._pending is not None
                 stale = self._pending is not None or self._closed
             if done is not None and not stale:
