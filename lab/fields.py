@@ -322,14 +322,14 @@ def fingerprint(obj) -> str:
     if schedule is not None:
         config = schedule.config() if hasattr(schedule, "config") else {}
         h.update(repr((schedule.name, schedule.t_min, schedule.t_max, sorted(config.items()))).encode())
-    for attr in ("data_std", "label", "kind"):
+    for attr in ("data_std", "label", "kind", "c"):          # c: a SwirlField's strength
         value = getattr(obj, attr, None)
         if value is not None:
             h.update(repr((attr, value)).encode())
     interpolant = getattr(obj, "interpolant", None)
     if interpolant is not None:
         h.update(repr(("interpolant", interpolant.name, interpolant.gamma_name, interpolant.a)).encode())
-    parts = [getattr(obj, name) for name in ("score_field",) if getattr(obj, name, None) is not None]
+    parts = [getattr(obj, name) for name in ("score_field", "base") if getattr(obj, name, None) is not None]
     parts += list(getattr(obj, "fields", ()))                      # a combined field's (lab.guidance)
     for part in parts:
         h.update(fingerprint(part).encode())

@@ -180,8 +180,9 @@ def get_interpolant(name: str | Interpolant, gamma: str | None = None, a: float 
                          "it needs gamma = 'sin2'")
     if name == "one_sided" and gamma != "zero":
         raise ValueError("a one-sided interpolant's noise is its Gaussian source: gamma must be 'zero'")
-    if name == "trig" and gamma == "scaled" and a > 4:
-        raise ValueError("the trig interpolant needs gamma <= 1 (alpha^2 + beta^2 + gamma^2 = 1): a <= 4")
+    if name == "trig" and (gamma == "sin2" or (gamma == "scaled" and a >= 4)):
+        raise ValueError("the trig interpolant needs gamma < 1 inside (alpha^2 + beta^2 + gamma^2 = 1, and "
+                         "gamma = 1 leaves alpha and beta no derivative): 'brownian_bridge', or 'scaled' with a < 4")
     return _family(name, gamma, a).check()
 
 
@@ -234,12 +235,16 @@ def score_from_velocity(interpolant: Interpolant, b: Tensor, x: Tensor, tau) -> 
 
     so E[n | x] = sigma^2 (beta b - beta' x) / (beta (alpha alpha' + gamma gamma') - beta' sigma^2) and
     s = -E[n | x] / sigma^2. Finite on [0, 1) (at tau = 0 it is the source's score -x); at
-    tau = 1 the target's score is not in b."""
+    tau = 1 the target's score is not in b. Where beta = 0 (the encoding-decoding interpolant's
+    first half) x is all noise and s = -x / sigma^2."""
     I = interpolant
     tt = broadcast_t(tau, x)
     a, be, g = I.alpha(tt), I.beta(tt), I.gamma(tt)
-    denom = be * (a * I.d_alpha(tt) + I.gamma_dgamma(tt)) - I.d_beta(tt) * (a * a + g * g)
-    return -(be * b - I.d_beta(tt) * x) / denom
+    sigma2 = a * a + g * g
+    denom = be * (a * I.d_alpha(tt) + I.gamma_dgamma(tt)) - I.d_beta(tt) * sigma2
+    pure_noise = (be == 0) & (I.d_beta(tt) == 0)
+    safe = torch.where(pure_noise, torch.ones_like(denom), denom)
+    return torch.where(pure_noise, -x / sigma2, -(be * b - I.d_beta(tt) * x) / safe)
 
 
 class FlowTime:

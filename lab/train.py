@@ -986,11 +986,14 @@ def load(path, device=None) -> NetworkField | VelocityField | FlowScoreField:
         raise ValueError(f"{path} is a damaged score-lab checkpoint: {e}") from None
     device = resolve_device(device) if device is not None else lab.pick_device()
     model = model.to(device).eval().requires_grad_(False)
-    if flow is None:
-        field = NetworkField(model, schedule, data_std)
-    elif flow["kind"] == "velocity":
-        field = VelocityField(model, interpolant, source)
-    else:
-        field = FlowScoreField(model, interpolant, source, flow["kind"])
+    try:
+        if flow is None:
+            field = NetworkField(model, schedule, data_std)
+        elif flow["kind"] == "velocity":
+            field = VelocityField(model, interpolant, source)
+        else:
+            field = FlowScoreField(model, interpolant, source, flow["kind"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} is a damaged score-lab checkpoint: {e}") from None
     field.config, field.summary, field.meta = cfg, ckpt.get("summary"), ckpt.get("meta") or {}
     return field

@@ -97,6 +97,8 @@ def test_fingerprints_never_cross_models_schedules_scalings_or_labels():
     assert len({fingerprint(guided), fingerprint(guided.with_label(0)), fingerprint(guided.with_label(1))}) == 3
     ring = dataset_mixture("ring")
     assert fingerprint(MixtureField(ring, vp)) != fingerprint(MixtureField(ring, get_schedule("vp", beta1=200.0)))
+    from lab.fields import SwirlField
+    assert fingerprint(SwirlField(MixtureField(ring, vp), 1.0)) != fingerprint(SwirlField(MixtureField(ring, vp), 2.0))
 
 
 def test_a_second_session_is_served_from_the_cache(tmp_path, monkeypatch):
@@ -160,3 +162,11 @@ def test_two_processes_asking_at_once_compute_once(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert outs == ["[0.0, 1.0, 2.0]"] * 2 and (tmp_path / "computed").read_text() == "x"
+
+
+def test_a_lock_left_by_a_dead_holder_delays_no_one_past_its_time_and_is_not_taken(tmp_path):
+    cache = ResultCache(tmp_path)
+    cache.raw_set("lock:k", b"another process's token")        # its holder died
+    assert cache.get_or_compute("k", lambda: {"x": 1}, wait=0.3) == {"x": 1}
+    assert cache.get("k") == (True, {"x": 1})
+    assert cache._cache.get("lock:k") == b"another process's token"     # not ours to remove

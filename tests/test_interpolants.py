@@ -56,6 +56,10 @@ def test_interpolants_with_wrong_ends_or_settings_are_refused():
         get_interpolant("linear", "loud")
     with pytest.raises(ValueError, match="sin2"):
         get_interpolant("encoding_decoding", "zero")
+    for gamma, a in (("sin2", 1.0), ("scaled", 4.0)):       # gamma reaches 1 inside: alpha' and beta' blow up
+        with pytest.raises(ValueError, match="needs gamma < 1 inside"):
+            get_interpolant("trig", gamma, a)
+    assert get_interpolant("trig", "scaled", 3.9).a == 3.9
     with pytest.raises(ValueError, match="N\\(0, I\\)"):
         InterpolantField("two_moons", "circles", "one_sided")
     with pytest.raises(ValueError, match="unknown source"):
@@ -372,12 +376,13 @@ def test_velocity_training_takes_any_source_and_refuses_what_it_cannot_train(moo
 
 # --- the score of a flow: from b (a Gaussian source), or learned (L_s, L_eta) ---------------------
 @pytest.mark.parametrize("name, gamma", [("linear", "zero"), ("linear", "brownian_bridge"), ("gvp", "zero"),
-                                         ("trig", "brownian_bridge"), ("one_sided", "zero")])
+                                         ("trig", "brownian_bridge"), ("one_sided", "zero"),
+                                         ("encoding_decoding", "sin2")])
 def test_from_a_gaussian_the_score_follows_from_the_velocity(name, gamma):
     """score_from_velocity of the exact b is the exact score s at every tau in [0, 1), the
     source's own score -x at tau = 0 included."""
     f = InterpolantField("gaussian", "two_moons", get_interpolant(name, gamma))
-    for tau in (0.0, 0.2, 0.5, 0.8, 0.97):
+    for tau in (0.0, 0.2, 0.3, 0.5, 0.8, 0.97):
         x = _on_rho(f, tau, n=500)
         got = score_from_velocity(f.interpolant, f.b(x, tau), x, tau)
         assert torch.allclose(got, f.s(x, tau), atol=1e-8, rtol=1e-6), (name, tau)

@@ -36,6 +36,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -48,6 +49,7 @@ __all__ = ["ResultCache", "encode", "decode", "key_of", "DATACLASSES", "FORMAT",
 FORMAT = "score-lab-result"
 VERSION = 1
 SIZE_LIMIT = 512 * 2**20        # bytes on disk before the least recently used entries go
+LOCK_S = 300.0                  # how long one process's computation holds the others off (a dead holder's too)
 log = logging.getLogger("lab.app")
 
 
@@ -248,18 +250,20 @@ class ResultCache:
         self._count("stored")
         return True
 
-    def get_or_compute(self, key: str, compute, wait: float = 900.0):
+    def get_or_compute(self, key: str, compute, wait: float = LOCK_S):
         """The value under ``key``, else ``compute()``'s, stored; while one process computes it,
-        another asking waits for it (a lock entry in the cache, expiring after ``wait`` seconds
-        in case its holder died): ``panel serve --num-procs`` runs the warm-up in every process
-        at once, and each would otherwise compute every page's defaults."""
+        another asking waits for it: ``panel serve --num-procs`` runs the warm-up in every
+        process at once, and each would otherwise compute every page's defaults. The lock is an
+        entry in the cache holding its owner's token, expiring after ``wait`` seconds (a holder
+        that died blocks no one longer); only its owner removes it. Past ``wait`` a waiter
+        computes itself."""
         hit, value = self.get(key)
         if hit:
             return value
-        lock = "lock:" + key
-        deadline = time.monotonic() + wait
+        lock, token = "lock:" + key, f"{os.getpid()}-{uuid.uuid4().hex}".encode()
+        deadline, held = time.monotonic() + wait, False
         try:
-            while not self._cache.add(lock, b"1", expire=wait, retry=True):
+            while not (held := self._cache.add(lock, token, expire=wait, retry=True)):
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
@@ -276,7 +280,13 @@ class ResultCache:
             self.set(key, value)
             return value
         finally:
-            self.delete(lock)
+            if held:
+                try:
+                    with self._cache.transact(retry=True):
+                        if self._cache.get(lock, retry=True) == token:
+                            self._cache.delete(lock, retry=True)
+                except Exception:
+                    pass                 # it expires
 
     def delete(self, key: str) -> None:
         try:

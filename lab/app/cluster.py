@@ -42,8 +42,9 @@ def connect(address: str):
     from distributed import Client
 
     with _lock:
-        if _client is not None and _client[0] == os.getpid() and _address == address:
-            return _client[1]
+        if (_client is not None and _client[0] == os.getpid() and _address == address
+                and _client[1].status in ("running", "connecting")):
+            return _client[1]            # else closed (the scheduler gone past its reconnect time): anew
         try:
             made = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
         except (OSError, TimeoutError) as e:

@@ -470,6 +470,10 @@ def _velocity_and_denoiser(data, cfg: TrainConfig, callback=None, cancel=None, s
 
     def shifted(p):
         return callback(dataclasses.replace(p, step=p.step + cfg.steps)) if callback is not None else None
-    s, _ = train(data, dataclasses.replace(cfg, objective="denoiser", steps=score_steps), callback=shifted,
-                 cancel=cancel, source=source)
+    s, score_history = train(data, dataclasses.replace(cfg, objective="denoiser", steps=score_steps),
+                             callback=shifted, cancel=cancel, source=source)
+    stopped = score_history["summary"]["stopped"]
+    if stopped:     # a denoiser stopped early is no score to sample by: the velocity alone
+        history["summary"]["stopped"] = f"the denoiser {stopped}: the flow has no score (eps = 0 only)"
+        return v, history
     return v.with_score(s), history

@@ -143,14 +143,18 @@ class Worker:
 
     def _cancel_future(self) -> None:
         """Cancel the cluster's future in flight (holding ``_cond``)."""
-        if self._future is not None:
-            self._future.cancel()
-            self._future = None
+        future, self._future = self._future, None
+        if future is not None:
+            try:
+                future.cancel()
+            except Exception:                  # a closed client: nothing left to cancel
+                log.debug("score-lab: could not cancel a cluster future", exc_info=True)
 
     def _keep_future(self, future) -> None:
         with self._cond:
             if self._closed or self._pending is not None:
-                future.cancel()           # stale before it started
+                self._future = future
+                self._cancel_future()     # stale before it started
             else:
                 self._future = future
 
