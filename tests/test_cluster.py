@@ -1,7 +1,9 @@
 """The pages' work on a Dask cluster (lab.app.cluster, issue 29 item 3), with a real
-``distributed.LocalCluster`` of worker processes: a request runs on a worker, its error reaches
-the page, a newer request or a closed page cancels the one in flight, the solver page gives the
-same numbers on the cluster as in process, and an unreachable scheduler is an error naming it."""
+``distributed.LocalCluster`` of worker processes: a request's heavy part (``cluster.run``, what
+``shared.memo`` computes) runs on a worker, its error reaches the page, a newer request or a
+closed page cancels the one in flight, the solver page gives the same numbers on the cluster as
+in process and the result cache still serves it, and an unreachable scheduler is an error
+naming it."""
 import threading
 import time
 
@@ -46,13 +48,13 @@ def where():
 
 def test_a_request_runs_on_a_worker_and_its_error_reaches_the_page(on_cluster):
     w, results, errors = threaded_worker(), [], []
-    w.submit(where, results.append, errors.append)
+    w.submit(lambda: cluster.run(where), results.append, errors.append)
     wait_for(results)
     assert results[0] in on_cluster.scheduler_info()["workers"]          # one of the cluster's workers
 
     def fails():
         raise ValueError("a bad setting, named")
-    w.submit(fails, results.append, errors.append)
+    w.submit(lambda: cluster.run(fails), results.append, errors.append)
     wait_for(errors)
     assert str(errors[0]) == "a bad setting, named"
     w.close()
@@ -66,12 +68,12 @@ def test_latest_wins_and_a_closed_page_leaves_nothing_running(on_cluster):
             time.sleep(3)
             return tag
         return run
-    w.submit(slow("first"), results.append)
+    w.submit(lambda: cluster.run(slow("first")), results.append)
     time.sleep(0.5)                                     # "first" is on a worker now
     w.submit(lambda: "second", results.append)          # the first is stale: cancelled
     wait_for(results)
     assert results == ["second"]
-    w.submit(slow("third"), results.append)
+    w.submit(lambda: cluster.run(slow("third")), results.append)
     time.sleep(0.5)
     w.close()                                           # the page closed
     deadline = time.time() + 10
@@ -81,27 +83,38 @@ def test_latest_wins_and_a_closed_page_leaves_nothing_running(on_cluster):
     assert results == ["second"]
 
 
-def test_the_solver_page_computes_the_same_on_the_cluster(on_cluster):
-    """The solver page's run (the shipped model, sampling and W2) travels to a worker and back:
-    the same numbers as in process, and the page's thread never sampled."""
+def test_the_solver_page_computes_the_same_on_the_cluster_and_the_cache_still_serves(on_cluster, tmp_path,
+                                                                                     monkeypatch):
+    """The solver page's run (the shipped model, sampling and W2) travels to a worker and back
+    with the same numbers as in process; a second session (a fresh process: memory emptied) is
+    served from the result cache, with nothing sent to the cluster."""
+    from lab.app import shared
+    from lab.app.cache import ResultCache
     from lab.app.session import Session
     from lab.app.solver_view import SolverView
 
-    calls = []
+    shipped = []
     real = cluster.run
 
     def counting(compute, on_future=None):
-        calls.append(getattr(compute, "__qualname__", ""))
+        if cluster.client() is not None:
+            shipped.append(getattr(compute, "__qualname__", ""))
         return real(compute, on_future)
-    import lab.app.worker as worker_module
-    worker_module.cluster.run = counting
+    monkeypatch.setattr(cluster, "run", counting)
+    shared.use_cache(ResultCache(tmp_path))
+    shared.forget()
     try:
         on = SolverView(Session(dataset="ring"), solver="ddim", steps=10, seed=3)
+        assert "SolverView.update.<locals>.run" in shipped
+        shipped.clear()
+        shared.forget()
+        again = SolverView(Session(dataset="ring"), solver="ddim", steps=10, seed=3)
+        assert "SolverView.update.<locals>.run" not in shipped and again.numbers["w2"] == on.numbers["w2"]
     finally:
-        worker_module.cluster.run = real
+        shared.use_cache(None)
+        shared.forget()
     cluster.disconnect()
     here = SolverView(Session(dataset="ring"), solver="ddim", steps=10, seed=3)
-    assert any("update" in c for c in calls)
     assert on.numbers["w2"] == pytest.approx(here.numbers["w2"], rel=1e-6) and on.numbers["nfe"] == 10
 
 

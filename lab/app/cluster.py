@@ -5,11 +5,15 @@ the department has.
 
 ``python -m lab cluster`` starts a local scheduler and workers for trying it; ``python -m lab
 serve --dask ADDRESS`` (or ``LAB_DASK=ADDRESS``) sends every page's computation there through
-one ``distributed.Client`` per server process. The seam is the lab's one ``Worker``
-(``lab.app.worker``): its thread hands ``compute`` to the cluster and waits for the result, so
-latest-wins, a closed page cancelling its future, and errors reaching the page hold as they do
-in process. A computation that cannot travel (it holds something that does not pickle) runs in
-the server process instead, and the server's log says so once per kind.
+one ``distributed.Client`` per server process. The seam is ``lab.app.shared.memo``, through
+which every page's heavy result is computed: it looks in the memo and the shared result cache
+on the server, and only what is in neither goes to the cluster (``run``), so the cache keeps
+serving a class and the warm-up fills it. The request's ``Worker`` (``lab.app.worker``) is told
+of each future (``futures_to``), so latest-wins, a closed page cancelling its future, and errors
+reaching the page hold as they do in process. A computation that cannot travel (it holds
+something that does not pickle) runs in the server process instead, and the server's log says
+so once per kind. What a page computes outside ``memo`` (drawing, its own small sums) stays in
+the server.
 
 Workers must have the lab installed (the same version: they import ``lab`` to run the pages'
 functions); a job carries its fields (weights, schedule and data with it, pickled by Dask).
@@ -18,11 +22,12 @@ Not yet on the cluster: training (``lab.train.TrainingRun`` keeps its thread in 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 
-__all__ = ["connect", "client", "run", "disconnect", "ENV"]
+__all__ = ["connect", "client", "run", "disconnect", "futures_to", "ENV"]
 
 ENV = "LAB_DASK"                 # the scheduler's address, when set
 CONNECT_TIMEOUT_S = 10
@@ -32,6 +37,19 @@ _lock = threading.Lock()
 _client = None                   # (pid, Client) of this process
 _address = None                  # set by connect(); else read from ENV
 _unpicklable: set[str] = set()
+_current = threading.local()     # the hook of the request this thread computes (futures_to)
+
+
+@contextlib.contextmanager
+def futures_to(hook):
+    """While in the block, every future ``run`` makes on this thread is handed to ``hook``
+    (a ``Worker``'s, which cancels it when its request goes stale or its page closes)."""
+    previous = getattr(_current, "hook", None)
+    _current.hook = hook
+    try:
+        yield
+    finally:
+        _current.hook = previous
 
 
 def connect(address: str):
@@ -73,8 +91,10 @@ def disconnect() -> None:
 
 
 def run(compute, on_future=None):
-    """``compute()``'s result, computed on the cluster when one is in use (``on_future(f)``
-    receives the future first, so its owner can cancel it), else here."""
+    """``compute()``'s result, computed on the cluster when one is in use (``on_future(f)``, by
+    default the hook of ``futures_to``, receives the future first, so its owner can cancel it),
+    else here."""
+    on_future = on_future or getattr(_current, "hook", None)
     c = client()
     if c is None:
         return compute()

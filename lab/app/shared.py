@@ -18,6 +18,7 @@ import collections
 import threading
 from typing import Any, Callable, Hashable
 
+from lab.app import cluster
 from lab.data import dataset_mixture
 from lab.fields import MixtureField, fingerprint
 from lab.pretrained import load_pretrained
@@ -112,9 +113,10 @@ def memo(key: tuple, compute: Callable[[], Any], fields=()) -> Any:
     for the process (the newest MEMO_ENTRIES results) and in the result cache, if one is in use
     (values it cannot store stay in memory). Computed afresh otherwise. While one thread computes
     a result, another asking for it waits for that one (twenty students opening a page at once
-    cost one computation, the warm-up's included)."""
+    cost one computation, the warm-up's included). What is in neither the memo nor the cache is
+    computed on the Dask cluster when one is in use (``lab.app.cluster``), else here."""
     if not is_shared(*fields):
-        return compute()
+        return cluster.run(compute)
     while True:
         with _lock:
             full = (*key, *(_prints[id(f)] for f in fields))
@@ -135,7 +137,8 @@ def memo(key: tuple, compute: Callable[[], Any], fields=()) -> Any:
 
 
 def _memo_compute(full: tuple, compute: Callable[[], Any]) -> Any:
-    cache = _cache
+    cache, here = _cache, compute
+    compute = lambda: cluster.run(here)      # noqa: E731 (on the cluster, if one is in use)
     if cache is None:
         result = compute()
     else:

@@ -22,10 +22,10 @@ them. So a view hands its expensive part to a ``Worker``:
 Without a served document (tests, scripts, a notebook cell before display) ``submit``
 runs both parts at once on the caller's thread, so results are there when it returns.
 
-With a Dask cluster in use (``lab.app.cluster``: ``lab serve --dask``) ``compute`` runs there:
-the worker thread submits it and waits; a newer request, or ``close``, cancels the future in
-flight (a closed page leaves nothing running on the cluster), and the cluster's error reaches
-``on_error`` as a local one would.
+With a Dask cluster in use (``lab.app.cluster``: ``lab serve --dask``) the heavy part of
+``compute`` (what it asks of ``lab.app.shared.memo``) runs there, the worker thread waiting; a
+newer request, or ``close``, cancels the future in flight (a closed page leaves nothing queued
+on the cluster), and the cluster's error reaches ``on_error`` as a local one would.
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ class Worker:
         """Run ``compute()`` off the page's thread, then ``draw(result)`` on it."""
         if not self.threaded:
             try:
-                result = cluster.run(compute)
+                result = compute()
             except Exception as e:
                 if on_error is None:
                     raise
@@ -177,7 +177,8 @@ class Worker:
                 compute, draw, on_error = self._pending
                 self._pending = None
             try:
-                result = cluster.run(compute, on_future=self._keep_future)
+                with cluster.futures_to(self._keep_future):
+                    result = compute()
                 done = (lambda r=result, d=draw: d(r))
             except Exception as e:  # shown on the page, never a dead thread (a cancelled future: stale)
                 done = (lambda err=e, h=on_error: h(err)) if on_error is not None else None
