@@ -170,3 +170,10 @@ def test_a_lock_left_by_a_dead_holder_delays_no_one_past_its_time_and_is_not_tak
     assert cache.get_or_compute("k", lambda: {"x": 1}, wait=0.3) == {"x": 1}
     assert cache.get("k") == (True, {"x": 1})
     assert cache._cache.get("lock:k") == b"another process's token"     # not ours to remove
+
+
+def test_an_unusable_folder_is_an_error_naming_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match="a-file"):
+        ResultCache(blocker / "cache")

@@ -195,7 +195,10 @@ class ResultCache:
         self.size_limit = int(size_limit)
         self._lock = threading.Lock()
         self._opened = None            # (pid, diskcache.Cache): a forked server process opens its own
-        self._open()
+        try:
+            self._open()
+        except Exception as e:         # an unwritable folder, a damaged database
+            raise OSError(f"cannot open the result cache in {self.directory}: {type(e).__name__}: {e}") from None
         self.hits = self.misses = self.stored = self.refused = 0
 
     def _open(self):

@@ -13,9 +13,13 @@ if os.environ.get(cluster.ENV):
     cluster.connect(os.environ[cluster.ENV])      # an error naming the address if it cannot be reached
     print(f"score-lab: the pages compute on the Dask cluster at {os.environ[cluster.ENV]}", flush=True)
 if os.environ.get("LAB_CACHE", "on") != "off":
-    cache = ResultCache()          # LAB_CACHE_DIR, else ~/.cache/score-lab/results
-    shared.use_cache(cache)
-    print(f"score-lab: results shared through {cache.directory} ({len(cache)} kept, {cache.volume / 2**20:.0f} MB)",
-          flush=True)
+    try:
+        cache = ResultCache()      # LAB_CACHE_DIR, else ~/.cache/score-lab/results
+    except OSError as e:           # a read-only home, a full disk: serve without it
+        print(f"score-lab: no shared result cache ({e}); each process keeps its results in memory", flush=True)
+    else:
+        shared.use_cache(cache)
+        print(f"score-lab: results shared through {cache.directory} ({len(cache)} kept, "
+              f"{cache.volume / 2**20:.0f} MB)", flush=True)
 took = warm_up(prefill=os.environ.get("LAB_PREFILL", "on") != "off")
 print("score-lab: warmed up (" + ", ".join(f"{k} {v:.1f} s" for k, v in took.items()) + ")", flush=True)
