@@ -26,7 +26,8 @@ from lab.app.train_view import MAX_TRAIN_STEPS, N_DRAWN_POINTS, N_TRAIN_POINTS, 
 from lab.app.view import LabView, page_loop_running
 from lab.app.worker import on_page
 from lab.data import DATASETS, make_dataset, points_from_drawing
-from lab.interpolants import GAMMAS, INTERPOLANTS, InterpolantField, get_interpolant, straightness, velocity_error
+from lab.interpolants import (GAMMAS, INTERPOLANTS, InterpolantField, get_interpolant, is_standard_gaussian,
+                              straightness, velocity_error)
 from lab.metrics import sliced_w2
 from lab.pretrained import FLOW_ENDS, flow_path
 from lab.solvers import sample
@@ -359,7 +360,6 @@ class FlowsView(LabView):
                      f"training a velocity{' and a denoiser' if score_steps else ''}: {cfg.steps + score_steps} steps")
 
     def _needs_denoiser(self, exact) -> bool:
-        from lab.interpolants import is_standard_gaussian
         noisy = float(exact.interpolant.gamma(torch.tensor(0.5, dtype=torch.float64))) > 0
         return noisy and (not is_standard_gaussian(exact.source) or self.coupling != "independent")
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Hashable
 from lab.app import cluster
 from lab.data import dataset_mixture
 from lab.fields import MixtureField, fingerprint
+from lab.interpolants import InterpolantField, get_interpolant
 from lab.pretrained import load_pretrained
 from lab.train import load
 
@@ -73,8 +74,6 @@ def exact_field(dataset: str, schedule) -> MixtureField:
 def flow_field(source: str, target: str, interpolant: str = "linear", gamma: str | None = None):
     """The exact flow (``lab.interpolants.InterpolantField``) between two built-in ends ("gaussian"
     or data sets), once a process per ends and interpolant."""
-    from lab.interpolants import InterpolantField, get_interpolant
-
     return _keep(("flow", source, target, interpolant, gamma),
                  lambda: InterpolantField(source, target, get_interpolant(interpolant, gamma)))
 
