@@ -198,8 +198,11 @@ class FlowsView(LabView):
         self.show_error("")
         for name in ("straightness", "w2_curve", "w2"):
             self.numbers.pop(name, None)
-        self.session.param.update(flow=self.learned, flow_exact=exact)
-        self._on_flow()
+        learned, session = self.learned, self.session
+        unchanged = session.flow is learned and session.flow_exact is exact
+        session.param.update(flow=learned, flow_exact=exact)     # a change redraws (_on_flow watches it)
+        if unchanged:
+            self._on_flow()
 
     @param.depends(*[f"session.{name}" for name in FLOW_REDRAW_ON], watch=True)
     def _on_flow(self):
