@@ -12,7 +12,6 @@ session's (``Session.flow``): the solver tab samples it, the curl tab shows its 
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 import panel as pn
 import param
@@ -21,9 +20,10 @@ import torch
 from lab import plots
 from lab.app import shared
 from lab.app.figures import CurvesFigure, DrawFigure, FieldFigure, PathsFigure, ScatterFigure
-from lab.app.session import FLOW_REDRAW_ON, UPLOADED, log
-from lab.app.train_view import MAX_TRAIN_STEPS, N_DRAWN_POINTS, N_TRAIN_POINTS, PEN_WIDTH, progress_text
-from lab.app.view import LabView, page_loop_running
+from lab.app.session import FLOW_REDRAW_ON, UPLOADED
+from lab.app.train_view import (LOG_EVERY, MAX_TRAIN_STEPS, N_DRAWN_POINTS, N_TRAIN_POINTS, PEN_WIDTH,
+                                 TrainingPage)
+from lab.app.view import LabView
 from lab.app.worker import on_page
 from lab.data import DATASETS, make_dataset, points_from_drawing
 from lab.interpolants import (GAMMAS, INTERPOLANTS, InterpolantField, get_interpolant, is_standard_gaussian,
@@ -51,12 +51,10 @@ REFLOW_PAIRS = 20_000     # pairs a reflow draws from the flow (Liu et al.)
 ERROR_TAUS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)   # where the learned fields' error is drawn
 ERROR_POINTS = 1000       # points of rho_tau it is measured on
 DEFAULT_GAMMA = "family's own"
-LOG_EVERY = 50
-POLL_MS = 300
 ENDS = ["gaussian", *DATASETS]
 
 
-class FlowsView(LabView):
+class FlowsView(TrainingPage, LabView):
     """Train, reflow and sample a flow between two ends, beside the exact interpolant field."""
 
     source = param.Selector(default="gaussian", objects=list(ENDS), label="source (tau = 0)")
@@ -81,17 +79,13 @@ class FlowsView(LabView):
 
     def __init__(self, session=None, **params):
         super().__init__(session, **params)
-        self.run = None              # the TrainingRun (a training or a reflow) under way or last
+        self._init_training()        # its run: a training or a reflow
         self._run_key = None         # the settings it trains for
-        self._finished = None
-        self._drawn = 0
-        self._poller = None
         self._flows: dict = {}       # settings -> (learned flow, reflows done, the flow before the last reflow)
         self._exact_cache = None     # (key, the exact field of uploaded points)
         self._maps_worker = self.worker("flow-maps", label="drawing the fields…")
         self._samples_worker = self.worker("flow-samples", label="sampling…")
         self._curve_worker = self.worker("flow-curve", label="W2 against NFE…")
-        self.session.on_close(self._on_session_closed)
         self.figures = f = {
             "paths": PathsFigure("particle paths"),
             "samples": ScatterFigure("samples", {"truth": plots.COLORS["truth"], "samples": plots.COLORS["model"]}),
@@ -379,52 +373,18 @@ class FlowsView(LabView):
                      f"reflow: {REFLOW_PAIRS:,} pairs from the flow's ODE, then {cfg.steps} steps")
 
     def _launch(self, run: TrainingRun, text: str):
-        self._run_key, self._drawn = self.key(), 0
+        self._run_key = self.key()
         self.figures["loss"].clear()
         self.figures["loss"].title = f"training loss ({text.split(':')[0]})"
-        self.run = run.start()
         self.train_button.disabled = self.reflow_button.disabled = True
         self.stop_button.disabled = False
         self.say(text)
-        if self._poller is None and page_loop_running():
-            self._poller = pn.state.add_periodic_callback(self.poll, period=POLL_MS)
-
-    def stop(self):
-        if self.run is not None:
-            self.run.stop()
-
-    @property
-    def running(self) -> bool:
-        return self.run is not None and self.run.running
-
-    def join(self, timeout: float | None = None):
-        """Wait for the training thread (tests, scripts), then draw its result."""
-        if self.run is not None:
-            self.run.join(timeout)
-        self.poll()
-
-    def poll(self):
-        """Draw the run's progress; install its flow when it is done."""
-        run = self.run
-        if run is None:
-            return
-        self._bar.value = int(100 * min(run.step, run.total) / run.total)
-        n = len(run.losses)
-        if not run.done:
-            self.say(progress_text(run))
-        if n > self._drawn:
-            self.figures["loss"].stream("loss", run.steps[self._drawn:n], run.losses[self._drawn:n])
-            self._drawn = n
-        if run.done and not run.running and run is not self._finished:
-            self._finished = run
-            self._finish(run)
+        self._watch(run)
 
     def _finish(self, run: TrainingRun):
+        """Install the run's flow (a reflow's keeps the flow before it, for the W2 curve)."""
         self.train_button.disabled = self.reflow_button.disabled = False
         self.stop_button.disabled = True
-        if self._poller is not None:
-            self._poller.stop()
-            self._poller = None
         if run.error:
             self.show_error(f"training failed: {run.error}")
             return
@@ -439,17 +399,6 @@ class FlowsView(LabView):
             self.session.flow = field
         else:
             self._info.object += "; the settings changed meanwhile: choose them again to see it"
-
-    def _on_session_closed(self):
-        if not self.running:
-            return
-        run = self.run
-        run.stop()
-
-        def report():
-            run.join(60)
-            log.info("score-lab: flow training %s (its session closed)", "still running" if run.running else "stopped")
-        threading.Thread(target=report, name="score-lab-flow-reaper", daemon=True).start()
 
 
 def _truth_and_floor(exact: InterpolantField):

@@ -29,7 +29,7 @@ from lab.schedules import SCHEDULES
 from lab.solvers import sample
 from lab.train import TrainConfig, TrainingRun
 
-__all__ = ["TrainView", "MAX_TRAIN_STEPS", "EXACT"]
+__all__ = ["TrainView", "TrainingPage", "MAX_TRAIN_STEPS", "EXACT"]
 
 MAX_TRAIN_STEPS = 20_000    # the served lab's cap on one run
 EXACT = "exact"             # the model kind that trains nothing: the exact score
@@ -43,7 +43,83 @@ N_DRAWN_POINTS = 4000       # points made from a drawing
 PEN_WIDTH = 0.04            # their spread around the strokes, in the canvas's units (it spans +-2.5)
 
 
-class TrainView(LabView):
+class TrainingPage:
+    """What a page that trains in the background shares (the Train and Flows pages): its
+    ``TrainingRun`` (``run``), Stop, a periodic callback that draws the run's progress on the
+    page's thread (``_bar``, ``figures["loss"]``, the progress text), and the run stopped when
+    the session closes. A page calls ``_init_training`` in its ``__init__`` and ``_watch(run)``
+    to start one, draws more in ``_draw_progress`` and ends in ``_finish(run)``."""
+
+    def _init_training(self):
+        self.run = None                         # the TrainingRun under way or last finished
+        self._finished = None                   # the run whose end has been drawn
+        self._drawn = 0                         # loss points already on the curve
+        self._poller = None
+        self.session.on_close(self._on_session_closed)
+
+    def _watch(self, run: TrainingRun) -> None:
+        """Start ``run`` and draw its progress until it ends."""
+        self._drawn = 0
+        self.run = run.start()
+        if self._poller is None and page_loop_running():
+            self._poller = pn.state.add_periodic_callback(self.poll, period=POLL_MS)
+
+    def stop(self):
+        """Ask the training thread to stop; the model trained so far is kept."""
+        if self.run is not None:
+            self.run.stop()
+
+    @property
+    def running(self) -> bool:
+        return self.run is not None and self.run.running
+
+    def join(self, timeout: float | None = None):
+        """Wait for the training thread (tests, scripts), then draw its result."""
+        if self.run is not None:
+            self.run.join(timeout)
+        self.poll()
+
+    def poll(self):
+        """Draw the progress the run has written; finish up when it is done."""
+        run = self.run
+        if run is None:
+            return
+        self._bar.value = int(100 * min(run.step, run.total) / run.total)
+        n = len(run.losses)
+        if not run.done:
+            self.say(progress_text(run))
+        if n > self._drawn:
+            self.figures["loss"].stream("loss", run.steps[self._drawn:n], run.losses[self._drawn:n])
+            self._drawn = n
+        self._draw_progress(run)
+        if run.done and not run.running and run is not self._finished:
+            self._finished = run
+            if self._poller is not None:
+                self._poller.stop()
+                self._poller = None
+            self._finish(run)
+
+    def _draw_progress(self, run: TrainingRun) -> None:
+        """What else the page draws of a run under way (the Train page: its preview)."""
+
+    def _finish(self, run: TrainingRun) -> None:
+        raise NotImplementedError
+
+    def _on_session_closed(self):
+        """Stop training; a helper thread waits for it to end and logs (never the page's thread)."""
+        if not self.running:
+            return
+        run = self.run
+        run.stop()
+
+        def report():
+            run.join(60)
+            state = "still running after 60 s" if run.running else "stopped"
+            log.info("score-lab: training %s at step %d of %d (its session closed)", state, run.step, run.total)
+        threading.Thread(target=report, name="score-lab-train-reaper", daemon=True).start()
+
+
+class TrainView(TrainingPage, LabView):
     """Train on the session's data set (or uploaded points) and hand the model to the session."""
 
     model_kind = param.Selector(default="score_mlp", objects=[*MODELS, EXACT], label="model",
@@ -61,14 +137,10 @@ class TrainView(LabView):
 
     def __init__(self, session=None, **params):
         super().__init__(session, **params)
-        self.run = None                         # the TrainingRun under way or last finished
-        self._finished = None                   # the run whose end has been drawn
-        self._drawn = 0                         # loss points already on the curve
+        self._init_training()
         self._preview_shown = None
-        self._poller = None
         self._worker = self.worker("train-preview", label="sampling…")
         self._reader = self.worker("upload", label="reading your points…")   # off the page's thread
-        self.session.on_close(self._on_session_closed)
         # the page's buttons (public: what a test presses and reads, as a student would)
         self.train_button = pn.widgets.Button(label=self._train_label(self.model_kind), color="primary",
                                                width=140)
@@ -144,71 +216,23 @@ class TrainView(LabView):
             self.show_error(e)
             return
         self._run_key = self.session.key        # the setting this run trains for
-        self._drawn = 0
         loss = self.figures["loss"]
         loss.clear()
         loss.title = ("training loss (denoising score matching"
                       f"{', Fokker-Planck w = %g' % cfg.fp_weight if cfg.fp_weight else ''})")
-        self.run = TrainingRun(data, cfg, preview=_preview, preview_every=PREVIEW_EVERY).start()
         self.train_button.disabled, self.stop_button.disabled = True, False
         self.say(f"starting: {cfg.steps} steps of a {cfg.model}")
-        if self._poller is None and page_loop_running():
-            self._poller = pn.state.add_periodic_callback(self.poll, period=POLL_MS)
-
-    def stop(self):
-        """Ask the training thread to stop; the model trained so far is kept."""
-        if self.run is not None:
-            self.run.stop()
-
-    def _on_session_closed(self):
-        """Stop training; a helper thread waits for it to end and logs (never the page's thread)."""
-        if not self.running:
-            return
-        run = self.run
-        run.stop()
-
-        def report():
-            run.join(60)
-            state = "still running after 60 s" if run.running else "stopped"
-            log.info("score-lab: training %s at step %d of %d (its session closed)", state, run.step, run.total)
-        threading.Thread(target=report, name="score-lab-train-reaper", daemon=True).start()
-
-    @property
-    def running(self) -> bool:
-        return self.run is not None and self.run.running
-
-    def join(self, timeout: float | None = None):
-        """Wait for the training thread (tests, scripts), then draw its result."""
-        if self.run is not None:
-            self.run.join(timeout)
-        self.poll()
+        self._watch(TrainingRun(data, cfg, preview=_preview, preview_every=PREVIEW_EVERY))
 
     # --- drawing, on the page's thread ------------------------------------------------------
-    def poll(self):
-        """Draw the progress the run has written; finish up when it is done."""
-        run = self.run
-        if run is None:
-            return
-        self._bar.value = int(100 * run.step / run.total)
-        n = len(run.losses)
-        if not run.done:
-            self.say(progress_text(run))
-        if n > self._drawn:
-            self.figures["loss"].stream("loss", run.steps[self._drawn:n], run.losses[self._drawn:n])
-            self._drawn = n
+    def _draw_progress(self, run: TrainingRun):
         if run.preview is not None and run.preview is not self._preview_shown:
             self._preview_shown = run.preview
             self.figures["preview"].update(
                 samples=run.preview, title=f"samples while training ({PREVIEW_STEPS} steps), step {run.preview_step}")
-        if run.done and not run.running and run is not self._finished:
-            self._finished = run
-            self._finish(run)
 
     def _finish(self, run: TrainingRun):
         self.train_button.disabled, self.stop_button.disabled = False, True
-        if self._poller is not None:
-            self._poller.stop()
-            self._poller = None
         if run.error:
             self.show_error(f"training failed: {run.error}")
         elif run.result is not None:
