@@ -171,6 +171,26 @@ class OnModel:
         """Points (n, 2) as a tensor of the field's dtype on its device."""
         return torch.as_tensor(x, dtype=self.dtype, device=self.device)
 
+    label: int | None = None    # a class-conditional network's class (None: unconditional)
+
+    @property
+    def n_classes(self) -> int:
+        """Classes of a class-conditional network (0: not conditional)."""
+        return getattr(self.model, "n_classes", 0)
+
+    def with_label(self, label: int | None):
+        """The same network as the field of one class (``label`` in 0..n_classes-1), or of
+        none (None: the unconditional field label dropout trained): the pair classifier-free
+        guidance combines (``lab.guidance.guided_field``), or a flow to one class's data.
+        Shares the weights."""
+        if not self.n_classes:
+            raise ValueError("this model is not class-conditional (train with TrainConfig(n_classes=K))")
+        if label is not None:
+            label = _check.integer(label, "label", 0, self.n_classes - 1)
+        other = copy.copy(self)
+        other.label = label
+        return other
+
 
 class NetworkField(OnModel, ScoreField):
     """A network as a field. ``model(x_in, t)`` returns eps (n, 2) for a ``ScoreMLP``; for
@@ -194,23 +214,6 @@ class NetworkField(OnModel, ScoreField):
         self.summary = None  # the training summary (steps, wall time, device, ...)
         self.meta = {}       # free-form facts kept in its checkpoint (e.g. the data set)
         self.label = None    # a class-conditional model's class (None: unconditional)
-
-    @property
-    def n_classes(self) -> int:
-        """Classes of a class-conditional network (0: not conditional)."""
-        return getattr(self.model, "n_classes", 0)
-
-    def with_label(self, label: int | None) -> "NetworkField":
-        """The same network as the field of one class (``label`` in 0..n_classes-1), or of
-        none (None: the unconditional field label dropout trained): the pair classifier-free
-        guidance combines (``lab.guidance.guided_field``). Shares the weights."""
-        if not self.n_classes:
-            raise ValueError("this model is not class-conditional (train with TrainConfig(n_classes=K))")
-        if label is not None:
-            label = _check.integer(label, "label", 0, self.n_classes - 1)
-        other = copy.copy(self)
-        other.label = label
-        return other
 
     def eps(self, x: Tensor, t, labels: Tensor | None = None) -> Tensor:
         """eps(x_t, t); ``labels`` (n,): a class-conditional network's class per point

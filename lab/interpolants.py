@@ -556,7 +556,6 @@ class _FlowNetwork(OnModel):
     default: label dropout's "no class")."""
 
     is_flow = True
-    label: int | None = None
 
     def __init__(self, model: torch.nn.Module, interpolant: Interpolant, source: GaussianMixture):
         self.model, self.interpolant, self.source = model, interpolant, source
@@ -570,21 +569,6 @@ class _FlowNetwork(OnModel):
         """How its training paired source and target points (its TrainConfig's; "independent"
         when it has none)."""
         return getattr(self.config, "coupling", "independent")
-
-    @property
-    def n_classes(self) -> int:
-        return getattr(self.model, "n_classes", 0)
-
-    def with_label(self, label: int | None):
-        """The same network as the flow to one class (``label`` in 0..n_classes-1), or to all
-        the data (None). Shares the weights."""
-        if not self.n_classes:
-            raise ValueError("this flow is not class-conditional (train with TrainConfig(n_classes=K))")
-        if label is not None:
-            label = _check.integer(label, "label", 0, self.n_classes - 1)
-        other = copy.copy(self)
-        other.label = label
-        return other
 
     def _net(self, x: Tensor, tau, labels: Tensor | None = None) -> Tensor:
         tt = broadcast_t(tau, x)
